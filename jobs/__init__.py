@@ -1,0 +1,1 @@
+"""busnet's Ray batch work and the `busnet` command line."""

@@ -1,0 +1,41 @@
+"""Start or join Ray the same way for every command.
+
+With RAY_ADDRESS set, join that cluster. Otherwise start a local Ray bound to 127.0.0.1 with at
+least 4 logical CPUs: on a 2-core machine, Train workers and Tune trials would otherwise reserve
+every CPU and leave Ray Data none (the `backpressured:tasks(ResourceBudget)` hang).
+"""
+from __future__ import annotations
+
+import os
+
+LOCAL_MIN_CPUS = 4
+LOCAL_OBJECT_STORE_BYTES = 500_000_000
+
+
+def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
+    """Connect to RAY_ADDRESS, or start a local single-node Ray on 127.0.0.1 (idempotent)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": _forwarded_env()})
+        return
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on one machine: loopback only
+    runtime_env = {"env_vars": _forwarded_env()}
+    ray.init(
+        num_cpus=num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1),
+        object_store_memory=object_store_memory or LOCAL_OBJECT_STORE_BYTES,
+        include_dashboard=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env=runtime_env,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+
+
+def _forwarded_env() -> dict[str, str]:
+    """Storage and threading settings that Ray workers must see as the driver does."""
+    names = [n for n in os.environ if n.startswith(("AWS_", "BUSNET_"))]
+    names += ["GLOO_SOCKET_IFNAME"]
+    return {n: os.environ[n] for n in names if n in os.environ}

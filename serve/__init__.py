@@ -1,0 +1,1 @@
+"""The Ray Serve application for Hybrid-MT-ESTAN and its HTTP client."""

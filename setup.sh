@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Create (or reuse) ./.venv and install busnet with its pinned torch and Ray (constraints.txt).
+set -euo pipefail
+cd "$(dirname "$0")"
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch first, by itself and pinned: nothing later may replace it.
+.venv/bin/python -m pip install --quiet -c constraints.txt torch torchvision
+.venv/bin/python -m pip install --quiet -c constraints.txt -e ".[test]"
+echo "busnet is installed in $(pwd)/.venv"

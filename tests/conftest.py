@@ -1,0 +1,78 @@
+"""Session-wide fixtures: one local Ray, one local S3 server (moto), scratch folders.
+
+Ray starts once per test session and sees the S3 settings, because the moto server starts first and
+its endpoint and fake credentials are exported before `ray.init`.
+"""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+SHARED_BUSI_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi-sample"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def busi_sample() -> Path:
+    """The 20 real BUSI images beside the repository; tests that need them skip without them."""
+    if not SHARED_BUSI_SAMPLE.is_dir():
+        pytest.skip(f"real BUSI sample not found at {SHARED_BUSI_SAMPLE}")
+    return SHARED_BUSI_SAMPLE
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint on 127.0.0.1 (moto's ThreadedMotoServer); yields its URL."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield url
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_server, request) -> str:
+    """A fresh, empty bucket on the local S3 server; yields `s3://name`."""
+    import boto3
+
+    name = "busnet-" + request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")[:40]
+    name = name.rstrip("-") + f"-{free_port()}"
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_local(s3_server):
+    """The one local Ray of the test session (4 logical CPUs on 127.0.0.1, no dashboard)."""
+    import ray
+
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    from jobs.runtime import init_ray
+
+    init_ray(num_cpus=4, object_store_memory=500_000_000)
+    yield ray
+    ray.shutdown()
