@@ -1,0 +1,37 @@
+"""Measure the platform: `busnet bench data|train|serve` prints a table (or one JSON object with --json).
+
+data:  images/s through the Ray Data pipeline vs. a plain single-process loop over the same Parquet.
+train: training images/s of a bare PyTorch loop vs. Ray Train + Ray Data (the platform's overhead).
+serve: closed-loop HTTP load at several concurrencies: requests/s, p50/p99 latency, mean batch size.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+
+BENCHMARKS = {"data": "jobs.bench_data", "train": "jobs.bench_train", "serve": "serve.bench"}
+
+
+def _available() -> dict:
+    found = {}
+    for name, module_name in BENCHMARKS.items():
+        try:
+            found[name] = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name != module_name:
+                raise
+    return found
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    for name, module in _available().items():
+        bench = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0],
+                               description=module.__doc__)
+        module.add_arguments(bench)
+        bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+        bench.set_defaults(_bench=module.run)
+
+
+def run(args: argparse.Namespace) -> int | None:
+    return args._bench(args)
