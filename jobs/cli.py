@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in _command_modules().items():
-        summary = (module.__doc__ or name).strip().splitlines()[0]
+        summary = (module.__doc__ or name).strip().splitlines()[0].replace("%", "%%")
         command = sub.add_parser(
             name, help=summary, description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,

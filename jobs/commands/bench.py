@@ -26,7 +26,7 @@ def _available() -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for name, module in _available().items():
-        bench = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0],
+        bench = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0].replace("%", "%%"),
                                description=module.__doc__)
         module.add_arguments(bench)
         bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
