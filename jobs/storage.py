@@ -48,7 +48,7 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
 def s3_filesystem() -> pafs.S3FileSystem:
     """pyarrow S3 filesystem from the standard AWS environment variables."""
     options: dict = {"region": os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"}
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    endpoint = s3_endpoint()
     if endpoint:
         parsed = urlparse(endpoint)
         if not parsed.netloc:
@@ -65,6 +65,11 @@ def s3_filesystem() -> pafs.S3FileSystem:
     return pafs.S3FileSystem(**options)
 
 
+def s3_endpoint() -> str | None:
+    """The S3 endpoint URL from the environment (None: AWS's own)."""
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
 def join(uri: str, *parts: str) -> str:
     return "/".join([str(uri).rstrip("/"), *(p.strip("/") for p in parts)])
 
@@ -72,12 +77,12 @@ def join(uri: str, *parts: str) -> str:
 def _explain(uri: str, exc: Exception) -> BusnetError:
     """Turn pyarrow/AWS errors into a one-line message that says what to fix."""
     text = str(exc)
-    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text:
+    if "NO_SUCH_BUCKET" in text or "NoSuchBucket" in text or "To create buckets" in text:
         return BusnetError(f"{uri}: the bucket does not exist (create it first)")
     if any(k in text for k in ("ACCESS_DENIED", "INVALID_ACCESS_KEY", "SIGNATURE_DOES_NOT_MATCH", "403")):
         return BusnetError(f"{uri}: access denied; check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
     if any(k in text for k in ("NETWORK_CONNECTION", "Couldn't connect", "curlCode: 7", "Connection refused")):
-        endpoint = os.environ.get("AWS_ENDPOINT_URL", "the default AWS endpoint")
+        endpoint = s3_endpoint() or "(the AWS default; set AWS_ENDPOINT_URL for MinIO and others)"
         return BusnetError(f"{uri}: cannot reach the S3 endpoint {endpoint}")
     if isinstance(exc, FileNotFoundError):
         return BusnetError(f"{uri}: not found")
@@ -122,9 +127,12 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
 
 
 def delete_dir(uri: str) -> None:
+    """Remove a directory and its files; for `s3://bucket` only its contents (never the bucket)."""
     fs, path = filesystem(uri)
     try:
-        if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        if is_remote(uri) and "/" not in path:
+            fs.delete_dir_contents(path, missing_dir_ok=True)
+        elif fs.get_file_info(path).type != pafs.FileType.NotFound:
             fs.delete_dir(path)
     except OSError as exc:
         raise _explain(uri, exc) from exc
@@ -172,14 +180,30 @@ def publish_dir(local_dir: str | Path, uri: str) -> None:
             staging.rename(target)
             shutil.rmtree(old, ignore_errors=True)
             return
-        delete_dir(uri)
-        fs.create_dir(path, recursive=True)
+        marker = f"{path}/{COMPLETE_MARKER}"
+        if fs.get_file_info(marker).type != pafs.FileType.NotFound:
+            fs.delete_file(marker)
+        fs.delete_dir_contents(path, missing_dir_ok=True)
         pafs.copy_files(str(local_dir.absolute()), path, source_filesystem=pafs.LocalFileSystem(),
                         destination_filesystem=fs)
-        with fs.open_output_stream(f"{path}/{COMPLETE_MARKER}") as stream:
+        with fs.open_output_stream(marker) as stream:
             stream.write(b"")
     except OSError as exc:
         raise _explain(uri, exc) from exc
+
+
+def check_bucket(uri: str) -> None:
+    """Fail early, in one line, when an s3:// URI's bucket is missing or the endpoint unreachable."""
+    fs, path = filesystem(uri)
+    if not is_remote(uri):
+        return
+    bucket = path.split("/", 1)[0]
+    try:
+        missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except OSError as exc:
+        raise _explain(uri, exc) from exc
+    if missing:
+        raise BusnetError(f"{uri}: the bucket {bucket!r} does not exist (create it first)")
 
 
 def is_complete(uri: str) -> bool:
