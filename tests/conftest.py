@@ -76,3 +76,17 @@ def ray_local(s3_server):
     init_ray(num_cpus=4, object_store_memory=500_000_000)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> str:
+    """Local URI of a small ingested synthetic dataset [ingest]: 40 images of 120-200 px with masks,
+    16 cases, train/val/test by case (0.1 val, 0.2 test), 5 folds, seed 0."""
+    from jobs.ingest import ingest
+    from jobs.synth import generate
+
+    root = tmp_path_factory.mktemp("synthetic-dataset")
+    generate(root / "raw", 40, seed=0, min_size=120, max_size=200)
+    ingest({"synthetic": root / "raw"}, str(root / "dataset"), val=0.1, test=0.2, folds=5, seed=0,
+           progress=False)
+    return str(root / "dataset")
