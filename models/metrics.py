@@ -1,0 +1,89 @@
+"""The paper's metrics (section 3.2): Acc, Sens, Spec, F1, AUC, FNR, FPR; DSC and JI per image.
+
+All values are fractions in [0, 1]. A metric that is undefined for the data (AUC, or sensitivity,
+with only one class present) is NaN, silently: validation on a tiny split must not crash or warn.
+A prediction is positive (malignant) when prob >= threshold, as in scikit-learn's `roc_curve`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score, roc_curve
+
+
+def _binary_inputs(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
+    y_true = np.asarray(y_true).reshape(-1)
+    prob = np.asarray(prob, dtype=np.float64).reshape(-1)
+    if y_true.size == 0 or y_true.size != prob.size:
+        raise ValueError(f"need as many labels as probabilities, at least one: got {y_true.size} and {prob.size}")
+    if not np.isin(y_true, (0, 1)).all():
+        raise ValueError(f"labels must be 0 (benign) or 1 (malignant), got values {np.unique(y_true)[:5]}")
+    if not np.isfinite(prob).all():
+        raise ValueError("probabilities contain NaN or infinity")
+    return y_true.astype(np.int64), prob
+
+
+def classification_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, float]:
+    """{"acc", "sens", "spec", "f1", "auc", "fnr", "fpr"} for labels 0/1 and malignancy probabilities.
+
+    sens/fnr are NaN without malignant labels, spec/fpr NaN without benign ones, auc NaN with one
+    class only, f1 NaN when there is no positive label or prediction at all.
+    """
+    y_true, prob = _binary_inputs(y_true, prob)
+    y_pred = (prob >= threshold).astype(np.int64)
+    sens = float(recall_score(y_true, y_pred, pos_label=1, zero_division=np.nan))
+    spec = float(recall_score(y_true, y_pred, pos_label=0, zero_division=np.nan))
+    one_class = np.unique(y_true).size < 2
+    return {
+        "acc": float(accuracy_score(y_true, y_pred)),
+        "sens": sens,
+        "spec": spec,
+        "f1": float(f1_score(y_true, y_pred, zero_division=np.nan)),
+        "auc": float("nan") if one_class else float(roc_auc_score(y_true, prob)),
+        "fnr": 1.0 - sens,
+        "fpr": 1.0 - spec,
+    }
+
+
+def choose_threshold(y_true, prob) -> float:
+    """The decision threshold maximising Youden's J (sens + spec - 1) on the ROC; 0.5 with one class."""
+    y_true, prob = _binary_inputs(y_true, prob)
+    if np.unique(y_true).size < 2:
+        return 0.5
+    fpr, tpr, thresholds = roc_curve(y_true, prob)
+    finite = np.isfinite(thresholds)  # roc_curve starts with +inf (nothing positive)
+    best = np.argmax(np.where(finite, tpr - fpr, -np.inf))
+    return float(thresholds[best])
+
+
+def _binary_masks(masks, name: str) -> list[np.ndarray]:
+    """A [N, H, W] / [N, 1, H, W] array or a sequence of per-image masks (sizes may differ) -> bool arrays."""
+    out = []
+    for mask in masks:
+        mask = np.asarray(mask)
+        if np.issubdtype(mask.dtype, np.floating) and not np.isin(mask, (0.0, 1.0)).all():
+            raise ValueError(f"{name}: float masks must hold only 0 and 1 (threshold probabilities first)")
+        out.append(mask != 0)
+    return out
+
+
+def segmentation_metrics(true_masks: Sequence | np.ndarray, pred_masks: Sequence | np.ndarray) -> dict[str, float]:
+    """{"dsc", "ji"}: Dice and Jaccard of each image's binary masks, averaged over the images.
+
+    Both masks empty counts as a perfect match (1.0). Masks are bool, 0/1 or 0/255; an image's two
+    masks must have the same shape (images may differ). Equal to scikit-learn's f1_score and
+    jaccard_score per image (tested), counted with numpy: validation runs it on every epoch.
+    """
+    trues, preds = _binary_masks(true_masks, "true_masks"), _binary_masks(pred_masks, "pred_masks")
+    if not trues or len(trues) != len(preds):
+        raise ValueError(f"need as many true as predicted masks, at least one: got {len(trues)} and {len(preds)}")
+    dsc, ji = [], []
+    for index, (true, pred) in enumerate(zip(trues, preds)):
+        if true.shape != pred.shape:
+            raise ValueError(f"mask {index}: true shape {true.shape} differs from predicted shape {pred.shape}")
+        overlap = np.count_nonzero(true & pred)
+        total = np.count_nonzero(true) + np.count_nonzero(pred)
+        dsc.append(1.0 if total == 0 else 2.0 * overlap / total)
+        ji.append(1.0 if total == 0 else overlap / (total - overlap))
+    return {"dsc": float(np.mean(dsc)), "ji": float(np.mean(ji))}
