@@ -1,0 +1,219 @@
+"""The Ray Serve application: a FastAPI ingress deployment that batches requests into the model.
+
+One deployment does it all per replica: read and check the request, decode and preprocess it in a
+worker thread, queue it into `@serve.batch`, and run the batch in a worker thread (the event loop
+keeps accepting requests meanwhile, so the next batch fills while one runs). The checkpoint comes
+through `user_config` (serve/settings.py): `reconfigure` loads a new one beside the old and swaps
+only once it has run a warm-up pass; if it fails, the old model keeps serving and GET /v1/health and
+GET /v1/model say why. Entry points: `build_app(...)` (Python, `busnet serve`) and
+`app_builder(args)` (the import path in serve/config.yaml, i.e. `serve deploy` and KubeRay).
+"""
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from models.preprocess import ImageError
+from serve.body import ACCEPTED, BadRequest, read_image_bytes
+from serve.predictor import LoadedModel, Loader, load_model, predict_batch, prepare
+from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ServeSettings
+
+logger = logging.getLogger("ray.serve")
+DEPLOYMENT_NAME = "busnet"
+APP_NAME = "busnet"
+
+api = FastAPI(
+    title="busnet",
+    version="1",
+    description="Hybrid-MT-ESTAN on breast ultrasound: benign/malignant probability and the "
+                "lesion mask at the input image's own size.",
+)
+
+PREDICT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": ACCEPTED,
+        "content": {
+            "image/png": {"schema": {"type": "string", "format": "binary"}},
+            "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+            "image/bmp": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {"schema": {
+                "type": "object", "required": ["file"],
+                "properties": {"file": {"type": "string", "format": "binary"}}}},
+        },
+    },
+}
+ERROR_DOC = {"content": {"application/json": {"example": {"error": "why"}}}}
+
+
+def error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+@api.exception_handler(Exception)
+async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
+    """Anything unexpected: logged in the replica, a plain 500 to the client, no traceback."""
+    logger.error("unexpected %s on %s: %s", type(exc).__name__, request.url.path, exc)
+    return error(500, "internal error; the replica log has the details")
+
+
+class BatchStats:
+    """How many requests each batch carried: the evidence that batching works."""
+
+    def __init__(self) -> None:
+        self.sizes: Counter[int] = Counter()
+
+    def record(self, size: int) -> None:
+        self.sizes[size] += 1
+
+    def to_dict(self) -> dict:
+        batches = sum(self.sizes.values())
+        requests = sum(size * count for size, count in self.sizes.items())
+        return {"requests": requests, "batches": batches,
+                "mean_batch_size": requests / batches if batches else None,
+                "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())}}
+
+
+def replica_cpus() -> int:
+    """Torch threads = the CPUs Ray reserved for this replica (at least one)."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    return max(1, round(cpus))
+
+
+@serve.deployment(name=DEPLOYMENT_NAME)
+@serve.ingress(api)
+class BusnetService:
+    """One replica: the loaded model, its live settings, and batch statistics."""
+
+    def __init__(self, loader: Loader | None = None) -> None:
+        if loader is None:
+            from models import load_checkpoint as loader
+        self._loader = loader
+        self._threads = replica_cpus()
+        torch.set_num_threads(self._threads)
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self._loaded: LoadedModel | None = None
+        self._settings: ServeSettings | None = None
+        self._load_error: dict | None = None
+        self._stats = BatchStats()
+        self._swap = asyncio.Lock()
+
+    async def reconfigure(self, user_config: dict) -> None:
+        """Apply a new user_config; load the checkpoint if it (or the precision) changed."""
+        async with self._swap:
+            try:
+                settings = ServeSettings.from_user_config(user_config)
+                current = self._loaded
+                if current is None or (settings.checkpoint, settings.precision) != (
+                        current.uri, self._settings.precision):
+                    logger.info("loading checkpoint %s", settings.checkpoint)
+                    self._loaded = await asyncio.to_thread(
+                        load_model, settings.checkpoint, self._loader, self._device, settings.precision)
+                    logger.info("serving %s", self._loaded.info)
+            except Exception as exc:  # the old model, if any, keeps serving
+                self._load_error = {"user_config": user_config, "error": f"{type(exc).__name__}: {exc}",
+                                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+                logger.error("user_config rejected, %s: %s", "keeping the model being served"
+                             if self._loaded else "no model to serve", self._load_error["error"])
+                if self._loaded is None:
+                    raise RuntimeError(f"cannot serve: {self._load_error['error']}") from None
+                return
+            self._settings, self._load_error = settings, None
+            self._infer.set_max_batch_size(settings.max_batch_size)
+            self._infer.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+
+    def check_health(self) -> None:
+        if self._loaded is None:
+            raise RuntimeError("no model loaded")
+
+    @api.post("/v1/predict", openapi_extra=PREDICT_DOC,
+              responses={400: ERROR_DOC, 413: ERROR_DOC, 415: ERROR_DOC})
+    async def predict(self, request: Request) -> Any:
+        """Classify one image and segment its lesion."""
+        loaded, settings = self._loaded, self._settings
+        try:
+            data = await read_image_bytes(request.headers.get("content-type"),
+                                          request.headers.get("content-length"),
+                                          request.stream(), settings.max_image_bytes)
+            prepared = await asyncio.to_thread(prepare, data, loaded, settings.max_image_pixels)
+        except (BadRequest, ImageError) as exc:
+            logger.info("rejected request: %s %s", exc.status, exc)
+            return error(exc.status, str(exc))
+        return await self._infer((loaded, prepared))
+
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
+    async def _infer(self, items: list) -> list[dict]:
+        self._stats.record(len(items))
+        return await asyncio.to_thread(predict_batch, items)
+
+    @api.get("/v1/health")
+    async def health(self) -> Any:
+        """200 while a model is loaded; `last_load_error` says why a swap was refused."""
+        if self._loaded is None:
+            return error(503, "no model loaded")
+        return {"status": "ok", "model": self._loaded.info, "last_load_error": self._load_error}
+
+    @api.get("/v1/model")
+    async def model(self) -> dict:
+        """The served checkpoint's config, metrics and lineage, the replica's settings and batch stats."""
+        loaded = self._loaded
+        config = {k: v for k, v in loaded.config.items() if k not in ("metrics", "lineage")}
+        return {
+            "model": loaded.info,
+            "config": config,
+            "metrics": loaded.config.get("metrics", {}),
+            "lineage": loaded.config.get("lineage", {}),
+            "serving": {**self._settings.to_user_config(), "device": str(loaded.device),
+                        "dtype": str(loaded.dtype).removeprefix("torch."),
+                        "torch_threads": self._threads,
+                        "replica": serve.get_replica_context().replica_tag},
+            "stats": self._stats.to_dict(),
+            "last_load_error": self._load_error,
+        }
+
+
+def build_app(checkpoint_uri: str | None, *, replicas: int = 1, autoscale: bool = False,
+              max_replicas: int = 4, gpu: bool = False, num_cpus: float = 1,
+              max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait_ms: float = DEFAULT_BATCH_WAIT_S * 1000,
+              precision: str = "auto", loader: Loader | None = None, **limits: int) -> serve.Application:
+    """The application for `serve.run`. `limits` are max_image_bytes / max_image_pixels.
+
+    max_ongoing_requests is two batches, so one batch fills while the other runs; autoscaling
+    targets one batch in flight per replica. Redeploys (a change of code or options) start new
+    replicas before stopping old ones (max_surge_percent=100), so they drop nothing either.
+    """
+    settings = ServeSettings(checkpoint=checkpoint_uri, max_batch_size=max_batch_size,
+                             batch_wait_timeout_s=batch_wait_ms / 1000, precision=precision, **limits)
+    if checkpoint_uri is not None:
+        settings.validate()
+    scaling: dict[str, Any] = {"num_replicas": replicas}
+    if autoscale:
+        scaling = {"autoscaling_config": {"min_replicas": 1, "max_replicas": max_replicas,
+                                          "target_ongoing_requests": max_batch_size}}
+    deployment = BusnetService.options(
+        user_config=settings.to_user_config(),
+        max_ongoing_requests=2 * max_batch_size,
+        ray_actor_options={"num_cpus": num_cpus, "num_gpus": 1 if gpu else 0},
+        max_surge_percent=100,
+        **scaling,
+    )
+    return deployment.bind(loader)
+
+
+def app_builder(args: dict[str, Any]) -> serve.Application:
+    """Builder for serve/config.yaml's import path; `args` are build_app's keyword arguments.
+
+    With no `checkpoint` argument the checkpoint must come from the deployment's user_config in
+    the config file (the usual case: that is what a RayService edit swaps in place).
+    """
+    args = dict(args or {})
+    return build_app(args.pop("checkpoint", None), **args)

@@ -1,0 +1,158 @@
+"""The model a replica serves, and the path from image bytes to the JSON answer.
+
+No Ray here: loading, preprocessing, the batched forward pass and postprocessing are plain
+functions, so they run the same in a replica, in `busnet bench serve` and in a notebook. The
+preprocessing is `models.preprocess`, the one training used, and the mask goes back to the input's
+own size through its inverse, `restore_mask`.
+"""
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from models.preprocess import MAX_PIXELS, Preprocessing, decode_image, preprocess_image, restore_mask
+
+Loader = Callable[..., "tuple[torch.nn.Module, dict]"]
+MASK_THRESHOLD = 0.5  # the segmentation threshold; the classification one comes from the checkpoint
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One checkpoint in memory: what a request is preprocessed for and run on."""
+
+    model: torch.nn.Module
+    config: dict
+    uri: str
+    preprocessing: Preprocessing
+    threshold: float
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def info(self) -> dict:
+        """The `model` field of every answer: which network and which weights said it."""
+        network = self.config.get("model", {})
+        sha = self.config.get("weights_sha256", "")
+        return {
+            "name": f"hybrid-mt-estan/{network.get('variant', '?')}",
+            "preset": network.get("preset"),
+            "version": sha[:12],
+            "checkpoint": self.uri,
+            "sha256": sha,
+            "created_at": self.config.get("lineage", {}).get("created_at"),
+        }
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A decoded, preprocessed request: the network input plus the size to restore the mask to."""
+
+    tensor: np.ndarray  # float32 [3, S, S]
+    height: int
+    width: int
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """`auto` is bf16 on a GPU that has it, else fp16 on GPU, fp32 on CPU."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision != "fp32" and device.type != "cuda":
+        raise ValueError(f"precision {precision} needs a GPU replica (serve with --gpu)")
+    return PRECISIONS[precision]
+
+
+def load_model(uri: str, loader: Loader, device: torch.device, precision: str = "auto") -> LoadedModel:
+    """Load a checkpoint and run one warm-up forward pass, so a model that loads but cannot run
+    fails here (and the model being served stays) rather than on the first request."""
+    dtype = resolve_dtype(precision, device)
+    model, config = loader(uri, device=str(device))
+    model.eval()
+    loaded = LoadedModel(
+        model=model, config=config, uri=uri,
+        preprocessing=Preprocessing.from_dict(config["preprocessing"]),
+        threshold=float(config.get("threshold", 0.5)), device=device, dtype=dtype,
+    )
+    size = loaded.preprocessing.size
+    forward(loaded, np.zeros((1, 3, size, size), np.float32))
+    return loaded
+
+
+def prepare(data: bytes, loaded: LoadedModel, max_pixels: int = MAX_PIXELS) -> PreparedImage:
+    """Decode and preprocess one request body; raises `models.preprocess.ImageError` on bad input."""
+    image = decode_image(data, max_pixels=max_pixels)
+    height, width = image.shape[:2]
+    return PreparedImage(preprocess_image(image, loaded.preprocessing), height, width)
+
+
+@torch.inference_mode()
+def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """One batched forward pass: malignant probabilities [B] and lesion probability maps [B,S,S]
+    (None for a network without a segmentation head)."""
+    batch = torch.from_numpy(images).to(loaded.device)
+    autocast = torch.autocast(loaded.device.type, dtype=loaded.dtype,
+                              enabled=loaded.dtype != torch.float32)
+    with autocast:
+        out = loaded.model(batch)
+    probs = torch.sigmoid(out["logits"].float()).cpu().numpy()
+    if out["mask_logits"] is None:
+        return probs, None
+    return probs, torch.sigmoid(out["mask_logits"].float())[:, 0].cpu().numpy()
+
+
+def answer(loaded: LoadedModel, probability: float, mask_prob: np.ndarray | None,
+           height: int, width: int) -> dict:
+    """The JSON answer (DESIGN.md's HTTP contract) for one image."""
+    label = "malignant" if probability >= loaded.threshold else "benign"
+    mask_png, lesion = None, {"area_px": None, "bbox": None}
+    if mask_prob is not None:
+        mask = restore_mask(mask_prob, height, width, threshold=MASK_THRESHOLD)
+        mask_png, lesion = encode_mask(mask), lesion_of(mask)
+    return {
+        "label": label,
+        "malignant_probability": float(probability),
+        "threshold": loaded.threshold,
+        "mask_png": mask_png,
+        "lesion": lesion,
+        "model": loaded.info,
+    }
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """A 0/255 mask as base64 PNG text."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def lesion_of(mask: np.ndarray) -> dict:
+    """Lesion area in pixels and its box [x0, y0, x1, y1] (x1, y1 exclusive), None when empty."""
+    box = Image.fromarray(mask).getbbox()
+    return {"area_px": int(np.count_nonzero(mask)), "bbox": list(box) if box else None}
+
+
+def predict_batch(items: list[tuple[LoadedModel, PreparedImage]]) -> list[dict]:
+    """Answers for a batch, in order. Requests prepared for different models (a swap happened
+    between preprocessing and batching) each run on the model they were prepared for."""
+    groups: dict[int, list[int]] = {}
+    for index, (loaded, _) in enumerate(items):
+        groups.setdefault(id(loaded), []).append(index)
+    answers: list[dict] = [{}] * len(items)
+    for indices in groups.values():
+        loaded = items[indices[0]][0]
+        probs, masks = forward(loaded, np.stack([items[i][1].tensor for i in indices]))
+        for row, index in enumerate(indices):
+            image = items[index][1]
+            mask = None if masks is None else masks[row]
+            answers[index] = answer(loaded, float(probs[row]), mask, image.height, image.width)
+    return answers
