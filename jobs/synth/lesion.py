@@ -29,11 +29,11 @@ class Lesion:
     aspect: float                # height / width; > 1 is taller-than-wide
     tilt: float                  # radians
     margin_blur: float           # px; large = ill-defined margin
-    interior: float              # echo inside relative to the tissue around
-    heterogeneity: float
-    posterior: float             # > 0 enhancement, < 0 shadowing
-    capsule: float               # thin bright rim (circumscribed)
-    halo: float                  # thick echogenic rim (infiltrative)
+    darkness_db: float           # how much less echo inside than in the tissue around
+    heterogeneity_db: float      # internal echo variation
+    posterior_db: float          # > 0 enhancement, < 0 shadowing
+    capsule_db: float            # thin bright rim (circumscribed)
+    halo_db: float               # thick echogenic rim (infiltrative)
     calcifications: int
     center_x: float              # fraction of the canvas width
     depth: float                 # fraction of the glandular layer (0 top, 1 bottom)
@@ -68,12 +68,12 @@ def draw_lesion(rng: np.random.Generator, label: int, image_width: int) -> Lesio
     return Lesion(
         label=label, suspicion=z, half_width=half_width, radius=radius.astype(np.float32),
         aspect=aspect, tilt=float(rng.normal(0, 0.25 * (1 - z) + 0.1)),
-        margin_blur=float(0.6 + 6 * z ** 2 * rng.uniform(0.3, 1.5)),
-        interior=float(rng.uniform(0.03, 0.08) if cyst else rng.uniform(0.12, 0.38) - 0.08 * z),
-        heterogeneity=float(0.1 if cyst else rng.uniform(0.15, 0.5) + 0.3 * z),
-        posterior=float(np.clip(rng.normal(0.9 - 1.6 * z, 0.35) + (0.5 if cyst else 0.0), -0.85, 1.6)),
-        capsule=float(rng.uniform(0.2, 0.6) if rng.random() < 0.6 * (1 - z) else 0.0),
-        halo=float(rng.uniform(0.2, 0.5) if rng.random() < 0.6 * max(z - 0.4, 0) else 0.0),
+        margin_blur=float((0.6 + 14 * z ** 2 * rng.uniform(0.4, 1.4)) * max(1.0, half_width / 50) ** 0.5),
+        darkness_db=float(rng.uniform(20, 26) if cyst else rng.uniform(8, 15) + 3 * z),
+        heterogeneity_db=float(1.0 if cyst else rng.uniform(1.5, 4) + 3 * z),
+        posterior_db=float(np.clip(rng.normal(16 - 36 * z, 4) + (4 if cyst else 0), -18, 12)),
+        capsule_db=float(rng.uniform(3, 8) if rng.random() < 0.6 * (1 - z) else 0.0),
+        halo_db=float(rng.uniform(3, 6) if rng.random() < 0.6 * max(z - 0.4, 0) else 0.0),
         calcifications=int(rng.poisson(4) if rng.random() < 0.4 * z else 0),
         center_x=float(rng.uniform(0.3, 0.7)), depth=float(rng.uniform(0.15, 0.7)),
     )
@@ -111,9 +111,9 @@ def rasterize(lesion: Lesion, center: tuple[float, float], shape: tuple[int, int
     return mask
 
 
-def imprint(echo: np.ndarray, mask: np.ndarray, lesion: Lesion, rng: np.random.Generator) -> np.ndarray:
-    """Darken the lesion, draw its margin and rims, and enhance or shadow what lies behind it."""
-    height, width = echo.shape
+def imprint(echo_db: np.ndarray, mask: np.ndarray, lesion: Lesion, rng: np.random.Generator) -> np.ndarray:
+    """Darken the lesion, draw its margin and rims, and enhance or shadow what lies behind it (dB)."""
+    height, width = echo_db.shape
     rows, cols = np.nonzero(mask)
     pad = int(4 * lesion.margin_blur + 0.6 * lesion.half_width) + 4
     top, bottom = max(rows.min() - pad, 0), min(rows.max() + pad + 1, height)
@@ -123,37 +123,39 @@ def imprint(echo: np.ndarray, mask: np.ndarray, lesion: Lesion, rng: np.random.G
     shape = local.shape
     scale = max(lesion.half_width / 40, 0.5)
 
-    # Ill-defined margins: blur the edge and let it fray with angular noise.
+    # Ill-defined margins: blur the edge and let it fray with noise.
     soft = ndimage.gaussian_filter(local, lesion.margin_blur)
     if lesion.margin_blur > 2:
-        fray = smooth_noise(rng, shape, (2 * scale, 2 * scale)) * 0.25 * min(lesion.margin_blur / 6, 1)
+        fray = smooth_noise(rng, shape, (lesion.margin_blur, lesion.margin_blur)) * min(lesion.margin_blur / 8, 0.6)
         soft = np.clip(soft + fray * 4 * soft * (1 - soft), 0, 1)
-    inner = lesion.interior * (1 + lesion.heterogeneity * smooth_noise(rng, shape, (3 * scale, 4 * scale)))
-    inner = np.clip(inner, 0.01, None)
-    out = echo.copy()
+    out = echo_db.copy()
     region = out[box]
-    region *= 1 - soft * (1 - inner)
+    # Inside, the surrounding tissue texture fades to the lesion's own, darker echo.
+    surround = float(np.median(region[local == 0])) if (local == 0).any() else float(region.mean())
+    inner = surround - lesion.darkness_db + lesion.heterogeneity_db * smooth_noise(rng, shape, (3 * scale, 4 * scale))
+    region += soft * (inner - region)
 
-    edge = 4 * soft * (1 - soft)
-    if lesion.capsule:
+    if lesion.capsule_db:
         crisp = ndimage.gaussian_filter(local, 0.8)
-        region += lesion.capsule * 4 * crisp * (1 - crisp) * region.mean()
-    if lesion.halo:
+        region += lesion.capsule_db * 4 * crisp * (1 - crisp)
+    if lesion.halo_db:
         wide = ndimage.gaussian_filter(local, 2 + 0.2 * lesion.half_width)
-        region += lesion.halo * np.clip(wide - local, 0, 1) * 2 * (1 - edge)
+        region += lesion.halo_db * np.clip(2 * (wide - local), 0, 1)
     for _ in range(lesion.calcifications):
-        r, c = rows[rng.integers(rows.size)] - top, cols[rng.integers(cols.size)] - left
-        region[max(r - 1, 0):r + 1, max(c - 1, 0):c + 2] += rng.uniform(0.8, 2.0)
+        pick = rng.integers(rows.size)
+        r, c = rows[pick] - top, cols[pick] - left
+        region[max(r - 1, 0):r + 1, max(c - 1, 0):c + 2] += rng.uniform(15, 25)
 
     # Posterior acoustic features: a column below the lesion, following its lower contour.
-    depth_in_columns = mask.sum(axis=0).astype(np.float32)
-    covered = depth_in_columns > 0
+    thickness = mask.sum(axis=0).astype(np.float32)
+    covered = thickness > 0
     bottom_row = np.where(covered, height - 1 - np.argmax(mask[::-1], axis=0), 0).astype(np.float32)
     bottom_row = np.interp(np.arange(width), np.flatnonzero(covered), bottom_row[covered])
-    coverage = ndimage.gaussian_filter1d(depth_in_columns / depth_in_columns.max(), 0.1 * lesion.half_width + 1)
-    coverage *= 1 + 0.3 * np.clip(smooth_curve(rng, width, 3 * scale + 1), -2, 2) * (lesion.posterior < 0)
+    coverage = ndimage.gaussian_filter1d(np.sqrt(thickness / thickness.max()), 0.1 * lesion.half_width + 1)
+    if lesion.posterior_db < 0:                                 # shadows come in streaks
+        coverage *= np.clip(1 + 0.35 * smooth_curve(rng, width, 3 * scale + 1), 0.3, 1.6)
     below = np.arange(height, dtype=np.float32)[:, None] - bottom_row[None, :]
-    reach = lesion.half_width * lesion.aspect * (6 if lesion.posterior < 0 else 3)
+    reach = lesion.half_width * lesion.aspect * (8 if lesion.posterior_db < 0 else 3)
     profile = np.where(below > 0, (1 - np.exp(-below / (2 + lesion.margin_blur))) * np.exp(-below / reach), 0)
-    out *= np.clip(1 + lesion.posterior * coverage[None, :] * profile, 0.05, None)
+    out += lesion.posterior_db * coverage[None, :] * profile
     return out.astype(np.float32)

@@ -48,7 +48,7 @@ def generate(out_dir: str | Path, n: int, seed: int, *, min_size: int = 300, max
                 counters[label] += 1
                 name = f"{CLASS_NAMES[label]} ({counters[label]})"
                 folder = out / CLASS_NAMES[label]
-                Image.fromarray(np.repeat(image[:, :, None], 3, axis=2), "RGB").save(folder / f"{name}.png", compress_level=1)
+                Image.fromarray(image, "L").save(folder / f"{name}.png", compress_level=1)
                 Image.fromarray(mask.astype(np.uint8) * 255, "L").save(folder / f"{name}_mask.png", compress_level=1)
                 rows.append((f"{CLASS_NAMES[label]}/{name}.png", case_id))
                 bar.update(1)
@@ -145,7 +145,7 @@ def _case_images(rng: np.random.Generator, label: int, count: int, min_size: int
         row = top[col] + view.depth * (bottom[col] - top[col])
         row = float(np.clip(row, top[col] + 0.5 * half_height, height - 1.1 * half_height - 2))
         row = max(row, 0.06 * height + half_height)
-        echo = anatomy.echo[:, offset:offset + width]
+        echo = anatomy.echo_db[:, offset:offset + width]
         settings = draw_settings(rng, height)
         mask = rasterize(view, (row, center_col), (height, width))
         mask &= field_of_view(settings, height, width).astype(bool)
