@@ -1,0 +1,119 @@
+"""Serve a checkpoint over HTTP with Ray Serve until Ctrl-C.
+
+Endpoints: POST /v1/predict (an image: raw body with an image/* content type, or multipart field
+`file`), GET /v1/health, GET /v1/model, OpenAPI docs at /docs. Starts a local Ray on 127.0.0.1, or
+joins the cluster in RAY_ADDRESS. The checkpoint is checked before anything starts.
+
+Example:
+  busnet serve --checkpoint runs/tune/best --port 8000
+  curl -H 'Content-Type: image/png' --data-binary @scan.png http://127.0.0.1:8000/v1/predict
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import sys
+import time
+
+from jobs.errors import BusnetError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, metavar="URI",
+                        help="checkpoint directory: path, file:// or s3:// (e.g. <run>/best)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    scaling = parser.add_mutually_exclusive_group()
+    scaling.add_argument("--replicas", type=int, default=1, metavar="N", help="fixed number of replicas (default 1)")
+    scaling.add_argument("--autoscale", action="store_true",
+                         help="autoscale between 1 and --max-replicas replicas on requests in flight")
+    parser.add_argument("--max-replicas", type=int, default=4, help="upper bound with --autoscale (default 4)")
+    parser.add_argument("--gpu", action="store_true",
+                        help="one GPU per replica; inference in bf16 (or fp16 where bf16 is missing)")
+    parser.add_argument("--cpus-per-replica", type=float, default=1.0,
+                        help="CPUs Ray reserves per replica; torch uses as many threads (default 1)")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="largest dynamic batch (default 8)")
+    parser.add_argument("--batch-wait-ms", type=float, default=10.0,
+                        help="how long a batch waits to fill before it runs (default 10 ms)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+                        help="auto: bf16/fp16 on GPU, fp32 on CPU")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ray import serve
+
+    from jobs.runtime import init_ray
+    from serve.app import APP_NAME, build_app
+
+    _check_arguments(args)
+    joined = bool(os.environ.get("RAY_ADDRESS"))
+    if not joined:
+        _check_port_free(args.host, args.port)
+    model_name = _check_checkpoint(args.checkpoint)
+    print(f"busnet serve: checkpoint {args.checkpoint} ({model_name}) OK; starting Ray Serve", flush=True)
+    init_ray()
+    app = build_app(
+        args.checkpoint, replicas=args.replicas, autoscale=args.autoscale, max_replicas=args.max_replicas,
+        gpu=args.gpu, num_cpus=args.cpus_per_replica, max_batch_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms, precision=args.precision,
+    )
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        try:
+            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        except RuntimeError as exc:
+            raise BusnetError(f"the Serve application did not start: {_last_line(exc)}") from exc
+        url = f"http://{args.host}:{args.port}"
+        print(f"busnet serve: {url}/v1/predict  (docs {url}/docs; Ctrl-C to stop)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("busnet serve: stopping", file=sys.stderr, flush=True)
+    finally:
+        if joined:
+            serve.delete(APP_NAME)  # leave the cluster's Serve (and other apps) running
+        else:
+            serve.shutdown()
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    if args.replicas < 1 or args.max_replicas < 1:
+        raise BusnetError("--replicas and --max-replicas must be at least 1")
+    if args.max_batch_size < 1 or args.batch_wait_ms < 0:
+        raise BusnetError("--max-batch-size must be >= 1 and --batch-wait-ms >= 0")
+    if args.precision in ("fp16", "bf16") and not args.gpu:
+        raise BusnetError(f"--precision {args.precision} needs --gpu")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise BusnetError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from exc
+
+
+def _check_checkpoint(uri: str) -> str:
+    """Load the checkpoint once here: a bad URI fails in a second with one line, not in a replica."""
+    from models import load_checkpoint
+
+    try:
+        model, config = load_checkpoint(uri)
+    except (ValueError, OSError) as exc:
+        raise BusnetError(f"cannot load checkpoint {uri}: {exc}") from exc
+    del model
+    network = config.get("model", {})
+    return f"{network.get('variant')}/{network.get('preset')}, input {network.get('input_size')} px"
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
