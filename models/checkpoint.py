@@ -1,0 +1,235 @@
+"""Checkpoints: one directory, local or in object storage, loadable with one call and no Ray.
+
+    model.safetensors  weights only (never pickle)
+    config.json        {"format_version": 1, "model": model.config, "preprocessing": {...},
+                        "class_names": ["benign", "malignant"], "threshold": t, "weights_sha256": ...}
+    metrics.json       what the trainer measured (NaN/inf written as null: strict JSON)
+    lineage.json       the caller's lineage + "code_version" and "created_at" (UTC, ISO 8601)
+
+`load_checkpoint` trusts nothing: the weights must hash to `weights_sha256`, and the model that
+config.json describes must have exactly the stored keys and shapes. Other files in the directory
+(e.g. the trainer's optimizer state) are ignored.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import subprocess
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from models import io as storage
+from models.network import build_model
+from models.preprocess import Preprocessing
+
+FORMAT_VERSION = 1
+CLASS_NAMES = ["benign", "malignant"]
+WEIGHTS, CONFIG, METRICS, LINEAGE = "model.safetensors", "config.json", "metrics.json", "lineage.json"
+FILES = (CONFIG, WEIGHTS, METRICS, LINEAGE)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain network inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def save_checkpoint(model: nn.Module, directory: str | Path, *, preprocessing: Preprocessing | None = None,
+                    threshold: float = 0.5, metrics: dict | None = None, lineage: dict | None = None) -> Path:
+    """Write the checkpoint files into a local directory (created if needed); returns its path.
+
+    Publish it to object storage with jobs.storage.publish_dir. `preprocessing` defaults to
+    ImageNet mean/std at the model's input size; it must match that size.
+    """
+    model = unwrap_model(model)
+    model_config = getattr(model, "config", None)
+    if not isinstance(model_config, dict):
+        raise ValueError(f"{type(model).__name__} has no .config dict: build it with models.build_model")
+    preprocessing = preprocessing or Preprocessing(size=model.input_size)
+    if preprocessing.size != model.input_size:
+        raise ValueError(f"preprocessing size {preprocessing.size} differs from the model's input size {model.input_size}")
+    threshold = float(threshold)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+    if storage.is_remote(str(directory)):
+        raise ValueError(f"save_checkpoint writes a local directory, got {directory!r}: "
+                         "save locally, then publish with jobs.storage.publish_dir")
+
+    directory = storage.local_path(str(directory))
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()}
+    save_file(state, directory / WEIGHTS, metadata={"format": "pt"})
+    config = {
+        "format_version": FORMAT_VERSION,
+        "model": model_config,
+        "preprocessing": preprocessing.to_dict(),
+        "class_names": CLASS_NAMES,
+        "threshold": threshold,
+        "weights_sha256": _sha256(directory / WEIGHTS),
+    }
+    lineage = {**(lineage or {}), "code_version": code_version(),
+               "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    _write_json(directory / METRICS, metrics or {})
+    _write_json(directory / LINEAGE, lineage)
+    _write_json(directory / CONFIG, config)
+    return directory
+
+
+def load_checkpoint(uri: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, config dict + "metrics" and "lineage") from a checkpoint directory.
+
+    `uri`: a local path, file:// or a storage URI such as s3://bucket/run/best (via fsspec).
+    Raises ValueError naming the file when one is missing, unreadable, tampered with or mismatched.
+    """
+    uri = str(uri).rstrip("/")
+    if not storage.is_remote(uri):
+        return _load_local(storage.local_path(uri), uri, device)
+    with tempfile.TemporaryDirectory(prefix="busnet-checkpoint-") as local:
+        for name in FILES:
+            try:
+                storage.copy_to_local(storage.join(uri, name), Path(local) / name)
+            except FileNotFoundError as exc:
+                raise ValueError(f"{storage.join(uri, name)}: missing; not a busnet checkpoint directory?") from exc
+        return _load_local(Path(local), uri, device)
+
+
+def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[nn.Module, dict]:
+    def where(name: str) -> str:
+        return storage.join(uri, name)
+
+    missing = [name for name in FILES if not (directory / name).is_file()]
+    if missing:
+        raise ValueError(f"{where(missing[0])}: missing; not a busnet checkpoint directory?")
+    config = _read_json(directory / CONFIG, where(CONFIG))
+    _check_config(config, where(CONFIG))
+    digest = _sha256(directory / WEIGHTS)
+    if digest != config["weights_sha256"]:
+        raise ValueError(f"{where(WEIGHTS)}: sha256 {digest} differs from weights_sha256 "
+                         f"{config['weights_sha256']} in config.json: the weights were altered or corrupted")
+    spec = config["model"]
+    try:
+        model = build_model(spec["preset"], spec["variant"], **spec.get("overrides", {}))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where(CONFIG)}: cannot rebuild the model it describes: {exc}") from exc
+    try:
+        state = load_file(directory / WEIGHTS)
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{where(WEIGHTS)}: not a readable safetensors file: {exc}") from exc
+    _check_weights(model, state, where(WEIGHTS), spec)
+    model.load_state_dict(state, strict=True)
+    model.to(device).eval()
+    config["metrics"] = _read_json(directory / METRICS, where(METRICS))
+    config["lineage"] = _read_json(directory / LINEAGE, where(LINEAGE))
+    return model, config
+
+
+def _check_config(config: dict, where: str) -> None:
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{where}: format_version {config.get('format_version')!r} is not {FORMAT_VERSION}")
+    needed = ("model", "preprocessing", "class_names", "threshold", "weights_sha256")
+    absent = [key for key in needed if key not in config]
+    if absent:
+        raise ValueError(f"{where}: missing key(s) {', '.join(absent)}")
+    if not isinstance(config["model"], dict) or not {"preset", "variant"} <= config["model"].keys():
+        raise ValueError(f"{where}: \"model\" must hold at least preset and variant, got {config['model']!r}")
+    try:
+        Preprocessing.from_dict(config["preprocessing"])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: bad preprocessing: {exc}") from exc
+
+
+def _check_weights(model: nn.Module, state: dict[str, torch.Tensor], where: str, spec: dict) -> None:
+    """Refuse weights that are not exactly the keys and shapes of the model config.json describes."""
+    expected = {key: tuple(value.shape) for key, value in model.state_dict().items()}
+    found = {key: tuple(value.shape) for key, value in state.items()}
+    problems = []
+    if missing := sorted(expected.keys() - found.keys()):
+        problems.append(f"{len(missing)} key(s) missing from the weights ({_some(missing)})")
+    if unexpected := sorted(found.keys() - expected.keys()):
+        problems.append(f"{len(unexpected)} unexpected key(s) ({_some(unexpected)})")
+    if shapes := [f"{key} {found[key]} vs {expected[key]}" for key in sorted(expected.keys() & found.keys())
+                  if found[key] != expected[key]]:
+        problems.append(f"{len(shapes)} shape mismatch(es), weights vs model ({_some(shapes)})")
+    if problems:
+        raise ValueError(f"{where} does not fit the model config.json describes (preset {spec['preset']!r}, "
+                         f"variant {spec['variant']!r}, overrides {spec.get('overrides', {})}): " + "; ".join(problems))
+
+
+def _some(items: list[str], shown: int = 4) -> str:
+    return ", ".join(items[:shown]) + (f", ... {len(items) - shown} more" if len(items) > shown else "")
+
+
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """{"busnet": package version, "git_commit": str|None, "git_dirty": bool|None}, read once per process."""
+    try:
+        version = metadata.version("busnet")
+    except metadata.PackageNotFoundError:
+        version = None
+    commit = dirty = None
+    source_root = Path(__file__).resolve().parents[1]
+    try:
+        top = _git(source_root, "rev-parse", "--show-toplevel")
+        if top is not None and Path(top).resolve() == source_root:  # our own repository, not an enclosing one
+            commit = _git(source_root, "rev-parse", "HEAD")
+            status = _git(source_root, "status", "--porcelain", "--untracked-files=no")
+            dirty = None if status is None else bool(status)
+    except (OSError, subprocess.SubprocessError):  # no git, or it hung: the version is still useful
+        pass
+    return {"busnet": version, "git_commit": commit, "git_dirty": dirty}
+
+
+def _git(cwd: Path, *args: str) -> str | None:
+    done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN/inf -> None and numpy/torch scalars -> Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {str(key): _strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(item) for item in value]
+    if isinstance(value, np.generic) or (isinstance(value, torch.Tensor) and value.ndim == 0):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(_strict_json(value), indent=2, allow_nan=False) + "\n")
+
+
+def _read_json(path: Path, where: str) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{where}: not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected a JSON object, got {type(value).__name__}")
+    return value

@@ -1,0 +1,163 @@
+"""models.checkpoint: identical outputs after a round trip (local, file://, s3://, DDP-wrapped), and
+refusal of tampered, mismatched or incomplete checkpoints with the file named."""
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timezone
+
+import pytest
+import torch
+
+from models import build_model, load_checkpoint, save_checkpoint
+from models.checkpoint import code_version
+from models.preprocess import Preprocessing
+
+FILES = ("config.json", "model.safetensors", "metrics.json", "lineage.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_models() -> dict[str, torch.nn.Module]:
+    torch.manual_seed(0)
+    return {variant: build_model("tiny", variant).eval() for variant in ("hybrid", "swin")}
+
+
+@pytest.fixture(scope="module")
+def swin_checkpoint(tiny_models, tmp_path_factory):
+    return save_checkpoint(tiny_models["swin"], tmp_path_factory.mktemp("ckpt") / "swin")
+
+
+def _same_outputs(model_a: torch.nn.Module, model_b: torch.nn.Module) -> None:
+    x = torch.randn(2, 3, model_a.input_size, model_a.input_size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = model_a(x), model_b(x)
+    assert torch.equal(a["logits"], b["logits"])
+    if a["mask_logits"] is None:
+        assert b["mask_logits"] is None
+    else:
+        assert torch.equal(a["mask_logits"], b["mask_logits"])
+
+
+def _copy(checkpoint, tmp_path):
+    return shutil.copytree(checkpoint, tmp_path / "copy")
+
+
+def _edit_config(directory, **changes) -> None:
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    config["model"].update(changes)
+    path.write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("variant", ["hybrid", "swin"])
+def test_round_trip_gives_identical_outputs(tiny_models, tmp_path, variant):
+    model = tiny_models[variant]
+    pre = Preprocessing(size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    directory = save_checkpoint(model, tmp_path / "ckpt", preprocessing=pre, threshold=0.42,
+                                metrics={"val_auc": float("nan"), "val_acc": torch.tensor(0.75)},
+                                lineage={"trial_id": "t1", "dataset_hash": "abc"})
+    assert sorted(p.name for p in directory.iterdir()) == sorted(FILES)
+    loaded, config = load_checkpoint(str(directory))
+    assert not loaded.training and loaded.config == model.config
+    _same_outputs(model, loaded)
+    assert config["model"] == model.config and config["threshold"] == 0.42
+    assert Preprocessing.from_dict(config["preprocessing"]) == pre
+    assert config["class_names"] == ["benign", "malignant"] and config["format_version"] == 1
+    assert config["metrics"] == {"val_auc": None, "val_acc": 0.75}  # strict JSON: NaN -> null
+    lineage = config["lineage"]
+    assert lineage["trial_id"] == "t1" and lineage["code_version"]["busnet"]
+    created = datetime.fromisoformat(lineage["created_at"])
+    assert created.tzinfo is not None and created.utcoffset() == timezone.utc.utcoffset(None)
+
+
+def test_file_uri_and_extra_files(swin_checkpoint, tiny_models, tmp_path):
+    directory = _copy(swin_checkpoint, tmp_path)
+    (directory / "train_state.pt").write_bytes(b"the trainer's own file")
+    loaded, _ = load_checkpoint(directory.as_uri())
+    _same_outputs(tiny_models["swin"], loaded)
+
+
+def test_s3_round_trip(swin_checkpoint, tiny_models, s3_bucket):
+    import boto3
+
+    bucket = s3_bucket.removeprefix("s3://")
+    client = boto3.client("s3")  # endpoint from AWS_ENDPOINT_URL, as load_checkpoint's s3fs does
+    for name in FILES:
+        client.upload_file(str(swin_checkpoint / name), bucket, f"run/best/{name}")
+    loaded, config = load_checkpoint(f"{s3_bucket}/run/best/")
+    _same_outputs(tiny_models["swin"], loaded)
+    assert config["model"]["variant"] == "swin"
+    client.delete_object(Bucket=bucket, Key="run/best/lineage.json")
+    with pytest.raises(ValueError, match="run/best/lineage.json: missing"):
+        load_checkpoint(f"{s3_bucket}/run/best")
+
+
+def test_ddp_wrapped_model_is_unwrapped(tiny_models, tmp_path, monkeypatch):
+    import torch.distributed as dist
+
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "lo")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(tiny_models["swin"])
+        directory = save_checkpoint(wrapped, tmp_path / "ckpt")
+    finally:
+        dist.destroy_process_group()
+    loaded, config = load_checkpoint(str(directory))
+    assert config["model"] == tiny_models["swin"].config
+    _same_outputs(tiny_models["swin"], loaded)
+
+
+def test_tampered_weights_are_refused(swin_checkpoint, tmp_path):
+    directory = _copy(swin_checkpoint, tmp_path)
+    weights = bytearray((directory / "model.safetensors").read_bytes())
+    weights[-10] ^= 0x01  # one bit of one weight
+    (directory / "model.safetensors").write_bytes(bytes(weights))
+    with pytest.raises(ValueError, match=r"model\.safetensors: sha256 .* altered or corrupted"):
+        load_checkpoint(str(directory))
+
+
+def test_weights_of_another_model_are_refused(swin_checkpoint, tmp_path):
+    directory = _copy(swin_checkpoint, tmp_path)
+    _edit_config(directory, overrides={"head_widths": [32, 16]})
+    with pytest.raises(ValueError, match=r"model\.safetensors does not fit .* shape mismatch\(es\).*head"):
+        load_checkpoint(str(directory))
+    _edit_config(directory, variant="hybrid_noaaa", overrides={})
+    with pytest.raises(ValueError, match=r"key\(s\) missing from the weights \(cnn\..*unexpected key\(s\)"):
+        load_checkpoint(str(directory))
+    _edit_config(directory, preset="huge")
+    with pytest.raises(ValueError, match=r"config\.json: cannot rebuild"):
+        load_checkpoint(str(directory))
+
+
+def test_incomplete_or_broken_checkpoints_are_refused(swin_checkpoint, tmp_path):
+    directory = _copy(swin_checkpoint, tmp_path)
+    (directory / "metrics.json").unlink()
+    with pytest.raises(ValueError, match=r"metrics\.json: missing"):
+        load_checkpoint(str(directory))
+    shutil.copy(swin_checkpoint / "metrics.json", directory)
+    (directory / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"config\.json: not valid JSON"):
+        load_checkpoint(str(directory))
+    (directory / "config.json").write_text(json.dumps({"format_version": 2}))
+    with pytest.raises(ValueError, match=r"config\.json: format_version 2"):
+        load_checkpoint(str(directory))
+    with pytest.raises(ValueError, match="missing"):
+        load_checkpoint(str(tmp_path / "nowhere"))
+
+
+def test_save_refuses_bad_arguments(tiny_models, tmp_path):
+    model = tiny_models["swin"]
+    with pytest.raises(ValueError, match="input size"):
+        save_checkpoint(model, tmp_path / "a", preprocessing=Preprocessing(size=96))
+    with pytest.raises(ValueError, match="threshold"):
+        save_checkpoint(model, tmp_path / "b", threshold=1.5)
+    with pytest.raises(ValueError, match="publish_dir"):
+        save_checkpoint(model, "s3://bucket/run")
+    with pytest.raises(ValueError, match="build_model"):
+        save_checkpoint(torch.nn.Linear(2, 2), tmp_path / "c")
+
+
+def test_code_version_without_git(monkeypatch):
+    monkeypatch.setenv("PATH", "")  # no git executable to be found
+    version = code_version.__wrapped__()
+    assert version["git_commit"] is None and version["git_dirty"] is None and version["busnet"]
