@@ -126,10 +126,9 @@ def run_demo(config: DemoConfig) -> dict:
     print(f"serving at {url}  (POST {url}/v1/predict, docs at {url}/docs)")
 
     stages.announce(f"predict: {config.predictions} test images through `busnet predict`")
-    images = _test_images(paths, config.predictions)
-    predictions_file = config.workdir / "predictions.json"
-    stages.busnet("predict", "--url", url, *map(str, images), "--overlay", str(paths.overlays),
-                  "--json-out", str(predictions_file))
+    truth = _test_images(paths, config.predictions)
+    predictions = _predict(stages, url, truth, paths.overlays)
+    (config.workdir / "predictions.json").write_text(json.dumps(predictions, indent=2))
 
     print(f"\n=== done in {time.perf_counter() - started:.0f} s; everything is under {config.workdir} ===")
     print((paths.report / "report.md").read_text() if (paths.report / "report.md").exists() else "")
@@ -139,7 +138,7 @@ def run_demo(config: DemoConfig) -> dict:
         from ray import serve
 
         serve.shutdown()
-    return {"metrics": metrics, "predictions": json.loads(predictions_file.read_text()), "url": url}
+    return {"metrics": metrics, "predictions": predictions, "url": url}
 
 
 def _free_port_or(preferred: int) -> int:
@@ -155,28 +154,56 @@ def _free_port_or(preferred: int) -> int:
 
 
 def _start_serving(checkpoint: Path, port: int) -> str:
-    from serve.app import run_local
+    from ray import serve
 
-    return run_local(str(checkpoint), host="127.0.0.1", port=port)
+    from serve.app import APP_NAME, build_app
+
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build_app(str(checkpoint)), name=APP_NAME, route_prefix="/", blocking=False)
+    return f"http://127.0.0.1:{port}"
 
 
-def _test_images(paths: DemoPaths, count: int) -> list[Path]:
-    """Original image files of the dataset's test split (the model never trained on them)."""
+def _predict(stages: _Stages, url: str, truth: dict[str, str], overlays: Path) -> list[dict]:
+    """`busnet predict --json`, its answers kept for predictions.json and shown one line each."""
+    import contextlib
+    import io
+
+    from serve.client import summary
+
+    captured = io.StringIO()
+    with contextlib.redirect_stdout(captured):
+        stages.busnet("predict", "--url", url, *truth, "--overlay", str(overlays), "--json")
+    answers = []
+    for line in captured.getvalue().splitlines():
+        if not line.startswith("{"):
+            print(line)
+            continue
+        answer = json.loads(line)
+        answer["true_label"] = truth[answer["file"]]
+        answers.append(answer)
+        print(f"{Path(answer['file']).name}: {summary(answer)}  (truth: {answer['true_label']})")
+    return answers
+
+
+def _test_images(paths: DemoPaths, count: int) -> dict[str, str]:
+    """Original image files of the test split (never trained on), written out: {file: true label}."""
     import pyarrow.parquet as pq
 
     from jobs.dataset import read_manifest
 
     read_manifest(str(paths.dataset))
-    table = pq.read_table(paths.dataset / "data", columns=["image_id", "split", "image"])
-    rows = [r for r in table.to_pylist() if r["split"] == "test"][:count]
+    table = pq.read_table(paths.dataset / "data", columns=["image_id", "split", "label", "image"])
+    test = [r for r in table.to_pylist() if r["split"] == "test"]
+    by_label = [[r for r in test if r["label"] == label] for label in (0, 1)]
+    rows = [r for pair in zip(*by_label) for r in pair][:count]  # benign and malignant in turn
     folder = paths.overlays.parent / "test-images"
     folder.mkdir(parents=True, exist_ok=True)
-    files = []
+    files = {}
     for row in rows:
         suffix = ".png" if row["image"][:4] == b"\x89PNG" else ".bmp" if row["image"][:2] == b"BM" else ".jpg"
         file = folder / f"{row['image_id'].replace('/', '_')}{suffix}"
         file.write_bytes(row["image"])
-        files.append(file)
+        files[str(file)] = ("benign", "malignant")[row["label"]]
     return files
 
 
