@@ -65,16 +65,22 @@ def make_anatomy(rng: np.random.Generator, height: int, width: int) -> Anatomy:
 
     #                       skin  fat                      glandular               retro     muscle                  chest wall
     level = np.array([-1.0, rng.uniform(-13, -8), rng.uniform(-4, 0), -12.0, rng.uniform(-11, -6), -10.0], np.float32)
-    streak_gain = np.array([4.0, 3.0, rng.uniform(6, 11), 3.0, 1.0, 3.0], np.float32)
+    streak_gain = np.array([4.0, 3.0, rng.uniform(4, 8), 3.0, 1.0, 3.0], np.float32)
     lobule_gain = np.array([0.0, 0.0, rng.uniform(6, 12), 0.0, 0.0, 0.0], np.float32)
-    ligament_gain = np.array([0.0, rng.uniform(8, 14), rng.uniform(3, 7), 5.0, 0.0, 0.0], np.float32)
+    ligament_gain = np.array([0.0, rng.uniform(6, 10), rng.uniform(2, 5), 4.0, 0.0, 0.0], np.float32)
     striation_gain = np.array([0.0, 0.0, 0.0, 0.0, rng.uniform(3, 6), 0.0], np.float32)
 
     # Fibrous planes follow the mean shape of the glandular interfaces and break off laterally.
     plane_shape = bounds[1:4].mean(axis=0)
-    plane_streaks = streaks(rng, rows - (plane_shape - plane_shape.mean())[None, :], rng.uniform(0.7, 1.5) * scale)
-    envelope = np.clip(smooth_noise(rng, (height, width), (3 * scale, 35 * scale)) + 0.2, 0, None)
+    warp = smooth_noise(rng, (height, width), (20 * scale, 30 * scale)) * rng.uniform(3, 8) * scale
+    plane_coord = rows - (plane_shape - plane_shape.mean())[None, :] + warp
+    plane_streaks = streaks(rng, plane_coord, rng.uniform(0.8, 1.8) * scale)
+    envelope = np.clip(smooth_noise(rng, (height, width), (3 * scale, 22 * scale)) + rng.uniform(-0.2, 0.3), 0, None)
     plane_streaks = np.log1p(plane_streaks * envelope)
+    # Short, slightly oblique fibrous echoes scattered through the tissue.
+    dash_coord = plane_coord + rng.uniform(-0.25, 0.25) * np.arange(width, dtype=np.float32)[None, :]
+    dash_envelope = np.clip(smooth_noise(rng, (height, width), (2 * scale, 8 * scale)) - 0.8, 0, None)
+    plane_streaks += np.log1p(streaks(rng, dash_coord, 0.8 * scale) * dash_envelope * 2)
 
     # Fat lobules: soft darker islands, wider than tall.
     lobules = smooth_noise(rng, (height, width), (rng.uniform(5, 10) * scale, rng.uniform(14, 30) * scale))
@@ -83,15 +89,17 @@ def make_anatomy(rng: np.random.Generator, height: int, width: int) -> Anatomy:
     # Cooper's ligaments: thin bright curves along the zero set of an elongated smooth field.
     lig_field = smooth_noise(rng, (height, width), (rng.uniform(7, 12) * scale, rng.uniform(25, 45) * scale))
     lig_strength = np.clip(smooth_noise(rng, (height, width), (20 * scale, 20 * scale)) * 0.6 + 0.6, 0, 1)
-    ligaments = np.exp(-(lig_field / 0.1) ** 2) * lig_strength
+    ligaments = np.exp(-(lig_field / 0.15) ** 2) * lig_strength
 
     slope = rng.uniform(-0.3, 0.3)
-    muscle_coord = rows - bounds[3][None, :] + slope * np.arange(width, dtype=np.float32)[None, :]
-    striations = np.log1p(streaks(rng, muscle_coord, rng.uniform(0.8, 1.6) * scale))
+    muscle_top = ndimage.gaussian_filter1d(bounds[3], 0.2 * width)       # striations ignore small wiggles
+    muscle_coord = rows - muscle_top[None, :] + slope * np.arange(width, dtype=np.float32)[None, :]
+    striation_envelope = np.clip(smooth_noise(rng, (height, width), (4 * scale, 25 * scale)) + 0.5, 0, None)
+    striations = np.log1p(streaks(rng, muscle_coord, rng.uniform(0.8, 1.6) * scale) * striation_envelope)
 
-    texture = (smooth_noise(rng, (height, width), (3 * scale, 8 * scale))
-               + smooth_noise(rng, (height, width), (15 * scale, 40 * scale)))
-    echo = (level[index] + 2.0 * texture
+    texture = (2.0 * smooth_noise(rng, (height, width), (3 * scale, 8 * scale))
+               + rng.uniform(2, 4.5) * smooth_noise(rng, (height, width), (15 * scale, 40 * scale)))
+    echo = (level[index] + texture
             + streak_gain[index] * (plane_streaks - 0.4)
             - lobule_gain[index] * lobules
             + ligament_gain[index] * ligaments

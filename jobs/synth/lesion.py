@@ -17,7 +17,7 @@ from scipy import ndimage
 from jobs.synth.noise import smooth_curve, smooth_noise
 
 ANGLES = np.linspace(-np.pi, np.pi, 721)
-SUSPICION_BETA = {0: (2.0, 4.5), 1: (4.5, 2.0)}       # (a, b) of the Beta per label
+SUSPICION_BETA = {0: (2.2, 4.0), 1: (4.0, 2.2)}       # (a, b) of the Beta per label
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,10 @@ def draw_lesion(rng: np.random.Generator, label: int, image_width: int) -> Lesio
     return Lesion(
         label=label, suspicion=z, half_width=half_width, radius=radius.astype(np.float32),
         aspect=aspect, tilt=float(rng.normal(0, 0.25 * (1 - z) + 0.1)),
-        margin_blur=float((0.6 + 14 * z ** 2 * rng.uniform(0.4, 1.4)) * max(1.0, half_width / 50) ** 0.5),
+        margin_blur=float(max(0.6, (0.02 + 0.25 * z ** 2 * rng.uniform(0.4, 1.4)) * half_width)),
         darkness_db=float(rng.uniform(20, 26) if cyst else rng.uniform(8, 15) + 3 * z),
-        heterogeneity_db=float(1.0 if cyst else rng.uniform(1.5, 4) + 3 * z),
-        posterior_db=float(np.clip(rng.normal(16 - 36 * z, 4) + (4 if cyst else 0), -18, 12)),
+        heterogeneity_db=float(1.0 if cyst else rng.uniform(1, 3) + 2 * z),
+        posterior_db=float(np.clip(rng.normal(15 - 32 * z, 5) + (4 if cyst else 0), -18, 12)),
         capsule_db=float(rng.uniform(3, 8) if rng.random() < 0.6 * (1 - z) else 0.0),
         halo_db=float(rng.uniform(3, 6) if rng.random() < 0.6 * max(z - 0.4, 0) else 0.0),
         calcifications=int(rng.poisson(4) if rng.random() < 0.4 * z else 0),
@@ -124,7 +124,7 @@ def imprint(echo_db: np.ndarray, mask: np.ndarray, lesion: Lesion, rng: np.rando
     scale = max(lesion.half_width / 40, 0.5)
 
     # Ill-defined margins: blur the edge and let it fray with noise.
-    soft = ndimage.gaussian_filter(local, lesion.margin_blur)
+    soft = ndimage.gaussian_filter(local, lesion.margin_blur, truncate=3.0)
     if lesion.margin_blur > 2:
         fray = smooth_noise(rng, shape, (lesion.margin_blur, lesion.margin_blur)) * min(lesion.margin_blur / 8, 0.6)
         soft = np.clip(soft + fray * 4 * soft * (1 - soft), 0, 1)
@@ -139,7 +139,7 @@ def imprint(echo_db: np.ndarray, mask: np.ndarray, lesion: Lesion, rng: np.rando
         crisp = ndimage.gaussian_filter(local, 0.8)
         region += lesion.capsule_db * 4 * crisp * (1 - crisp)
     if lesion.halo_db:
-        wide = ndimage.gaussian_filter(local, 2 + 0.2 * lesion.half_width)
+        wide = ndimage.gaussian_filter(local, 2 + 0.2 * lesion.half_width, truncate=3.0)
         region += lesion.halo_db * np.clip(2 * (wide - local), 0, 1)
     for _ in range(lesion.calcifications):
         pick = rng.integers(rows.size)
@@ -154,8 +154,12 @@ def imprint(echo_db: np.ndarray, mask: np.ndarray, lesion: Lesion, rng: np.rando
     coverage = ndimage.gaussian_filter1d(np.sqrt(thickness / thickness.max()), 0.1 * lesion.half_width + 1)
     if lesion.posterior_db < 0:                                 # shadows come in streaks
         coverage *= np.clip(1 + 0.35 * smooth_curve(rng, width, 3 * scale + 1), 0.3, 1.6)
-    below = np.arange(height, dtype=np.float32)[:, None] - bottom_row[None, :]
+    columns = np.flatnonzero(coverage > 1e-3)
+    first, last = columns.min(), columns.max() + 1
+    start = int(bottom_row[first:last].min())
+    below = np.arange(start, height, dtype=np.float32)[:, None] - bottom_row[None, first:last]
+    below = np.clip(below, 0, None)
     reach = lesion.half_width * lesion.aspect * (8 if lesion.posterior_db < 0 else 3)
-    profile = np.where(below > 0, (1 - np.exp(-below / (2 + lesion.margin_blur))) * np.exp(-below / reach), 0)
-    out += lesion.posterior_db * coverage[None, :] * profile
-    return out.astype(np.float32)
+    profile = np.exp(-below / reach) - np.exp(-below * (1 / reach + 1 / (2 + lesion.margin_blur)))
+    out[start:, first:last] += lesion.posterior_db * coverage[None, first:last] * profile
+    return out

@@ -18,7 +18,10 @@ def _upsample(field: np.ndarray, n_out: int, factor: int, axis: int) -> np.ndarr
     if axis == 0:
         weight = weight[:, None]
     a, b = np.take(field, low, axis=axis), np.take(field, high, axis=axis)
-    return a + (b - a) * weight
+    b -= a
+    b *= weight
+    b += a
+    return b
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[float, float]) -> np.ndarray:
@@ -27,12 +30,11 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[
     coarse_shape = [-(-n // f) + 1 for n, f in zip(shape, factors)]
     field = rng.standard_normal(coarse_shape, dtype=np.float32)
     field = ndimage.gaussian_filter(field, [s / f for s, f in zip(sigma, factors)], mode="wrap", truncate=3.0)
+    field = (field - field.mean()) / (field.std() + 1e-6)          # normalised while still small
     for axis in (0, 1):
         if factors[axis] > 1:
             field = _upsample(field, shape[axis], factors[axis], axis)
-    field = field[:shape[0], :shape[1]]
-    field = field - field.mean()
-    return field / (field.std() + 1e-6)
+    return field[:shape[0], :shape[1]]
 
 
 def smooth_curve(rng: np.random.Generator, length: int, sigma: float) -> np.ndarray:

@@ -32,7 +32,7 @@ class Settings:
 def draw_settings(rng: np.random.Generator, height: int) -> Settings:
     scale = max(height / 500, 0.4)
     return Settings(
-        psf=(rng.uniform(0.7, 1.2) * scale, rng.uniform(1.6, 3.0) * scale),
+        psf=(rng.uniform(0.6, 1.0) * scale, rng.uniform(1.4, 2.4) * scale),
         speckle_weight=rng.uniform(0.45, 0.7),
         attenuation_db=rng.uniform(3, 12),
         tgc_db=rng.normal(0, 1.5, 8),
@@ -49,7 +49,9 @@ def scan(echo_db: np.ndarray, settings: Settings, rng: np.random.Generator) -> n
     height, width = echo_db.shape
     real = ndimage.gaussian_filter(rng.standard_normal(echo_db.shape, dtype=np.float32), settings.psf, truncate=3.0)
     imag = ndimage.gaussian_filter(rng.standard_normal(echo_db.shape, dtype=np.float32), settings.psf, truncate=3.0)
-    speckle_db = np.log10(real * real + imag * imag + 1e-12)
+    # Incoherent averaging over a small neighbourhood (compounding) fills the deepest speckle nulls.
+    intensity = ndimage.gaussian_filter(real * real + imag * imag, (0.5 * settings.psf[0], 0.5 * settings.psf[1]), truncate=3.0)
+    speckle_db = np.log10(intensity + 1e-12)
     speckle_db *= np.float32(10 * settings.speckle_weight)
     speckle_db -= speckle_db.mean()
 
@@ -63,7 +65,7 @@ def scan(echo_db: np.ndarray, settings: Settings, rng: np.random.Generator) -> n
 
     top = np.percentile(image_db[::3, ::3], 99.5) + settings.gain_db
     image = np.clip((image_db - np.float32(top - settings.dynamic_range_db)) / np.float32(settings.dynamic_range_db), 0, 1)
-    image = ndimage.gaussian_filter(image ** np.float32(settings.gamma), (0.5, 0.8), truncate=3.0)  # the scanner's smoothing
+    image = ndimage.gaussian_filter(image ** np.float32(settings.gamma), (0.6, 1.0), truncate=3.0)  # the scanner's smoothing
     image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
     return image * field_of_view(settings, height, width)
 
