@@ -45,7 +45,7 @@ def draw_lesion(rng: np.random.Generator, label: int, image_width: int) -> Lesio
     if rng.random() < 0.07:                             # a few very small lesions
         size = rng.uniform(0.025, 0.05)
     else:
-        size = float(np.exp(rng.normal(np.log(0.11 + 0.03 * label), 0.35)))
+        size = float(np.exp(rng.normal(np.log(0.11 + 0.02 * label), 0.35)))
     half_width = float(np.clip(size, 0.02, 0.3) * image_width)
     aspect = float(np.exp(rng.normal(np.log(0.55) + z * (np.log(1.3) - np.log(0.55)), 0.18)))
 

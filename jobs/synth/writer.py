@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -157,7 +158,6 @@ def _case_images(rng: np.random.Generator, label: int, count: int, min_size: int
 
 def _fit(lesion: Lesion, height: int, width: int) -> Lesion:
     """Shrink a lesion that would not fit in the image."""
-    from dataclasses import replace
     reach = float(lesion.radius.max())
     half_width = min(lesion.half_width, 0.3 * width / reach, 0.35 * height / (lesion.aspect * reach))
     return replace(lesion, half_width=max(half_width, 3.0))
