@@ -1,0 +1,107 @@
+"""Pretrained encoder weights from local timm weight files or storage URIs; nothing is downloaded from a hub.
+
+A file is a timm checkpoint of the encoder's timm architecture (e.g. `resnet50`,
+`swinv2_base_window8_256`): safetensors, or a torch .pth/.pt/.bin read with `weights_only=True`
+(never unpickled). Keys go through timm's own remapping for the model family. Shape mismatches and
+missing encoder weights fail with the file named; keys only timm's classifier uses are ignored.
+"""
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+StateDict = dict[str, torch.Tensor]
+
+
+@dataclass
+class LoadReport:
+    """What happened when a weights file was loaded into an encoder."""
+
+    source: str
+    loaded: int
+    ignored: list[str] = field(default_factory=list)     # classifier/final-norm keys the encoder has no use for
+    unexpected: list[str] = field(default_factory=list)  # other keys the encoder does not have
+
+
+def read_state_dict(uri: str) -> StateDict:
+    """Tensors of a weights file (local path, file:// or any fsspec URI such as s3://)."""
+    name = uri.rstrip("/").rsplit("/", 1)[-1].lower()
+    if not name.endswith((".safetensors", *TORCH_SUFFIXES)):
+        raise ValueError(f"pretrained weights {uri}: unknown format, expected .safetensors or "
+                         f"{'/'.join(TORCH_SUFFIXES)}")
+    data = _read_bytes(uri)
+    try:
+        if name.endswith(".safetensors"):
+            from safetensors.torch import load
+
+            state = load(data)
+        else:
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors, zip and unpickler errors have no common base
+        raise ValueError(f"pretrained weights {uri}: not a readable weights file ({error})") from error
+    for wrapper in ("state_dict", "model"):  # training checkpoints nest the weights
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"pretrained weights {uri}: expected a mapping of names to tensors")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def load_weights(module: nn.Module, uri: str, *, component: str,
+                 filter_fn: Callable[[StateDict, nn.Module], StateDict] | None = None,
+                 ignore_prefixes: tuple[str, ...] = ()) -> LoadReport:
+    """Load `uri` into `module` (all of its weights, or nothing). ValueError on any mismatch."""
+    state = read_state_dict(uri)
+    if filter_fn is not None:
+        state = filter_fn(state, module)
+    own = module.state_dict()
+    mismatched = [f"{key} file {tuple(value.shape)} vs model {tuple(own[key].shape)}"
+                  for key, value in state.items() if key in own and value.shape != own[key].shape]
+    # BatchNorm fills num_batches_tracked itself when a file lacks it.
+    missing = [key for key in own if key not in state and not key.endswith("num_batches_tracked")]
+    if mismatched or missing:
+        raise ValueError(
+            f"pretrained weights {uri} do not fit the {component}: "
+            f"{len(mismatched)} shape mismatch(es){_examples(mismatched)}, "
+            f"{len(missing)} missing key(s){_examples(missing)}; "
+            f"is it a timm checkpoint of the same architecture?")
+    extra = [key for key in state if key not in own]
+    report = LoadReport(source=uri, loaded=len(state) - len(extra),
+                        ignored=[key for key in extra if key.startswith(ignore_prefixes)],
+                        unexpected=[key for key in extra if not key.startswith(ignore_prefixes)])
+    module.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
+    log.info("%s: loaded %d tensors from %s (%d classifier keys ignored)",
+             component, report.loaded, uri, len(report.ignored))
+    if report.unexpected:
+        log.warning("%s: %d keys in %s are not part of the encoder and were skipped%s",
+                    component, len(report.unexpected), uri, _examples(report.unexpected))
+    return report
+
+
+def _examples(keys: list[str], shown: int = 3) -> str:
+    if not keys:
+        return ""
+    more = f", ... {len(keys) - shown} more" if len(keys) > shown else ""
+    return " (" + "; ".join(keys[:shown]) + more + ")"
+
+
+def _read_bytes(uri: str) -> bytes:
+    local = uri.removeprefix("file://")
+    try:
+        if "://" in local:
+            import fsspec  # only for storage URIs
+
+            with fsspec.open(local, "rb") as handle:
+                return handle.read()
+        return Path(local).read_bytes()
+    except (FileNotFoundError, IsADirectoryError) as error:
+        raise ValueError(f"pretrained weights {uri}: no such file") from error
