@@ -109,7 +109,7 @@ def test_refuses_a_foreign_folder_unless_forced(tmp_path):
 def test_class_signal_exists_but_classes_overlap():
     """Lesion traits differ between classes in distribution, with overlap both ways."""
     rng = np.random.default_rng(0)
-    traits = {label: [draw_lesion(rng, label, 500) for _ in range(300)] for label in (0, 1)}
+    traits = {label: [draw_lesion(rng, label, 500) for _ in range(200)] for label in (0, 1)}
     aspect = {label: np.array([lesion.aspect for lesion in traits[label]]) for label in (0, 1)}
     posterior = {label: np.array([lesion.posterior_db for lesion in traits[label]]) for label in (0, 1)}
     assert np.median(aspect[0]) < 0.85 < np.median(aspect[1])
