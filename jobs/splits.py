@@ -9,10 +9,11 @@ Cases are sorted before splitting, so the same rows and seed always give the sam
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import GroupKFold, StratifiedGroupKFold, train_test_split
 
 from jobs.dataset import TEST_FOLD
 from jobs.errors import BusnetError
@@ -60,9 +61,21 @@ def assign(case_ids: Sequence[str], labels: Sequence[int], *, val: float, test: 
         raise BusnetError(f"--folds {folds} needs at least {folds} cases outside the test split; "
                           f"there are {len(set(groups))}: lower --folds or --test")
     order = np.argsort(groups, kind="stable")  # independent of the caller's row order
-    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     y = np.array([int(labels[rows[i]]) for i in order])
-    for k, (_, members) in enumerate(splitter.split(np.zeros(len(order)), y, groups[order])):
+    for k, members in enumerate(_folds(y, groups[order], folds, seed)):
         for m in members:
             fold[rows[order[m]]] = k
     return split, fold
+
+
+def _folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Each fold's row indices: stratified when each class can fill the folds, else only grouped."""
+    x = np.zeros(len(y))
+    try:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        with warnings.catch_warnings():  # "least populated class": expected on small data, see counts
+            warnings.filterwarnings("ignore", "The least populated class", UserWarning)
+            return [members for _, members in splitter.split(x, y, groups)]
+    except ValueError:  # every class has fewer images than folds
+        splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        return [members for _, members in splitter.split(x, y, groups)]

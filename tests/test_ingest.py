@@ -1,0 +1,115 @@
+"""End to end: synthetic + real BUSI images ingested locally and into S3, read back through Ray Data."""
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from jobs import storage
+from jobs.dataset import TEST_FOLD, read_manifest, read_table, shard_paths
+from jobs.errors import BusnetError
+from jobs.ingest import ingest
+from tests.conftest import free_port
+from tests.ingest_layouts import decoded
+
+SPLIT_MASKS = ("benign (3)", "malignant (2)")  # their real mask is stored as two files here
+
+
+def _busi_with_split_masks(sample: Path, root: Path) -> Path:
+    """The real BUSI sample, but two masks cut in halves: `_mask` (left) and `_mask_1` (right)."""
+    shutil.copytree(sample, root, ignore=shutil.ignore_patterns("*.md"))
+    for stem in SPLIT_MASKS:
+        path = root / stem.split(" ")[0] / f"{stem}_mask.png"
+        mask = np.asarray(Image.open(path).convert("L"))
+        left, right = mask.copy(), mask.copy()
+        left[:, mask.shape[1] // 2:] = 0
+        right[:, : mask.shape[1] // 2] = 0
+        Image.fromarray(left).save(path)
+        Image.fromarray(right).save(path.with_name(f"{stem}_mask_1.png"))
+    return root
+
+
+def _by(values_a, values_b) -> dict:
+    seen = defaultdict(set)
+    for a, b in zip(values_a, values_b):
+        seen[a].add(b)
+    return seen
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_synthetic_and_real_busi_read_back_through_ray_data(where, ray_local, synthetic_dataset, busi_sample,
+                                                            tmp_path, request):
+    out = str(tmp_path / "ds") if where == "local" else f"{request.getfixturevalue('s3_bucket')}/datasets/v1"
+    synthetic_raw = Path(synthetic_dataset).parent / "raw"
+    busi = _busi_with_split_masks(busi_sample, tmp_path / "busi")
+    sources = {"synthetic": synthetic_raw, "busi": busi}
+    manifest = ingest(sources, out, val=0.1, test=0.2, folds=3, seed=0, progress=False)
+
+    fs, paths = shard_paths(out)
+    table = ray_local.data.read_parquet(paths, filesystem=fs).to_pandas()
+    assert len(table) == manifest["num_rows"] == 60 and table.image_id.is_unique
+    assert manifest["rejects"] == []
+    busi_rows = table[table.source == "busi"].set_index("image_id")
+    assert (busi_rows.label.value_counts().to_dict()) == {0: 14, 1: 6}
+    for image_id, row in busi_rows.iterrows():
+        original = busi_sample / image_id.removeprefix("busi/")
+        assert row.image == original.read_bytes()  # stored as found
+        assert row.sha256 == hashlib.sha256(row.image).hexdigest()
+        assert (row.width, row.height) == Image.open(original).size
+        real_mask = np.asarray(Image.open(original.with_name(f"{original.stem}_mask.png")).convert("L")) > 0
+        assert np.array_equal(decoded(row["mask"]) > 0, real_mask), image_id  # union == the real mask
+    synthetic = table[table.source == "synthetic"]
+    assert len(synthetic) == 40 and synthetic["mask"].notna().all() and synthetic.case_id.nunique() < 40
+    assert all(len(s) == 1 for s in _by(table.case_id, table.split).values())
+    assert all(len(f) == 1 for f in _by(table.case_id, table.fold).values())
+    assert set(table[table.split == "test"].fold) == {TEST_FOLD}
+    assert set(table[table.split != "test"].fold) == {0, 1, 2}
+    assert {s: len(g) for s, g in table.groupby("split")} == {
+        s: c["images"] for s, c in manifest["counts"]["by_split"].items()}
+
+    again = ingest(sources, out, val=0.1, test=0.2, folds=3, seed=0, progress=False)  # replaces, same content
+    assert again["content_hash"] == manifest["content_hash"]
+    assert read_table(out, columns=["image_id"]).num_rows == 60
+    assert [p.rsplit("/", 1)[-1] for p in storage.list_files(out)] == ["_COMPLETE", "part-00000.parquet", "manifest.json"]
+    other_seed = ingest(sources, out, val=0.1, test=0.2, folds=3, seed=1, progress=False)
+    assert other_seed["content_hash"] != manifest["content_hash"]
+
+
+def test_shards_are_bounded_and_do_not_change_the_content(synthetic_dataset, tmp_path):
+    raw = Path(synthetic_dataset).parent / "raw"
+    manifest = ingest({"synthetic": raw}, str(tmp_path / "ds"), shard_mb=0.05, progress=False)
+    sizes = [(tmp_path / "ds" / name).stat().st_size for name in manifest["files"]]
+    assert len(sizes) > 3 and max(sizes) < 0.05 * 2**20 + 30_000  # a shard overshoots by at most one image
+    assert manifest["content_hash"] == read_manifest(synthetic_dataset)["content_hash"]
+
+
+def test_readers_refuse_incomplete_or_missing_datasets(synthetic_dataset, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(synthetic_dataset, copy)
+    (copy / storage.COMPLETE_MARKER).unlink()
+    with pytest.raises(BusnetError, match="incomplete"):
+        read_manifest(str(copy))
+    with pytest.raises(BusnetError, match="no dataset here"):
+        read_manifest(str(tmp_path / "nothing"))
+
+
+def test_s3_output_errors_come_before_any_work(s3_server, synthetic_dataset, monkeypatch):
+    raw = Path(synthetic_dataset).parent / "raw"
+    with pytest.raises(BusnetError, match="bucket 'no-such-bucket-.*' does not exist"):
+        ingest({"synthetic": raw}, f"s3://no-such-bucket-{free_port()}/ds", progress=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(BusnetError, match="cannot reach the S3 endpoint"):
+        ingest({"synthetic": raw}, "s3://bucket/ds", progress=False)
+
+
+def test_synthetic_dataset_fixture(synthetic_dataset):
+    manifest = read_manifest(synthetic_dataset)
+    counts = manifest["counts"]
+    assert manifest["num_rows"] == 40 and counts["by_source"]["synthetic"]["with_mask"] == 40
+    assert sorted(counts["by_fold"]) == ["0", "1", "2", "3", "4"]
+    assert all(counts["by_split"][s]["benign"] and counts["by_split"][s]["malignant"] for s in ("train", "test"))

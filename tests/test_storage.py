@@ -1,0 +1,98 @@
+"""Storage URIs (jobs.storage): local, file:// and s3:// on the local S3 server; clear errors."""
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from tests.conftest import free_port
+from jobs import storage
+from jobs.errors import BusnetError
+
+
+def _folder(root, files: dict[str, bytes]):
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+@pytest.mark.parametrize("scheme", ["", "file://"])
+def test_local_publish_replaces_whole_directories(tmp_path, scheme):
+    target = f"{scheme}{tmp_path / 'out'}"
+    storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1", "sub/b.txt": b"1"}), target)
+    assert storage.is_complete(target) and storage.read_bytes(storage.join(target, "sub/b.txt")) == b"1"
+    storage.publish_dir(_folder(tmp_path / "v2", {"a.txt": b"2"}), target)
+    assert storage.read_bytes(storage.join(target, "a.txt")) == b"2"
+    assert not storage.exists(storage.join(target, "sub/b.txt"))  # nothing of v1 is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "v1", "v2"]  # no staging leftovers
+
+
+def test_s3_publish_read_write_and_replace(s3_bucket, tmp_path):
+    uri = f"{s3_bucket}/runs/x"
+    storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1", "sub/b.txt": b"1"}), uri)
+    assert storage.is_complete(uri)
+    assert storage.read_bytes(f"{uri}/sub/b.txt") == b"1"
+    storage.publish_dir(_folder(tmp_path / "v2", {"a.txt": b"2"}), uri)
+    assert storage.list_files(uri) == [f"{s3_bucket[5:]}/runs/x/{n}" for n in ("_COMPLETE", "a.txt")]
+    storage.write_bytes(f"{s3_bucket}/other/c.bin", b"xyz")
+    assert storage.read_bytes(f"{s3_bucket}/other/c.bin") == b"xyz"
+    assert storage.local_dir_for(uri).joinpath("a.txt").read_bytes() == b"2"
+
+
+def test_publishing_to_a_bucket_root_keeps_the_bucket(s3_bucket, tmp_path):
+    storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1"}), s3_bucket)
+    storage.publish_dir(_folder(tmp_path / "v2", {"b.txt": b"2"}), s3_bucket)
+    storage.delete_dir(s3_bucket)
+    storage.check_bucket(s3_bucket)  # still there, now empty
+    assert storage.list_files(s3_bucket) == []
+
+
+def test_missing_bucket_is_named(s3_server, tmp_path):
+    missing = f"s3://no-such-bucket-{free_port()}/data"
+    with pytest.raises(BusnetError, match="bucket 'no-such-bucket-.*' does not exist"):
+        storage.check_bucket(missing)
+    with pytest.raises(BusnetError, match="bucket does not exist"):
+        storage.publish_dir(_folder(tmp_path / "d", {"a": b"1"}), missing)
+    with pytest.raises(BusnetError, match="bucket does not exist"):
+        storage.write_bytes(f"{missing}/a", b"1")
+
+
+def test_unreachable_endpoint_is_named(s3_server, monkeypatch):
+    closed = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    with pytest.raises(BusnetError, match=f"cannot reach the S3 endpoint {closed}"):
+        storage.check_bucket("s3://some-bucket/data")
+    with pytest.raises(BusnetError, match="cannot reach the S3 endpoint"):
+        storage.read_bytes("s3://some-bucket/data/manifest.json")
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("gs://bucket/x", "unsupported storage URI"),
+    ("s3:///x", "no bucket"),
+    ("", "empty path"),
+])
+def test_bad_uris(uri, message):
+    with pytest.raises(BusnetError, match=message):
+        storage.filesystem(uri)
+
+
+def test_bad_endpoint_setting(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "127.0.0.1:9000")
+    with pytest.raises(BusnetError, match="is not a URL"):
+        storage.filesystem("s3://bucket/x")
+
+
+def test_access_denied_is_explained(s3_server, s3_bucket, monkeypatch):
+    """moto accepts any key, so the denial comes from a bucket policy that refuses everyone."""
+    name = s3_bucket[5:]
+    policy = ('{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*",'
+              f'"Action":"s3:GetObject","Resource":"arn:aws:s3:::{name}/*"}}]}}')
+    client = boto3.client("s3", endpoint_url=s3_server)
+    client.put_object(Bucket=name, Key="secret", Body=b"x")
+    client.put_bucket_policy(Bucket=name, Policy=policy)
+    try:
+        storage.read_bytes(f"{s3_bucket}/secret")
+    except BusnetError as exc:
+        assert "access denied" in str(exc)
+    else:
+        pytest.skip("this moto version does not enforce bucket policies")
