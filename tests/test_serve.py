@@ -1,0 +1,260 @@
+"""The Ray Serve application over real HTTP on 127.0.0.1: answers, batching, bad input, the client,
+and the model swap through user_config as `serve deploy` / KubeRay apply it.
+
+One Serve instance for the module: the app from `build_app` (as `busnet serve` runs it) at `/`, and
+for the swap test the app from serve/config.yaml (as a RayService runs it) at `/swap`.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+import yaml
+from PIL import Image
+
+from jobs.cli import main
+from models import build_model, load_checkpoint, save_checkpoint
+from models.preprocess import Preprocessing, decode_image, preprocess_image, restore_mask
+from tests.conftest import free_port
+
+CONFIG = Path(__file__).resolve().parents[1] / "serve" / "config.yaml"
+MAX_BYTES = 1_000_000
+MAX_PIXELS = 4_000_000
+
+
+def encode(array: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+GOOD = encode(np.random.default_rng(0).integers(0, 255, (90, 120), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("serve-ckpt")
+    torch.manual_seed(1)
+    first = save_checkpoint(build_model("tiny"), root / "a", threshold=0.45,
+                            metrics={"val_auc": 0.61}, lineage={"trial_id": "test-a"})
+    second = save_checkpoint(build_model("tiny", input_size=128), root / "b", threshold=0.5)
+    return {"a": str(first), "b": str(second)}
+
+
+@pytest.fixture(scope="module")
+def url(ray_local, checkpoints) -> str:
+    from ray import serve
+
+    from serve.app import build_app
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    app = build_app(checkpoints["a"], max_batch_size=8, batch_wait_ms=30,
+                    max_image_bytes=MAX_BYTES, max_image_pixels=MAX_PIXELS)
+    serve.run(app, name="busnet", route_prefix="/", blocking=False)
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def post_raw(url: str, data: bytes, content_type: str | None = "image/png", **kw) -> requests.Response:
+    headers = {"Content-Type": content_type} if content_type else {}
+    return requests.post(f"{url}/v1/predict", data=data, headers=headers, timeout=60, **kw)
+
+
+def expected_probability(checkpoint: str, data: bytes) -> tuple[float, np.ndarray]:
+    """The model's own forward pass on the same preprocessed input, outside Serve."""
+    model, config = load_checkpoint(checkpoint)
+    image = decode_image(data)
+    x = torch.from_numpy(preprocess_image(image, Preprocessing.from_dict(config["preprocessing"])))[None]
+    with torch.no_grad():
+        out = model(x)
+    mask = restore_mask(torch.sigmoid(out["mask_logits"])[0, 0].numpy(), *image.shape[:2])
+    return torch.sigmoid(out["logits"]).item(), mask
+
+
+def check_answer(answer: dict, checkpoint: str, data: bytes) -> None:
+    probability, mask = expected_probability(checkpoint, data)
+    assert answer["malignant_probability"] == pytest.approx(probability, abs=1e-5)
+    assert answer["label"] == ("malignant" if probability >= answer["threshold"] else "benign")
+    served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["mask_png"]))))
+    assert served.shape == mask.shape  # the input's own size
+    assert np.mean(served != mask) < 1e-3  # equal up to pixels that sit on the threshold
+    assert answer["lesion"]["area_px"] == int(np.count_nonzero(served))
+    assert set(answer["model"]) >= {"name", "version", "checkpoint", "sha256"}
+
+
+def test_health_model_and_docs(url, checkpoints):
+    health = requests.get(f"{url}/v1/health", timeout=30).json()
+    assert health["status"] == "ok" and health["last_load_error"] is None
+    info = requests.get(f"{url}/v1/model", timeout=30).json()
+    assert info["model"]["checkpoint"] == checkpoints["a"]
+    assert info["config"]["threshold"] == 0.45 and info["config"]["model"]["preset"] == "tiny"
+    assert info["metrics"] == {"val_auc": 0.61} and info["lineage"]["trial_id"] == "test-a"
+    assert info["serving"]["max_batch_size"] == 8 and info["serving"]["torch_threads"] >= 1
+    spec = requests.get(f"{url}/openapi.json", timeout=30).json()
+    body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    assert {"image/png", "multipart/form-data"} <= set(body)
+    assert requests.get(f"{url}/docs", timeout=30).status_code == 200
+
+
+def test_real_busi_images_raw_and_multipart(url, checkpoints, busi_sample):
+    images = sorted(busi_sample.glob("*/*).png"))[:2] + sorted(busi_sample.glob("malignant/*).png"))[:1]
+    assert images
+    for path in images:
+        data = path.read_bytes()
+        raw = post_raw(url, data)
+        form = requests.post(f"{url}/v1/predict", files={"file": (path.name, data, "image/png")}, timeout=60)
+        assert raw.status_code == form.status_code == 200, (raw.text, form.text)
+        assert raw.json() == form.json()
+        check_answer(raw.json(), checkpoints["a"], data)
+
+
+@pytest.mark.parametrize("name, data, content_type", [
+    ("gray 16-bit PNG", encode((np.arange(50 * 70).reshape(50, 70) * 17 % 65535).astype(np.uint16)), "image/png"),
+    ("RGB JPEG", encode(np.random.default_rng(2).integers(0, 255, (64, 80, 3), dtype=np.uint8), "JPEG"), "image/jpeg"),
+    ("RGBA PNG, tall", encode(np.random.default_rng(3).integers(0, 255, (130, 40, 4), dtype=np.uint8)), "image/png"),
+    ("gray BMP", encode(np.random.default_rng(4).integers(0, 255, (33, 47), dtype=np.uint8), "BMP"), "image/bmp"),
+])
+def test_synthetic_formats(url, checkpoints, name, data, content_type):
+    response = post_raw(url, data, content_type)
+    assert response.status_code == 200, response.text
+    check_answer(response.json(), checkpoints["a"], data)
+
+
+def test_concurrent_requests_run_in_batches(url):
+    before = requests.get(f"{url}/v1/model", timeout=30).json()["stats"]
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda _: post_raw(url, GOOD).status_code, range(32)))
+    after = requests.get(f"{url}/v1/model", timeout=30).json()["stats"]
+    assert codes == [200] * 32
+    served, batches = after["requests"] - before["requests"], after["batches"] - before["batches"]
+    assert served == 32 and served / batches > 1
+
+
+def _chunked(data: bytes):
+    for start in range(0, len(data), 64_000):
+        yield data[start:start + 64_000]
+
+
+BOMB = encode(np.zeros((2500, 2500), np.uint8))  # 6.25 MP in a few kB
+BAD_INPUTS = {
+    "empty body": (lambda url: post_raw(url, b""), 400),
+    "not an image": (lambda url: post_raw(url, b"hello, I am text" * 10), 415),
+    "truncated PNG": (lambda url: post_raw(url, GOOD[: len(GOOD) // 2]), 400),
+    "GIF": (lambda url: post_raw(url, encode(np.zeros((8, 8), np.uint8), "GIF"), "image/gif"), 415),
+    "text/plain": (lambda url: post_raw(url, GOOD, "text/plain"), 415),
+    "no content type": (lambda url: post_raw(url, GOOD, None), 415),
+    "too many bytes": (lambda url: post_raw(url, b"\0" * (MAX_BYTES + 1)), 413),
+    "too many bytes, chunked": (lambda url: post_raw(url, _chunked(b"\0" * (3 * MAX_BYTES))), 413),
+    "too many pixels (bomb)": (lambda url: post_raw(url, BOMB), 413),
+    "wrong multipart field": (lambda url: requests.post(
+        f"{url}/v1/predict", files={"image": ("a.png", GOOD, "image/png")}, timeout=60), 400),
+    "malformed multipart": (lambda url: post_raw(url, b"--nope\r\n", "multipart/form-data; boundary=x"), 400),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_gets_json_error_and_the_replica_keeps_serving(url, case):
+    send, status = BAD_INPUTS[case]
+    response = send(url)
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert list(body) == ["error"] and body["error"] and "Traceback" not in response.text
+    assert post_raw(url, GOOD).status_code == 200
+
+
+def test_predict_command_prints_lines_and_writes_overlays(url, busi_sample, tmp_path, capsys):
+    images = sorted(busi_sample.glob("benign/*).png"))[:2]
+    junk = tmp_path / "notes.png"
+    junk.write_text("not an image")
+    code = main(["predict", "--url", url, *map(str, images), str(junk), "--overlay", str(tmp_path / "ov")])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert code == 1 and len(lines) == 3
+    for path, line in zip(images, lines):
+        assert line.startswith(f"{path}: ") and "p(malignant)=" in line and " px" in line
+        overlay = Image.open(tmp_path / "ov" / f"{path.stem}.overlay.png")
+        assert overlay.size == Image.open(path).size and overlay.mode == "RGB"
+    assert lines[2].startswith(f"{junk}: error: HTTP 415")
+    assert main(["predict", "--url", url, str(images[0]), "--json"]) == 0
+    assert '"malignant_probability"' in capsys.readouterr().out
+
+
+def swap_config(checkpoint: str) -> dict:
+    """serve/config.yaml as a RayService would apply it, sized for the test machine."""
+    config = yaml.safe_load(CONFIG.read_text())
+    app = config["applications"][0]
+    app.update(name="busnet-swap", route_prefix="/swap")
+    deployment = app["deployments"][0]
+    deployment.pop("autoscaling_config")
+    deployment.update(num_replicas=1, ray_actor_options={"num_cpus": 1})
+    deployment["user_config"]["checkpoint"] = checkpoint
+    return config
+
+
+def apply(config: dict) -> None:
+    """What `serve deploy` and KubeRay do (the REST API calls the controller's apply_config)."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    _get_global_client().deploy_apps(ServeDeploySchema.model_validate(config))
+
+
+def wait_for(check, timeout_s: float = 300):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if result := check():
+            return result
+        time.sleep(0.2)
+    raise AssertionError("timed out")
+
+
+def test_model_swap_through_user_config_drops_nothing(url, checkpoints, tmp_path):
+    from ray import serve
+
+    swap = f"{url}/swap"
+    apply(swap_config(checkpoints["a"]))
+    wait_for(lambda: requests.get(f"{swap}/v1/health", timeout=30).ok)
+    sha = {k: load_checkpoint(v)[1]["weights_sha256"][:12] for k, v in checkpoints.items()}
+    replica = requests.get(f"{swap}/v1/model", timeout=30).json()["serving"]["replica"]
+    seen, stop = Counter(), threading.Event()
+
+    def load() -> None:
+        for _ in range(2000):
+            if stop.is_set():
+                return
+            response = post_raw(swap, GOOD)
+            seen[response.json()["model"]["version"] if response.ok else response.status_code] += 1
+
+    clients = [threading.Thread(target=load) for _ in range(3)]
+    for client in clients:
+        client.start()
+    try:
+        wait_for(lambda: seen[sha["a"]] >= 3)
+        apply(swap_config(checkpoints["b"]))  # another input size, even
+        wait_for(lambda: seen[sha["b"]] >= 3)
+        broken = tmp_path / "broken"
+        broken.mkdir()
+        apply(swap_config(str(broken)))
+        health = wait_for(lambda: requests.get(f"{swap}/v1/health", timeout=30).json()["last_load_error"]
+                          and requests.get(f"{swap}/v1/health", timeout=30).json())
+        count_before = seen[sha["b"]]
+        wait_for(lambda: seen[sha["b"]] >= count_before + 3)
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=60)
+    assert set(seen) == {sha["a"], sha["b"]}, seen  # every request answered, by one model or the other
+    assert health["model"]["version"] == sha["b"] and str(broken) in health["last_load_error"]["error"]
+    info = requests.get(f"{swap}/v1/model", timeout=30).json()
+    assert info["serving"]["replica"] == replica  # swapped in place, not by restarting the replica
+    assert info["last_load_error"]["user_config"]["checkpoint"] == str(broken)
+    serve.delete("busnet-swap")

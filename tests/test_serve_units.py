@@ -1,0 +1,216 @@
+"""serve/ without Ray: request body rules, settings, the predictor path, the client, the Serve config file."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+import torch
+import yaml
+from PIL import Image
+
+from jobs.cli import main
+from models import build_model, load_checkpoint, save_checkpoint
+from models.preprocess import decode_image, preprocess_image
+from serve.body import BadRequest, read_image_bytes
+from serve.client import decode_mask_png, overlay, predict_endpoint, summary
+from serve.predictor import answer, lesion_of, load_model, predict_batch, prepare, resolve_dtype
+from serve.settings import ServeSettings
+
+CONFIG = Path(__file__).resolve().parents[1] / "serve" / "config.yaml"
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def _chunks(data: bytes, size: int = 1000):
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def read(content_type, body: bytes, max_bytes: int = 10_000, declared: str | None = None) -> bytes:
+    length = declared if declared is not None else str(len(body))
+    return asyncio.run(read_image_bytes(content_type, length, _chunks(body), max_bytes))
+
+
+def multipart(fields: dict[str, bytes]) -> tuple[str, bytes]:
+    prepared = requests.Request("POST", "http://x/", files={
+        name: (f"{name}.png", data, "image/png") for name, data in fields.items()}).prepare()
+    return prepared.headers["Content-Type"], prepared.body
+
+
+# ---------- request bodies ----------
+
+def test_raw_image_body_is_returned_as_sent():
+    assert read("image/png", b"\x89PNG-bytes") == b"\x89PNG-bytes"
+    assert read("image/jpeg; charset=binary", b"abc") == b"abc"
+
+
+def test_multipart_file_field_is_extracted_byte_exact():
+    payload = bytes(range(256)) * 20 + b"\r\n--\r\n\n"
+    content_type, body = multipart({"other": b"x", "file": payload})
+    assert read(content_type, body, max_bytes=100_000) == payload
+
+
+@pytest.mark.parametrize("content_type, body, declared, status, words", [
+    ("text/plain", b"abc", None, 415, "unsupported content type text/plain"),
+    (None, b"abc", None, 415, "(none)"),
+    ("application/octet-stream", b"abc", None, 415, "image/"),
+    ("image/png", b"", None, 400, "empty"),
+    ("image/png", b"x" * 20_001, None, 413, "exceeds the limit"),
+    ("image/png", b"x" * 50, "20001", 413, "20001 bytes exceeds"),  # declared size alone is enough
+    ("image/png", b"x" * 20_001, "", 413, "exceeds the limit"),  # no Content-Length: counted as it streams
+    ("multipart/form-data; boundary=zzz", b"not multipart at all", None, 400, "malformed multipart"),
+    ("multipart/form-data; boundary=zzz", b"", None, 400, "empty multipart"),
+])
+def test_bad_bodies_get_a_status_and_a_reason(content_type, body, declared, status, words):
+    with pytest.raises(BadRequest) as info:
+        read(content_type, body, max_bytes=20_000, declared=declared)
+    assert info.value.status == status
+    assert words in str(info.value)
+
+
+def test_multipart_without_the_file_field_names_what_it_got():
+    content_type, body = multipart({"image": b"abc"})
+    with pytest.raises(BadRequest) as info:
+        read(content_type, body)
+    assert info.value.status == 400 and "no field 'file'" in str(info.value) and "image" in str(info.value)
+
+
+# ---------- settings ----------
+
+def test_settings_validate_by_name_and_value():
+    settings = ServeSettings.from_user_config({"checkpoint": "s3://b/m", "max_batch_size": 4})
+    assert settings.max_batch_size == 4 and settings.to_user_config()["checkpoint"] == "s3://b/m"
+    with pytest.raises(ValueError, match="unknown user_config keys \\['max_batch'\\]"):
+        ServeSettings.from_user_config({"checkpoint": "x", "max_batch": 4})
+    with pytest.raises(ValueError, match="no checkpoint"):
+        ServeSettings.from_user_config({})
+    with pytest.raises(ValueError, match="max_batch_size"):
+        ServeSettings.from_user_config({"checkpoint": "x", "max_batch_size": 0})
+
+
+def test_half_precision_needs_a_gpu():
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    with pytest.raises(ValueError, match="needs a GPU"):
+        resolve_dtype("bf16", torch.device("cpu"))
+    with pytest.raises(ValueError, match="precision must be"):
+        resolve_dtype("int8", torch.device("cpu"))
+
+
+# ---------- predictor ----------
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("serve-units")
+    torch.manual_seed(0)
+    made = {
+        "tiny64": build_model("tiny"),
+        "tiny128": build_model("tiny", input_size=128),
+        "swin": build_model("tiny", "swin"),
+    }
+    return {name: str(save_checkpoint(model, root / name, threshold=0.4)) for name, model in made.items()}
+
+
+def test_lesion_area_and_box():
+    mask = np.zeros((40, 30), np.uint8)
+    mask[5:9, 10:20] = 255
+    assert lesion_of(mask) == {"area_px": 40, "bbox": [10, 5, 20, 9]}
+    assert lesion_of(np.zeros((4, 4), np.uint8)) == {"area_px": 0, "bbox": None}
+
+
+def test_batch_answers_match_single_forward_and_keep_each_request_on_its_model(checkpoints):
+    small = load_model(checkpoints["tiny64"], load_checkpoint, torch.device("cpu"))
+    large = load_model(checkpoints["tiny128"], load_checkpoint, torch.device("cpu"))
+    rng = np.random.default_rng(1)
+    images = [png_bytes(rng.integers(0, 255, (70, 50), dtype=np.uint8)),
+              png_bytes(rng.integers(0, 255, (33, 90, 3), dtype=np.uint8))]
+    items = [(small, prepare(images[0], small)), (large, prepare(images[1], large)),
+             (small, prepare(images[1], small))]
+    answers = predict_batch(items)
+    model, _ = load_checkpoint(checkpoints["tiny128"])
+    x = torch.from_numpy(preprocess_image(decode_image(images[1]), large.preprocessing))[None]
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)["logits"]).item()
+    assert answers[1]["malignant_probability"] == pytest.approx(expected, abs=1e-5)
+    assert answers[1]["model"]["sha256"] == large.info["sha256"] != answers[0]["model"]["sha256"]
+    for (loaded, image), got in zip(items, answers):
+        mask = decode_mask_png(got["mask_png"])
+        assert mask.shape == (image.height, image.width)
+        assert got["lesion"]["area_px"] == int(mask.sum())
+        assert got["threshold"] == 0.4
+        assert got["label"] == ("malignant" if got["malignant_probability"] >= 0.4 else "benign")
+
+
+def test_swin_variant_answers_without_a_mask(checkpoints):
+    loaded = load_model(checkpoints["swin"], load_checkpoint, torch.device("cpu"))
+    image = prepare(png_bytes(np.full((20, 30), 90, np.uint8)), loaded)
+    (got,) = predict_batch([(loaded, image)])
+    assert got["mask_png"] is None and got["lesion"] == {"area_px": None, "bbox": None}
+    assert 0 <= got["malignant_probability"] <= 1
+    assert "model without segmentation" in summary(got)
+
+
+# ---------- client ----------
+
+def test_overlay_draws_the_contour_on_a_16_bit_image():
+    image = png_bytes((np.arange(60 * 80, dtype=np.uint16).reshape(60, 80) * 13))
+    mask = np.zeros((60, 80), np.uint8)
+    mask[10:40, 20:60] = 255
+    fake = {"label": "benign", "malignant_probability": 0.2, "threshold": 0.5,
+            "mask_png": base64.b64encode(png_bytes(mask)).decode(), "lesion": lesion_of(mask)}
+    pixels = np.asarray(overlay(image, fake))
+    red = (pixels[..., 0] == 255) & (pixels[..., 1] == 40)
+    assert pixels.shape == (60, 80, 3)
+    assert red[10, 30] and red[39, 30] and red[25, 20]  # on the edge
+    assert not red[25, 40] and not red[50, 5]  # not inside, not outside
+    assert "lesion 1200 px  bbox [20, 10, 60, 40]" in summary(fake)
+
+
+def test_predict_endpoint_accepts_root_or_full_url():
+    assert predict_endpoint("http://h:1/") == "http://h:1/v1/predict"
+    assert predict_endpoint("http://h:1/v1/predict") == "http://h:1/v1/predict"
+
+
+def test_predict_against_nothing_is_one_clear_line(tmp_path, capsys):
+    image = tmp_path / "a.png"
+    image.write_bytes(png_bytes(np.zeros((8, 8), np.uint8)))
+    from tests.conftest import free_port
+
+    assert main(["predict", "--url", f"http://127.0.0.1:{free_port()}", str(image)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot reach" in err[0] and "busnet serve" in err[0]
+
+
+def test_serve_refuses_a_bad_checkpoint_before_starting_anything(tmp_path, capsys):
+    assert main(["serve", "--checkpoint", str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot load checkpoint" in err[0] and "missing" in err[0]
+
+
+# ---------- the Serve config file ----------
+
+def test_config_file_is_a_valid_serve_config_whose_import_path_builds():
+    from ray.serve import Application
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.app import DEPLOYMENT_NAME
+
+    raw = yaml.safe_load(CONFIG.read_text())
+    config = ServeDeploySchema.model_validate(raw)
+    (app,) = config.applications
+    module_name, attribute = app.import_path.split(":")
+    builder = getattr(__import__(module_name, fromlist=[attribute]), attribute)
+    assert isinstance(builder(app.args), Application)
+    (deployment,) = app.deployments
+    assert deployment.name == DEPLOYMENT_NAME  # else the overrides would not apply
+    settings = ServeSettings.from_user_config(deployment.user_config)
+    assert deployment.max_ongoing_requests >= settings.max_batch_size
+    assert deployment.autoscaling_config["max_replicas"] >= deployment.autoscaling_config["min_replicas"]
