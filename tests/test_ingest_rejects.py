@@ -36,7 +36,7 @@ def messy(tmp_path):
     write_image(busis / "Original" / "case0003.png", 30, 20, seed=22)
     with (busis / "BUSIS562.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([["img name", "tumor type"], ["case0001", "B"], ["case0002", "?"]])
-    return {"busi": busi, "busis": busis, "hmss": tmp_path / "empty"}
+    return {"busi": busi, "busis": busis, "hmss": tmp_path / "empty", "datasetb": tmp_path / "missing"}
 
 
 EXPECTED = {  # file name -> part of the reason
@@ -48,6 +48,7 @@ EXPECTED = {  # file name -> part of the reason
     "case0002.png": "no label",
     "case0003.png": "no label: not listed in BUSIS562.csv",
     "empty": "unknown layout",
+    "missing": "not found",
 }
 
 
@@ -58,11 +59,11 @@ def test_each_bad_input_is_a_reject_and_the_rest_is_ingested(messy, tmp_path):
     assert set(reasons) == set(EXPECTED), reasons
     for name, part in EXPECTED.items():
         assert part in reasons[name], (name, reasons[name])
-    assert all(r["source"] in ("busi", "busis", "hmss") for r in manifest["rejects"])
+    assert {r["source"] for r in manifest["rejects"]} == {"busi", "busis", "hmss", "datasetb"}
     assert sorted(rows(str(tmp_path / "ds"))) == [
         "busi/benign/benign (1).png", "busi/benign/benign (2).png", "busi/benign/benign (3).png",
         "busi/malignant/malignant (1).png", "busis/Original/case0001.png"]
-    assert manifest["counts"]["rejected"] == {"busi": 5, "busis": 2, "hmss": 1}
+    assert manifest["counts"]["rejected"] == {"busi": 5, "busis": 2, "datasetb": 1, "hmss": 1}
 
 
 def test_strict_stops_at_the_first_bad_file_and_names_it(messy, tmp_path):

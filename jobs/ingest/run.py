@@ -75,6 +75,9 @@ def _scan(sources: list[tuple[str, Path]], rejects: _Rejects) -> tuple[list[Cand
     candidates: dict[str, Candidate] = {}
     skipped: dict[str, Counter] = defaultdict(Counter)
     for name, root in sources:
+        if not root.exists():
+            rejects.add(Reject(name, str(root), "not found"))
+            continue
         for item in adapters.scanner(name)(root, name):
             if isinstance(item, Skipped):
                 skipped[item.source][item.reason] += 1
