@@ -40,13 +40,18 @@ def _hold_out(cases: list[str], labels: list[int], share: float, seed: int, what
     return set(held)
 
 
-def assign(case_ids: Sequence[str], labels: Sequence[int], *, val: float, test: float,
-           folds: int, seed: int) -> tuple[list[str], list[int]]:
-    """(split, fold) for each row, given each row's case id and label."""
+def check(*, val: float, test: float, folds: int) -> None:
+    """BusnetError for shares or a fold count that no data could satisfy."""
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise BusnetError(f"--val {val} and --test {test} must be shares in [0, 1) summing to less than 1")
     if folds < 2:
         raise BusnetError(f"--folds {folds}: need at least 2 folds")
+
+
+def assign(case_ids: Sequence[str], labels: Sequence[int], *, val: float, test: float,
+           folds: int, seed: int) -> tuple[list[str], list[int]]:
+    """(split, fold) for each row, given each row's case id and label."""
+    check(val=val, test=test, folds=folds)
     by_case = case_labels(case_ids, labels)
     cases = list(by_case)
     test_cases = _hold_out(cases, [by_case[c] for c in cases], test, seed, "test")

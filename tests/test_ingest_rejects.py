@@ -114,3 +114,8 @@ def test_nothing_usable_is_an_error_not_an_empty_dataset(tmp_path):
 def test_bad_output_uri_is_refused_before_reading(messy, tmp_path):
     with pytest.raises(BusnetError, match="unsupported storage URI"):
         ingest({"busi": messy["busi"]}, "gs://bucket/ds", **FAST)
+
+
+def test_bad_split_parameters_fail_before_reading(tmp_path):
+    with pytest.raises(BusnetError, match="summing to less than 1"):
+        ingest({"busi": tmp_path / "missing"}, str(tmp_path / "ds"), val=0.5, test=0.5, progress=False)

@@ -101,6 +101,7 @@ def ingest(sources: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]],
     resolved = _local_sources(sources)
     if shard_mb <= 0:
         raise BusnetError(f"--shard-mb {shard_mb}: must be positive")
+    splits.check(val=val, test=test, folds=folds)
     storage.check_bucket(out)  # a bad URI, missing bucket or unreachable endpoint fails before any work
     rejects = _Rejects(strict)
     candidates, skipped = _scan(resolved, rejects)
