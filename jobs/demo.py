@@ -187,13 +187,10 @@ def _predict(stages: _Stages, url: str, truth: dict[str, str], overlays: Path) -
 
 def _test_images(paths: DemoPaths, count: int) -> dict[str, str]:
     """Original image files of the test split (never trained on), written out: {file: true label}."""
-    import pyarrow.parquet as pq
+    from jobs.dataset import read_table
 
-    from jobs.dataset import read_manifest
-
-    read_manifest(str(paths.dataset))
-    table = pq.read_table(paths.dataset / "data", columns=["image_id", "split", "label", "image"])
-    test = [r for r in table.to_pylist() if r["split"] == "test"]
+    test = read_table(str(paths.dataset), columns=["image_id", "label", "image"],
+                      filters=[("split", "==", "test")]).to_pylist()
     by_label = [[r for r in test if r["label"] == label] for label in (0, 1)]
     rows = [r for pair in zip(*by_label) for r in pair][:count]  # benign and malignant in turn
     folder = paths.overlays.parent / "test-images"
