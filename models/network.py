@@ -86,8 +86,13 @@ def build_model(preset: str = "tiny", variant: str = "hybrid", *, pretrained_cnn
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    uses_cnn, uses_swin = variant != "swin", variant != "mt_estan"
+    for option, uri, present, component in (("pretrained_cnn", pretrained_cnn, uses_cnn, "ResNet"),
+                                            ("pretrained_swin", pretrained_swin, uses_swin, "Swin")):
+        if uri is not None and not present:
+            raise ValueError(f"{option} was given, but variant {variant!r} has no {component}")
     config, json_overrides = resolve_preset(preset, overrides)
-    config.validate(cnn=variant != "swin", swin=variant != "mt_estan")
+    config.validate(cnn=uses_cnn, swin=uses_swin)
     model = HybridMTEstan(config, variant)
     model.config = {"preset": preset, "variant": variant, "overrides": json_overrides,
                     "input_size": config.input_size}
@@ -106,8 +111,6 @@ def _load_encoders(model: HybridMTEstan, preset: str, cnn_uri: str | None, swin_
     )
     for component, module, uri, option, filter_fn, ignore in encoders:
         if module is None:
-            if uri is not None:
-                raise ValueError(f"{option} was given, but variant {model.config['variant']!r} has no {component}")
             continue
         if uri is not None:
             load_weights(module, uri, component=component, filter_fn=filter_fn, ignore_prefixes=ignore)

@@ -3,7 +3,7 @@
 A file is a timm checkpoint of the encoder's timm architecture (e.g. `resnet50`,
 `swinv2_base_window8_256`): safetensors, or a torch .pth/.pt/.bin read with `weights_only=True`
 (never unpickled). Keys go through timm's own remapping for the model family. Shape mismatches and
-missing encoder weights fail with the file named; keys only timm's classifier uses are ignored.
+missing or foreign keys fail with the file named; keys only timm's classifier uses are ignored.
 """
 from __future__ import annotations
 
@@ -24,12 +24,11 @@ StateDict = dict[str, torch.Tensor]
 
 @dataclass
 class LoadReport:
-    """What happened when a weights file was loaded into an encoder."""
+    """What was loaded from a weights file into an encoder."""
 
     source: str
-    loaded: int
-    ignored: list[str] = field(default_factory=list)     # classifier/final-norm keys the encoder has no use for
-    unexpected: list[str] = field(default_factory=list)  # other keys the encoder does not have
+    loaded: int                                        # tensors copied into the encoder
+    ignored: list[str] = field(default_factory=list)   # classifier/final-norm keys the encoder has no use for
 
 
 def read_state_dict(uri: str) -> StateDict:
@@ -59,7 +58,12 @@ def read_state_dict(uri: str) -> StateDict:
 def load_weights(module: nn.Module, uri: str, *, component: str,
                  filter_fn: Callable[[StateDict, nn.Module], StateDict] | None = None,
                  ignore_prefixes: tuple[str, ...] = ()) -> LoadReport:
-    """Load `uri` into `module` (all of its weights, or nothing). ValueError on any mismatch."""
+    """Load `uri` into `module`: all of its weights or nothing.
+
+    Every encoder key must be in the file with its shape, and every file key must be the encoder's
+    or start with `ignore_prefixes` (timm's classifier): otherwise ValueError naming the file and
+    examples of each problem (a deeper ResNet's file must not half-load into a shallower one).
+    """
     state = read_state_dict(uri)
     if filter_fn is not None:
         state = filter_fn(state, module)
@@ -68,22 +72,19 @@ def load_weights(module: nn.Module, uri: str, *, component: str,
                   for key, value in state.items() if key in own and value.shape != own[key].shape]
     # BatchNorm fills num_batches_tracked itself when a file lacks it.
     missing = [key for key in own if key not in state and not key.endswith("num_batches_tracked")]
-    if mismatched or missing:
+    extra = [key for key in state if key not in own]
+    unexpected = [key for key in extra if not key.startswith(ignore_prefixes)]
+    if mismatched or missing or unexpected:
         raise ValueError(
             f"pretrained weights {uri} do not fit the {component}: "
             f"{len(mismatched)} shape mismatch(es){_examples(mismatched)}, "
-            f"{len(missing)} missing key(s){_examples(missing)}; "
+            f"{len(missing)} missing key(s){_examples(missing)}, "
+            f"{len(unexpected)} unexpected key(s){_examples(unexpected)}; "
             f"is it a timm checkpoint of the same architecture?")
-    extra = [key for key in state if key not in own]
-    report = LoadReport(source=uri, loaded=len(state) - len(extra),
-                        ignored=[key for key in extra if key.startswith(ignore_prefixes)],
-                        unexpected=[key for key in extra if not key.startswith(ignore_prefixes)])
     module.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
+    report = LoadReport(source=uri, loaded=len(state) - len(extra), ignored=extra)
     log.info("%s: loaded %d tensors from %s (%d classifier keys ignored)",
              component, report.loaded, uri, len(report.ignored))
-    if report.unexpected:
-        log.warning("%s: %d keys in %s are not part of the encoder and were skipped%s",
-                    component, len(report.unexpected), uri, _examples(report.unexpected))
     return report
 
 
