@@ -201,6 +201,8 @@ def fit(config: TrainConfig, prepared: Prepared, *, name: str, storage_uri: str,
         "val": read_split(config.data, "val", fold=config.fold, preprocessing=preprocessing
                           ).select_columns(TRAIN_COLUMNS),
     }
+    for dataset in datasets.values():
+        dataset.context.enable_progress_bars = False  # the epoch lines are the progress; bars would bury them
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.gpu else {})}
     fs, path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(

@@ -1,0 +1,158 @@
+"""busnet train: Ray Train with 2 workers, resume, a worker killed mid-run, clear errors, learning.
+
+The metrics a run reports are checked against metrics this test recomputes itself: it loads the
+published checkpoint with `models.load_checkpoint`, decodes the val split with `models.preprocess`
+(no Ray, no training code) and scores it with `models.metrics`.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from jobs.errors import BusnetError
+from jobs.train import TrainConfig, train
+from jobs.train_state import TRAIN_STATE_FILES
+
+MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}
+
+
+def _config(data: str, out: Path, **changes) -> TrainConfig:
+    """Tiny hybrid at 64 px, 2 epochs, a learning rate that moves in 2 epochs, CPUs that leave Ray Data room."""
+    base = dict(data=data, out=str(out), name="run", preset="tiny", input_size=64, epochs=2, lr=1e-3,
+                workers=1, cpus_per_worker=0.5, keep=2, metric="val_loss")
+    return TrainConfig(**{**base, **changes})
+
+
+def _recompute(checkpoint_dir: Path, data_uri: str) -> tuple[dict, float]:
+    """Metrics of a checkpoint on the val split, computed here without Ray or the training code."""
+    import torch
+
+    from jobs.dataset import read_table
+    from models import load_checkpoint
+    from models.metrics import choose_threshold, classification_metrics, segmentation_metrics
+    from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask
+
+    model, config = load_checkpoint(str(checkpoint_dir))
+    pre = Preprocessing.from_dict(config["preprocessing"])
+    rows = read_table(data_uri, columns=["image", "mask", "label", "split"]).to_pydict()
+    picked = [i for i, split in enumerate(rows["split"]) if split == "val"]
+    images = np.stack([preprocess_image(decode_image(rows["image"][i]), pre) for i in picked])
+    with torch.no_grad():
+        out = model(torch.from_numpy(images))
+    probs = torch.sigmoid(out["logits"]).numpy()
+    labels = np.array([rows["label"][i] for i in picked])
+    threshold = config["threshold"]
+    metrics = {f"val_{k}": v for k, v in classification_metrics(labels, probs, threshold).items()}
+    with_mask = [j for j, i in enumerate(picked) if rows["mask"][i] is not None]
+    true = [preprocess_mask(decode_mask(rows["mask"][picked[j]]), pre.size)[0] > 0.5 for j in with_mask]
+    predicted = [(out["mask_logits"][j, 0] > 0).numpy() for j in with_mask]
+    metrics.update({f"val_{k}": v for k, v in segmentation_metrics(true, predicted).items()})
+    return metrics, choose_threshold(labels, probs)
+
+
+def _assert_close(reported: dict, recomputed: dict) -> None:
+    for key, value in recomputed.items():
+        if math.isnan(value):
+            assert math.isnan(reported[key]), key
+        else:
+            assert reported[key] == pytest.approx(value, abs=1e-5), key
+
+
+def _train_state(checkpoint_dir: Path) -> dict:
+    return json.loads((checkpoint_dir / "train_state.json").read_text())["state"]
+
+
+@pytest.mark.slow
+def test_two_workers_write_checkpoints_and_publish_best_with_true_metrics(ray_local, synthetic_dataset, tmp_path):
+    from jobs.dataset import read_manifest
+
+    outcome = train(_config(synthetic_dataset, tmp_path / "runs", workers=2, lr=1e-3))
+    run = tmp_path / "runs" / "run"
+    for epoch in (1, 2):
+        files = {p.name for p in (run / f"epoch-{epoch:04d}").iterdir()}
+        assert MODEL_FILES | set(TRAIN_STATE_FILES) <= files
+    best = run / "best"
+    assert outcome.best_uri.endswith("run/best") and (best / "_COMPLETE").exists()
+    assert {p.name for p in best.iterdir()} == MODEL_FILES | {"_COMPLETE"}  # no training state published
+
+    config = json.loads((best / "config.json").read_text())
+    stored = json.loads((best / "metrics.json").read_text())
+    recomputed, threshold = _recompute(best, synthetic_dataset)
+    assert config["threshold"] == pytest.approx(threshold)
+    _assert_close(stored, recomputed)
+    _assert_close(outcome.best_metrics, recomputed)  # what Ray Train reported is the same
+    assert stored["epoch"] == outcome.best_metrics["epoch"]
+    assert {"train_loss", "val_loss", "images_per_s"} <= stored.keys()
+
+    lineage = json.loads((best / "lineage.json").read_text())
+    assert lineage["dataset"]["content_hash"] == read_manifest(synthetic_dataset)["content_hash"]
+    assert lineage["hyperparameters"]["workers"] == 2 and lineage["hyperparameters"]["lr"] == 1e-3
+    assert lineage["run_name"] == "run" and lineage["code_version"]
+
+
+@pytest.mark.slow
+def test_same_name_resumes_after_the_last_epoch(ray_local, synthetic_dataset, tmp_path):
+    train(_config(synthetic_dataset, tmp_path, epochs=1))
+    train(_config(synthetic_dataset, tmp_path, epochs=2))
+    state = _train_state(tmp_path / "run" / "epoch-0002")
+    assert state["epochs_run"] == [1, 2]  # epoch 1 was not trained again
+    assert state["starts"] == [1, 2]  # the second run started at epoch 2, from the saved optimizer
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_costs_only_the_epoch_in_progress(ray_local, synthetic_dataset, tmp_path):
+    marker = tmp_path / "crashed"
+    outcome = train(_config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1,
+                            crash_once_marker=str(marker)))
+    assert marker.exists()  # a worker really exited in epoch 2
+    state = _train_state(tmp_path / "run" / "epoch-0003")
+    assert state["starts"] == [1, 2]  # restarted once, from the checkpoint of epoch 1
+    assert state["epochs_run"] == [1, 2, 3]  # nothing repeated beyond the epoch in progress
+    assert (Path(outcome.best_uri) / "_COMPLETE").exists()
+
+
+def _without_masks(source: str, target: Path) -> str:
+    """A copy of a dataset whose mask column is all null, published like ingest does."""
+    import pyarrow.parquet as pq
+
+    from jobs.dataset import SCHEMA, read_manifest, read_table
+    from jobs.storage import publish_dir
+
+    table = read_table(source)
+    table = table.set_column(table.schema.get_field_index("mask"), SCHEMA.field("mask"),
+                             pa.nulls(table.num_rows, pa.binary()))
+    staging = target.parent / "staging"
+    (staging / "data").mkdir(parents=True)
+    pq.write_table(table, staging / "data" / "part-00000.parquet")
+    manifest = {**read_manifest(source), "files": ["data/part-00000.parquet"]}
+    (staging / "manifest.json").write_text(json.dumps(manifest))
+    publish_dir(staging, str(target))
+    return str(target)
+
+
+def test_clear_errors_before_any_worker_starts(synthetic_dataset, tmp_path):
+    with pytest.raises(BusnetError, match="val split is empty"):
+        train(_config(synthetic_dataset, tmp_path, fold=7))
+    no_masks = _without_masks(synthetic_dataset, tmp_path / "no-masks")
+    with pytest.raises(BusnetError, match="no training image has a mask"):
+        train(_config(no_masks, tmp_path, variant="hybrid"))
+    with pytest.raises(BusnetError, match="--metric"):
+        train(_config(synthetic_dataset, tmp_path, metric="auc"))
+    with pytest.raises(BusnetError, match="input"):
+        train(_config(synthetic_dataset, tmp_path, input_size=65))
+
+
+def test_more_workers_than_the_cluster_holds_is_refused(ray_local, synthetic_dataset, tmp_path, capsys):
+    from jobs.cli import main
+
+    code = main(["train", "--data", synthetic_dataset, "--out", str(tmp_path), "--workers", "8",
+                 "--batch-size", "1", "--input-size", "64", "--metric", "val_loss"])
+    assert code == 1
+    error = capsys.readouterr().err.strip()
+    assert "8 training workers needs 8 CPUs" in error and len(error.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
