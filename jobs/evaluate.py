@@ -34,6 +34,7 @@ SEGMENTATION = ("dsc", "ji")
 MASK_THRESHOLD = 0.5
 OVERLAYS_PER_KIND = 4
 PROGRESS_EVERY_S = 5.0
+CPU_ACTORS = 2
 KEPT_COLUMNS = {"image_id": str, "source": str, "label": np.int8, "prob": np.float64,
                 "has_mask": bool, "dsc": np.float64, "ji": np.float64}
 
@@ -145,45 +146,28 @@ def evaluate(data_uri: str, checkpoint_uri: str, out_dir: str, split: str = "tes
         raise BusnetError(f"--batch-size must be >= 1, got {batch_size}")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise BusnetError(f"--threshold must be between 0 and 1, got {threshold}")
-    checkpoint_uri = _absolute(checkpoint_uri)
-    config = _load_config(checkpoint_uri)
+    checkpoint_uri, data_uri = _absolute(checkpoint_uri), _absolute(data_uri)
+    config, has_segmentation = _load_config(checkpoint_uri)
     threshold_source = "checkpoint" if threshold is None else "--threshold"
-    threshold = float(config.get("threshold", 0.5) if threshold is None else threshold)
+    threshold = float(config["threshold"] if threshold is None else threshold)
     model_config = config["model"]
-    has_segmentation = model_config.get("variant") != "swin"
 
     init_ray()
     started = time.monotonic()
     say(f"evaluating {checkpoint_uri} ({model_config.get('preset')}/{model_config.get('variant')}, "
         f"{model_config.get('input_size')} px) on the {split!r} split of {data_uri}")
-    columns, overlays = _predict(_absolute(data_uri), checkpoint_uri, split, fold, config, batch_size, say)
-    predictions = Predictions(case_id=_case_ids(_absolute(data_uri), columns["image_id"]),
+    columns, overlays = _predict(data_uri, checkpoint_uri, split, fold, config, batch_size, say)
+    predictions = Predictions(case_id=_case_ids(data_uri, columns["image_id"]),
                               dsc=columns.pop("dsc", None), ji=columns.pop("ji", None), **columns)
     elapsed = time.monotonic() - started
     say(f"predicted {len(predictions.image_id)} images in {elapsed:.1f} s; bootstrapping {n_bootstrap} resamples")
 
-    metrics = {
-        "format_version": 1,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "evaluated": _what_was_evaluated(data_uri, checkpoint_uri, split, fold, config),
-        "threshold": threshold,
-        "threshold_source": threshold_source,
-        "mask_threshold": MASK_THRESHOLD,
-        "segmentation": _segmentation_status(predictions, has_segmentation),
-        "bootstrap": {"resamples": n_bootstrap, "seed": seed, "level": 0.95, "method": "percentile",
-                      "unit": "case", "max_images_per_case": _max_images_per_case(predictions.case_id)},
-        "overall": _group_metrics(predictions, np.ones(len(predictions.label), bool), threshold,
-                                  has_segmentation, n_bootstrap, seed),
-        "per_source": {
-            source: _group_metrics(predictions, predictions.source == source, threshold,
-                                   has_segmentation, n_bootstrap, seed)
-            for source in sorted(set(predictions.source.tolist()))
-        },
-        "predictions_file": "predictions.csv",
-        "inference_seconds": round(elapsed, 2),
-    }
+    evaluated = _what_was_evaluated(data_uri, checkpoint_uri, split, fold, config)
+    metrics = build_metrics(predictions, evaluated, threshold=threshold, threshold_source=threshold_source,
+                            has_segmentation=has_segmentation, n_bootstrap=n_bootstrap, seed=seed)
+    metrics["inference_seconds"] = round(elapsed, 2)
     with tempfile.TemporaryDirectory(prefix="busnet-evaluate-") as scratch:
-        local = Path(out_dir) if not storage.is_remote(out_dir) else Path(scratch)
+        local = Path(scratch) if storage.is_remote(out_dir) else Path(storage.filesystem(out_dir)[1])
         local.mkdir(parents=True, exist_ok=True)
         (local / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _write_predictions_csv(local / "predictions.csv", predictions, threshold)
@@ -195,21 +179,45 @@ def evaluate(data_uri: str, checkpoint_uri: str, out_dir: str, split: str = "tes
     return metrics
 
 
+def build_metrics(predictions: Predictions, evaluated: dict, *, threshold: float, threshold_source: str,
+                  has_segmentation: bool, n_bootstrap: int, seed: int) -> dict:
+    """The metrics.json content: point estimates and intervals, overall and per source."""
+    def group(selected: np.ndarray) -> dict:
+        return _group_metrics(predictions, selected, threshold, has_segmentation, n_bootstrap, seed)
+
+    return {
+        "format_version": 1,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "evaluated": evaluated,
+        "threshold": threshold,
+        "threshold_source": threshold_source,
+        "mask_threshold": MASK_THRESHOLD,
+        "segmentation": _segmentation_status(predictions, has_segmentation),
+        "bootstrap": {"resamples": n_bootstrap, "seed": seed, "level": 0.95, "method": "percentile",
+                      "unit": "case", "max_images_per_case": _max_images_per_case(predictions.case_id)},
+        "overall": group(np.ones(len(predictions.label), bool)),
+        "per_source": {source: group(predictions.source == source)
+                       for source in sorted(set(predictions.source.tolist()))},
+        "predictions_file": "predictions.csv",
+    }
+
+
 def _absolute(uri: str) -> str:
     """Local paths made absolute: Ray workers need not share the driver's working directory."""
     return uri if "://" in str(uri) else str(Path(uri).expanduser().absolute())
 
 
-def _load_config(checkpoint_uri: str) -> dict:
-    """Load the checkpoint once in the driver, so a bad one fails before any Ray work starts."""
+def _load_config(checkpoint_uri: str) -> tuple[dict, bool]:
+    """(config, has_segmentation): the checkpoint loaded once in the driver, so that a bad one
+    fails before any Ray work starts."""
     from models import load_checkpoint
 
     try:
-        _, config = load_checkpoint(checkpoint_uri)
+        model, config = load_checkpoint(checkpoint_uri)
     except (ValueError, OSError, KeyError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BusnetError(f"cannot load checkpoint {checkpoint_uri}: {reason}") from exc
-    return config
+    return config, bool(model.has_segmentation)
 
 
 def _predict(data_uri: str, checkpoint_uri: str, split: str, fold: int | None, config: dict,
@@ -223,13 +231,13 @@ def _predict(data_uri: str, checkpoint_uri: str, split: str, fold: int | None, c
 
     dataset = read_split(data_uri, split, fold=fold,
                          preprocessing=Preprocessing.from_dict(config["preprocessing"]))
+    # One actor per GPU of the cluster, else one or two CPU actors (the decode tasks need CPUs too).
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    resources = {"num_gpus": 1} if gpus else {"num_cpus": 1}
     predicted = dataset.map_batches(
         BatchPredictor, fn_constructor_kwargs={"checkpoint_uri": checkpoint_uri},
         batch_size=batch_size, batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(gpus, 2) if gpus else 2),
-        **resources,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=gpus or CPU_ACTORS),
+        **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
     )
     parts: dict[str, list[np.ndarray]] = {}
     overlays = OverlayPool()
@@ -281,7 +289,7 @@ def _segmentation_status(predictions: Predictions, has_segmentation: bool) -> di
         reason = "n/a: no image of this split has a ground-truth mask"
     else:
         reason = None
-    return {"evaluated": reason is None, "reason": reason,
+    return {"evaluated": reason is None, "reason": reason, "model_has_segmentation": has_segmentation,
             "resolution": "model input (S x S after zero padding and nearest resize)"}
 
 

@@ -57,7 +57,7 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
     """report.md: what was evaluated, the table (ours per group + the paper's row), notes, figures."""
     evaluated = metrics["evaluated"]
     model = evaluated["model"]
-    has_branch = model.get("variant") != "swin"
+    has_branch = metrics["segmentation"]["model_has_segmentation"]
     overall = metrics["overall"]
     boot = metrics["bootstrap"]
     fold = f", fold {evaluated['fold']}" if evaluated["fold"] is not None else ""
@@ -100,7 +100,7 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
 def table_lines(metrics: dict) -> list[str]:
     """The metrics table (markdown): all images, each source, then the paper's row(s)."""
     model = metrics["evaluated"]["model"]
-    has_branch = model.get("variant") != "swin"
+    has_branch = metrics["segmentation"]["model_has_segmentation"]
     columns = [(k, name) for k, name in COLUMNS if has_branch or k not in SEGMENTATION_KEYS]
     lines = [
         "| | n | " + " | ".join(name for _, name in columns) + " |",
