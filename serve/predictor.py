@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -21,6 +24,11 @@ from models.preprocess import MAX_PIXELS, Preprocessing, decode_image, preproces
 Loader = Callable[..., "tuple[torch.nn.Module, dict]"]
 MASK_THRESHOLD = 0.5  # the segmentation threshold; the classification one comes from the checkpoint
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Building a model traces part of it with torch.fx (timm's feature extractor), which patches
+# torch.nn.Module.__call__ for the whole process while it runs: a forward pass in another thread at
+# that moment fails ("module is not installed as a submodule"). So during a model swap the build
+# and the forward passes of the model being served take turns; the download happens before.
+_TORCH_TURNS = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -76,7 +84,9 @@ def load_model(uri: str, loader: Loader, device: torch.device, precision: str = 
     """Load a checkpoint and run one warm-up forward pass, so a model that loads but cannot run
     fails here (and the model being served stays) rather than on the first request."""
     dtype = resolve_dtype(precision, device)
-    model, config = loader(uri, device=str(device))
+    with _local_copy(uri) as local:
+        with _TORCH_TURNS:
+            model, config = loader(local, device=str(device))
     model.eval()
     loaded = LoadedModel(
         model=model, config=config, uri=uri,
@@ -86,6 +96,21 @@ def load_model(uri: str, loader: Loader, device: torch.device, precision: str = 
     size = loaded.preprocessing.size
     forward(loaded, np.zeros((1, 3, size, size), np.float32))
     return loaded
+
+
+@contextmanager
+def _local_copy(uri: str) -> Iterator[str]:
+    """A remote checkpoint is downloaded to a temporary folder first (outside the lock above)."""
+    from jobs.storage import is_remote, local_dir_for
+
+    if not is_remote(uri):
+        yield uri
+        return
+    local = local_dir_for(uri)
+    try:
+        yield str(local)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
 
 
 def prepare(data: bytes, loaded: LoadedModel, max_pixels: int = MAX_PIXELS) -> PreparedImage:
@@ -102,7 +127,7 @@ def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.nda
     batch = torch.from_numpy(images).to(loaded.device)
     autocast = torch.autocast(loaded.device.type, dtype=loaded.dtype,
                               enabled=loaded.dtype != torch.float32)
-    with autocast:
+    with _TORCH_TURNS, autocast:
         out = loaded.model(batch)
     probs = torch.sigmoid(out["logits"].float()).cpu().numpy()
     if out["mask_logits"] is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from models import build_model, load_checkpoint, save_checkpoint
 from models.preprocess import decode_image, preprocess_image
 from serve.body import BadRequest, read_image_bytes
 from serve.client import decode_mask_png, overlay, predict_endpoint, summary
-from serve.predictor import answer, lesion_of, load_model, predict_batch, prepare, resolve_dtype
+from serve.predictor import forward, lesion_of, load_model, predict_batch, prepare, resolve_dtype
 from serve.settings import ServeSettings
 
 CONFIG = Path(__file__).resolve().parents[1] / "serve" / "config.yaml"
@@ -156,6 +157,42 @@ def test_swin_variant_answers_without_a_mask(checkpoints):
     assert got["mask_png"] is None and got["lesion"] == {"area_px": None, "bbox": None}
     assert 0 <= got["malignant_probability"] <= 1
     assert "model without segmentation" in summary(got)
+
+
+def test_building_a_model_while_another_one_serves_breaks_no_forward_pass(checkpoints):
+    """Model builds trace with torch.fx, which patches nn.Module.__call__ process-wide (see predictor)."""
+    serving = load_model(checkpoints["tiny64"], load_checkpoint, torch.device("cpu"))
+    batch = np.zeros((2, 3, 64, 64), np.float32)
+    errors, done = [], threading.Event()
+
+    def serve_forever() -> None:
+        for _ in range(10_000):
+            if done.is_set():
+                return
+            try:
+                forward(serving, batch)
+            except Exception as exc:  # noqa: BLE001 - the test reports whatever broke
+                errors.append(repr(exc))
+
+    thread = threading.Thread(target=serve_forever)
+    thread.start()
+    try:
+        for _ in range(3):
+            load_model(checkpoints["tiny128"], load_checkpoint, torch.device("cpu"))
+    finally:
+        done.set()
+        thread.join(timeout=60)
+    assert errors == []
+
+
+def test_a_checkpoint_in_s3_is_fetched_then_loaded(checkpoints, s3_bucket):
+    from jobs.storage import publish_dir
+
+    uri = f"{s3_bucket}/models/tiny"
+    publish_dir(checkpoints["tiny64"], uri)
+    loaded = load_model(uri, load_checkpoint, torch.device("cpu"))
+    assert loaded.uri == uri and loaded.info["checkpoint"] == uri
+    assert loaded.info["sha256"] == load_checkpoint(checkpoints["tiny64"])[1]["weights_sha256"]
 
 
 # ---------- client ----------
