@@ -27,7 +27,6 @@ class NetworkPreset:
     swin_window: int                             # Swin window side (tokens)
     resnet_layers: tuple[int, ...] | None = None     # blocks per stage
     resnet_channels: tuple[int, ...] | None = None   # bottleneck widths per stage (outputs are 4x)
-    resnet_stem_width: int | None = None
     swin_embed_dim: int | None = None
     swin_depths: tuple[int, ...] | None = None
     swin_heads: tuple[int, ...] | None = None
@@ -36,7 +35,7 @@ class NetworkPreset:
     dropout: float = 0.5
 
     def resnet_kwargs(self) -> dict[str, Any]:
-        return _given(layers=self.resnet_layers, channels=self.resnet_channels, stem_width=self.resnet_stem_width)
+        return _given(layers=self.resnet_layers, channels=self.resnet_channels)
 
     def swin_kwargs(self) -> dict[str, Any]:
         return _given(embed_dim=self.swin_embed_dim, depths=self.swin_depths, num_heads=self.swin_heads)
@@ -68,7 +67,7 @@ PRESETS: dict[str, NetworkPreset] = {
                            estan_widths=(16, 32, 64, 128, 256), head_widths=(256, 64)),
     # Same code path, smallest widths, 64 px (128 also tiles): CPU tests and the demo.
     "tiny": NetworkPreset(input_size=64, resnet="resnet26", swin="swinv2_tiny_window8_256", swin_window=4,
-                          resnet_layers=(1, 1, 1, 1), resnet_channels=(8, 16, 32, 64), resnet_stem_width=16,
+                          resnet_layers=(1, 1, 1, 1), resnet_channels=(8, 16, 32, 64),
                           swin_embed_dim=16, swin_depths=(1, 1, 2, 1), swin_heads=(1, 2, 4, 8),
                           estan_widths=(8, 16, 32, 64, 128), head_widths=(64, 32)),
 }

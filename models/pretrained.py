@@ -11,10 +11,11 @@ import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
+
+from models.io import is_remote, local_path
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,11 @@ def load_weights(module: nn.Module, uri: str, *, component: str,
     if filter_fn is not None:
         state = filter_fn(state, module)
     own = module.state_dict()
-    mismatched = [f"{key} file {tuple(value.shape)} vs model {tuple(own[key].shape)}"
-                  for key, value in state.items() if key in own and value.shape != own[key].shape]
+    mismatched = [f"{key} file {tuple(state[key].shape)} vs model {tuple(mine.shape)}"
+                  for key, mine in own.items() if key in state and state[key].shape != mine.shape]
     # BatchNorm fills num_batches_tracked itself when a file lacks it.
     missing = [key for key in own if key not in state and not key.endswith("num_batches_tracked")]
-    extra = [key for key in state if key not in own]
+    extra = sorted(key for key in state if key not in own)
     unexpected = [key for key in extra if not key.startswith(ignore_prefixes)]
     if mismatched or missing or unexpected:
         raise ValueError(
@@ -96,13 +97,12 @@ def _examples(keys: list[str], shown: int = 3) -> str:
 
 
 def _read_bytes(uri: str) -> bytes:
-    local = uri.removeprefix("file://")
     try:
-        if "://" in local:
+        if is_remote(uri):
             import fsspec  # only for storage URIs
 
-            with fsspec.open(local, "rb") as handle:
+            with fsspec.open(uri, "rb") as handle:
                 return handle.read()
-        return Path(local).read_bytes()
+        return local_path(uri).read_bytes()
     except (FileNotFoundError, IsADirectoryError) as error:
         raise ValueError(f"pretrained weights {uri}: no such file") from error
