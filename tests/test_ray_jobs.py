@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -86,12 +87,14 @@ def ray_head():
             head, url = _start_head(temp_dir, env)
             break
         except RuntimeError:
+            shutil.rmtree(temp_dir, ignore_errors=True)
             if attempt == 1:
                 raise
     try:
         yield url, env
     finally:
         _stop_head(head)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.mark.slow
