@@ -105,9 +105,9 @@ def _load_encoders(model: HybridMTEstan, preset: str, cnn_uri: str | None, swin_
     from timm.models.swin_transformer_v2 import checkpoint_filter_fn
 
     encoders = (
-        ("ResNet", model.cnn and model.cnn.resnet.body, cnn_uri, "pretrained_cnn", None, ("fc.",)),
-        ("Swin", model.swin and model.swin.backbone, swin_uri, "pretrained_swin", checkpoint_filter_fn,
-         ("head.", "norm.")),
+        ("ResNet", None if model.cnn is None else model.cnn.resnet.body, cnn_uri, "pretrained_cnn", None, ("fc.",)),
+        ("Swin", None if model.swin is None else model.swin.backbone, swin_uri, "pretrained_swin",
+         checkpoint_filter_fn, ("head.", "norm.")),
     )
     for component, module, uri, option, filter_fn, ignore in encoders:
         if module is None:

@@ -22,10 +22,10 @@ def parameter_table(model: HybridMTEstan) -> list[tuple[str, int]]:
     """(component, parameters) rows; absent components count 0; the last row is the total."""
     cnn, swin = model.cnn, model.swin
     return [
-        ("ResNet", count(cnn and cnn.resnet)),
-        ("ESTAN", count(cnn and cnn.estan)),
+        ("ResNet", count(None if cnn is None else cnn.resnet)),
+        ("ESTAN", count(None if cnn is None else cnn.estan)),
         ("Swin+AAA", count(swin)),
-        ("  of which AAA", count(swin and swin.attention)),
+        ("  of which AAA", count(None if swin is None else swin.attention)),
         ("decoder", count(model.decoder)),
         ("heads", count(model.head)),
         ("total", count(model)),
@@ -36,8 +36,8 @@ def format_table(rows: list[tuple[str, int]], title: str) -> str:
     total = rows[-1][1]
     lines = [title, f"{'component':<16}{'parameters':>14}{'share':>8}"]
     for name, params in rows:
-        share = f"{100 * params / total:.1f}%" if params else "-"
-        lines.append(f"{name:<16}{params:>14,}{share:>8}" if params else f"{name:<16}{'-':>14}{share:>8}")
+        shown, share = (f"{params:,}", f"{100 * params / total:.1f}%") if params else ("-", "-")
+        lines.append(f"{name:<16}{shown:>14}{share:>8}")
     return "\n".join(lines)
 
 

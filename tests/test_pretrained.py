@@ -72,7 +72,7 @@ def test_storage_uri_is_read_through_fsspec(s3_bucket):
         from safetensors.torch import save
 
         handle.write(save(weights))
-    model = build_model("tiny", "hybrid", pretrained_cnn=uri)
+    model = build_model("tiny", "mt_estan", pretrained_cnn=uri)
     assert_holds(model.cnn.resnet.body, weights, ignored={"fc.weight", "fc.bias"})
 
 
