@@ -124,6 +124,7 @@ def ray_path(data_uri: str, config: dict, storage_dir: str) -> dict:
 
     dataset = read_split(data_uri, "train", preprocessing=Preprocessing.from_dict(config["preprocessing"]),
                          shuffle=False).select_columns(TRAIN_COLUMNS)
+    dataset.context.enable_progress_bars = False
     trainer = TorchTrainer(
         _ray_worker, train_loop_config=config, datasets={"train": dataset},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),

@@ -56,11 +56,13 @@ def _trial(params: dict, base: TrainConfig, prepared: Prepared, trials_uri: str)
                    callbacks=[TuneReportCallback()], trial_id=trial_id)
 
 
-def _search_algorithm(search: str, seed: int):
+def _search_algorithm(search: str, seed: int, max_concurrent: int):
+    """The search algorithm; a given BasicVariantGenerator ignores TuneConfig.max_concurrent_trials,
+    so the limit is passed to it directly (Searchers get Tune's ConcurrencyLimiter)."""
     if search == "random":
         from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        return BasicVariantGenerator(random_state=seed)
+        return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
     if search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
@@ -84,7 +86,7 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
 
     if options.samples < 1 or options.max_concurrent < 1 or options.grace_period < 1:
         raise BusnetError("--samples, --max-concurrent and --grace-period must be at least 1")
-    search_alg = _search_algorithm(options.search, base.seed)
+    search_alg = _search_algorithm(options.search, base.seed, options.max_concurrent)
     prepared = prepare(base)
     init_ray()
     per_trial = TRIAL_CPUS + base.workers * base.cpus_per_worker
