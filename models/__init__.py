@@ -1,8 +1,20 @@
 """Hybrid-MT-ESTAN in pure PyTorch: the network, presets, losses, metrics, preprocessing, checkpoints.
 
-No Ray here: `from models import build_model, load_checkpoint` is all a notebook needs.
+No Ray here: `from models import build_model, load_checkpoint` is all a notebook needs. The names
+below load on first use, so `import models.preprocess` (ingestion, serving) does not pay for timm.
 """
-from models.checkpoint import load_checkpoint, save_checkpoint
-from models.network import PRESETS, VARIANTS, build_model
+from __future__ import annotations
 
-__all__ = ["PRESETS", "VARIANTS", "build_model", "load_checkpoint", "save_checkpoint"]
+import importlib
+
+_EXPORTS = {
+    "build_model": "models.network", "PRESETS": "models.network", "VARIANTS": "models.network",
+    "save_checkpoint": "models.checkpoint", "load_checkpoint": "models.checkpoint",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
