@@ -10,6 +10,7 @@ import os
 
 LOCAL_MIN_CPUS = 4
 LOCAL_OBJECT_STORE_BYTES = 500_000_000
+START_ATTEMPTS = 2
 
 
 def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
@@ -22,16 +23,22 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": _forwarded_env()})
         return
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on one machine: loopback only
-    runtime_env = {"env_vars": _forwarded_env()}
-    ray.init(
+    options = dict(
         num_cpus=num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1),
         object_store_memory=object_store_memory or LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=False,
         _node_ip_address="127.0.0.1",
-        runtime_env=runtime_env,
-        configure_logging=True,
+        runtime_env={"env_vars": _forwarded_env()},
         logging_level="WARNING",
     )
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            ray.init(**options)
+            return
+        except Exception as exc:  # Ray gives a node 30 s to start; an overloaded machine can miss it
+            if "timed out during startup" not in str(exc) or attempt == START_ATTEMPTS:
+                raise
+            ray.shutdown()
 
 
 def _forwarded_env() -> dict[str, str]:
