@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+import timm
+
 from models.estan import PAPER_WIDTHS
 from models.swin_aaa import NUM_STAGES, window_tiling_problem
 
@@ -42,6 +44,10 @@ class NetworkPreset:
 
     def validate(self, *, cnn: bool, swin: bool) -> None:
         """Raise ValueError naming the first field that cannot work for a network with these encoders."""
+        if cnn and _timm_family(self.resnet) != "resnet":
+            raise ValueError(f"resnet={self.resnet!r} is not a timm ResNet (e.g. resnet50, resnet26)")
+        if swin and _timm_family(self.swin) != "swin_transformer_v2":
+            raise ValueError(f"swin={self.swin!r} is not a timm Swin Transformer V2 (e.g. swinv2_base_window8_256)")
         if self.input_size <= 0:
             raise ValueError(f"input_size must be positive, got {self.input_size}")
         if cnn and self.input_size % CNN_REDUCTION:
@@ -53,8 +59,10 @@ class NetworkPreset:
                    "swin_depths": NUM_STAGES, "swin_heads": NUM_STAGES}
         for name, length in lengths.items():
             value = getattr(self, name)
-            if value is not None and len(value) != length:
-                raise ValueError(f"{name} needs {length} values, got {list(value)}")
+            if value is not None and (len(value) != length or min(value) < 1):
+                raise ValueError(f"{name} needs {length} positive values, got {list(value)}")
+        if self.swin_window < 1 or (self.swin_embed_dim is not None and self.swin_embed_dim < 1):
+            raise ValueError("swin_window and swin_embed_dim must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -87,6 +95,11 @@ def resolve_preset(name: str, overrides: Mapping[str, Any]) -> tuple[NetworkPres
     clean = {key: _coerce(key, value, hints[key]) for key, value in overrides.items()}
     json_ready = {key: list(value) if isinstance(value, tuple) else value for key, value in clean.items()}
     return replace(PRESETS[name], **clean), json_ready
+
+
+def _timm_family(name: str) -> str | None:
+    """timm's module for a model name ('resnet', 'swin_transformer_v2', ...), None if timm has no such model."""
+    return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1] if timm.is_model(name) else None
 
 
 def _given(**kwargs: Any) -> dict[str, Any]:

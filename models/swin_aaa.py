@@ -78,6 +78,10 @@ class SwinAAAEncoder(nn.Module):
         # The encoder's outputs are the stage maps; timm's final LayerNorm (for its own head) is unused.
         self.backbone.norm = nn.Identity()
         self.out_channels = tuple(info["num_chs"] for info in self.backbone.feature_info)
+        for index, (channels, stage) in enumerate(zip(self.out_channels, self.backbone.layers)):
+            heads = stage.blocks[0].num_heads
+            if channels % heads:
+                raise ValueError(f"Swin stage {index + 1}: {channels} channels do not split into {heads} heads")
         self.attention = nn.ModuleList(
             AnatomyAwareAttention(c) if use_aaa else nn.Identity() for c in self.out_channels
         )
