@@ -74,7 +74,8 @@ def ray_data_pass(fs, files: list[str], preprocessing, limit: int | None) -> int
     ds = ray.data.read_parquet(files, filesystem=fs, columns=ROW_COLUMNS)
     if limit is not None:
         ds = ds.limit(limit)
-    return sum(len(batch["label"]) for batch in decoded(ds, preprocessing).iter_batches(batch_size=ITER_BATCH_ROWS))
+    batches = decoded(ds, preprocessing).iter_batches(batch_size=ITER_BATCH_ROWS)
+    return sum(len(batch["label"]) for batch in batches)
 
 
 def plain_pass(fs, files: list[str], preprocessing, limit: int | None) -> int:
@@ -109,6 +110,6 @@ def _print_table(result: dict) -> None:
     print(f"data: {result['data']}  images: {result['images']}  size: {result['size']} px  "
           f"Ray CPUs: {result['ray_cpus']}")
     print(f"{'pipeline':<28}{'seconds':>10}{'images/s':>12}")
-    print(f"{'Ray Data (streaming tasks)':<28}{result['ray_data_seconds']:>10.3f}{result['ray_data_images_per_s']:>12.2f}")
-    print(f"{'plain loop (1 process)':<28}{result['plain_seconds']:>10.3f}{result['plain_images_per_s']:>12.2f}")
+    for name, key in (("Ray Data (streaming tasks)", "ray_data"), ("plain loop (1 process)", "plain")):
+        print(f"{name:<28}{result[key + '_seconds']:>10.3f}{result[key + '_images_per_s']:>12.2f}")
     print(f"ratio Ray Data / plain: {result['speedup']:.2f}x")

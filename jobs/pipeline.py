@@ -14,22 +14,17 @@ dataset of one or a few shards is nearly no shuffle at all.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as pads
 import ray.data
-from ray.data.collate_fn import DefaultCollateFn
 from ray.data.expressions import Expr, col
 
-from jobs.dataset import SPLITS, shard_paths
+from jobs.dataset import SPLITS, read_table, shard_paths
 from jobs.errors import BusnetError
 from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask
 
 # What decoding needs, plus what the split/fold filter needs; no other column is read.
 ROW_COLUMNS = ["image_id", "source", "label", "image", "mask", "height", "width"]
 FILTER_COLUMNS = ["split", "fold"]
-# The numeric columns of a decoded row: what a training step consumes as tensors.
-TENSOR_COLUMNS = ["image", "mask", "has_mask", "label"]
 DECODE_BATCH_ROWS = 16
 
 
@@ -58,8 +53,9 @@ def read_rows(data_uri: str, split: str, *, fold: int | None = None) -> ray.data
         raise BusnetError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     fs, files = shard_paths(data_uri)
     predicate = split_filter(split, fold)
-    _require_rows(data_uri, pads.dataset(files, filesystem=fs, format="parquet"), split, fold, predicate)
-    return ray.data.read_parquet(files, filesystem=fs, columns=ROW_COLUMNS + FILTER_COLUMNS).filter(expr=predicate)
+    _require_rows(data_uri, split, fold, predicate)
+    ds = ray.data.read_parquet(files, filesystem=fs, columns=ROW_COLUMNS + FILTER_COLUMNS)
+    return ds.filter(expr=predicate)
 
 
 def decoded(ds: ray.data.Dataset, preprocessing: Preprocessing) -> ray.data.Dataset:
@@ -76,9 +72,9 @@ def split_filter(split: str, fold: int | None) -> Expr:
     return col("split").is_in(["train", "val"]) & in_fold
 
 
-def _require_rows(data_uri: str, dataset: pads.Dataset, split: str, fold: int | None, predicate: Expr) -> None:
+def _require_rows(data_uri: str, split: str, fold: int | None, predicate: Expr) -> None:
     """Fail before training on nothing: only the tiny split/fold columns are read here."""
-    table = dataset.to_table(columns=FILTER_COLUMNS)
+    table = read_table(data_uri, columns=FILTER_COLUMNS)
     if fold is not None:
         cross_validated = table.filter(pc.field("split").isin(["train", "val"]))
         folds = sorted(set(cross_validated.column("fold").to_pylist()))
@@ -110,16 +106,3 @@ def decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> 
         "width": np.array(batch["width"], np.int64),
     }
 
-
-class TorchCollate(DefaultCollateFn):
-    """`iter_torch_batches(collate_fn=TorchCollate())`: the TENSOR_COLUMNS as tensors on the device.
-
-    The default collate cannot turn the string columns (image_id, source) into tensors; this one
-    leaves them out and lets Ray move the rest to the worker's device ("auto" in Ray Train).
-    """
-
-    def __init__(self):
-        super().__init__(combine_chunks=True)
-
-    def __call__(self, batch: pa.Table):
-        return super().__call__(batch.select(TENSOR_COLUMNS))
