@@ -1,0 +1,68 @@
+"""`busnet serve` as a real process (joined to the test session's Ray) and `busnet bench serve`."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from jobs.cli import main
+from models import build_model, save_checkpoint
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
+    from ray import serve
+
+    checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "ckpt")
+    port = free_port()
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobs.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
+         "--max-batch-size", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"busnet serve exited with {process.returncode}: {process.communicate()[1][-3000:]}")
+            try:
+                if requests.get(f"{url}/v1/health", timeout=10).ok:
+                    break
+            except requests.RequestException:
+                time.sleep(0.5)
+        image = sorted(busi_sample.glob("malignant/*).png"))[0]
+        answer = requests.post(f"{url}/v1/predict", data=image.read_bytes(),
+                               headers={"Content-Type": "image/png"}, timeout=60).json()
+        assert answer["model"]["checkpoint"] == str(checkpoint)
+        assert np.asarray(answer["lesion"]["bbox"] or [0, 0, 1, 1]).shape == (4,)
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-2000:]
+    assert f"busnet serve: http://127.0.0.1:{port}/v1/predict" in out
+    assert "busnet" not in serve.status().applications  # its app is gone from the cluster
+    serve.shutdown()  # it joined our Ray, so Serve itself stays up: stop it for the next test
+
+
+def test_bench_serve_json(ray_local, capsys):
+    code = main(["bench", "serve", "--concurrency", "1,6", "--requests", "18", "--duration", "60",
+                 "--max-batch-size", "6", "--batch-wait-ms", "20", "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["bare_forward"]["images_per_s"] > 0
+    assert [level["concurrency"] for level in report["levels"]] == [1, 6]
+    for level in report["levels"]:
+        assert level["errors"] == 0 and 0 < level["requests"] <= 18
+        assert level["p50_ms"] <= level["p99_ms"] and level["vs_bare_forward"] > 0
+    assert report["levels"][0]["mean_batch_size"] == pytest.approx(1.0)
+    assert report["levels"][1]["mean_batch_size"] >= 1.0
