@@ -15,6 +15,7 @@ same way, so a worker that dies costs at most the epoch in progress.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import shutil
 import tempfile
@@ -161,6 +162,11 @@ def check_cluster(cpus_needed: float, gpus_needed: float, what: str) -> None:
 
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if os.environ.get("RAY_ADDRESS") and (gpus_needed > gpus or cpus_needed + DATA_CPU_RESERVE > cpus):
+        # A joined cluster may autoscale (KubeRay, the VM launcher): wait for it instead of refusing.
+        print(f"{what} needs {gpus_needed:g} GPUs and {cpus_needed + DATA_CPU_RESERVE:g} CPUs; the cluster has "
+              f"{gpus:g} and {cpus:g} now: waiting for the autoscaler", flush=True)
+        return
     if gpus_needed > gpus:
         raise BusnetError(f"{what} needs {gpus_needed:g} GPUs, the Ray cluster has {gpus:g}")
     if cpus_needed + DATA_CPU_RESERVE > cpus:
