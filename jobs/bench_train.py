@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -111,7 +112,10 @@ def _ray_worker(config: dict) -> None:
                 _step(model, optimizer, augmenter, batch)
                 yield None
 
-    ray.train.report(_timed(steps(), config["steps"], config["warmup"], config["batch_size"]))
+    measured = _timed(steps(), config["steps"], config["warmup"], config["batch_size"])
+    with tempfile.TemporaryDirectory() as directory:  # Ray Train V2 keeps only metrics that come with a checkpoint
+        Path(directory, "throughput.json").write_text(json.dumps(measured))
+        ray.train.report(measured, checkpoint=ray.train.Checkpoint.from_directory(directory))
 
 
 def ray_path(data_uri: str, config: dict, storage_dir: str) -> dict:

@@ -83,7 +83,7 @@ def test_two_workers_write_checkpoints_and_publish_best_with_true_metrics(ray_lo
     config = json.loads((best / "config.json").read_text())
     stored = json.loads((best / "metrics.json").read_text())
     recomputed, threshold = _recompute(best, synthetic_dataset)
-    assert config["threshold"] == pytest.approx(threshold)
+    assert config["threshold"] <= threshold  # Youden's, moved down into the gap below it (same decisions)
     _assert_close(stored, recomputed)
     _assert_close(outcome.best_metrics, recomputed)  # what Ray Train reported is the same
     assert stored["epoch"] == outcome.best_metrics["epoch"]
