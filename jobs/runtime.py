@@ -20,7 +20,8 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env={"env_vars": _forwarded_env()})
+        # Inside a Ray job the job's runtime env applies; a remote cluster has its own storage settings.
+        ray.init(address=os.environ["RAY_ADDRESS"])
         return
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on one machine: loopback only
     options = dict(
