@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -25,21 +26,22 @@ def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
     checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "ckpt")
     port = free_port()
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    stderr = tmp_path / "serve.err"
     process = subprocess.Popen(
         [sys.executable, "-m", "jobs.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
          "--max-batch-size", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
+        while not any(line.startswith(f"busnet serve: {url}/v1/predict") for line in lines):
             if process.poll() is not None:
-                pytest.fail(f"busnet serve exited with {process.returncode}: {process.communicate()[1][-3000:]}")
-            try:
-                if requests.get(f"{url}/v1/health", timeout=10).ok:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
+                pytest.fail(f"busnet serve exited with {process.returncode}: {stderr.read_text()[-3000:]}")
+            assert time.monotonic() < deadline, "busnet serve printed no URL within 300 s"
+            time.sleep(0.5)
         image = sorted(busi_sample.glob("malignant/*).png"))[0]
         answer = requests.post(f"{url}/v1/predict", data=image.read_bytes(),
                                headers={"Content-Type": "image/png"}, timeout=60).json()
@@ -47,9 +49,11 @@ def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
         assert np.asarray(answer["lesion"]["bbox"] or [0, 0, 1, 1]).shape == (4,)
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
+        process.wait(timeout=120)
+        reader.join(timeout=10)
+    err = stderr.read_text()
     assert process.returncode == 0, err[-2000:]
-    assert f"busnet serve: http://127.0.0.1:{port}/v1/predict" in out
+    assert "stopping" in err
     assert "busnet" not in serve.status().applications  # its app is gone from the cluster
     serve.shutdown()  # it joined our Ray, so Serve itself stays up: stop it for the next test
 
