@@ -18,9 +18,9 @@ from jobs.errors import BusnetError
 @dataclass(frozen=True)
 class DemoConfig:
     workdir: Path
-    images: int = 160
-    trials: int = 3
-    epochs: int = 4
+    images: int = 100
+    trials: int = 2
+    epochs: int = 3
     input_size: int = 64
     seed: int = 0
     lr: float = 1e-3

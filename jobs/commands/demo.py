@@ -1,4 +1,4 @@
-"""Run the whole platform once, end to end, on local defaults (about 5-10 minutes on 2 CPU cores).
+"""Run the whole platform once, end to end, on local defaults (several minutes on 2 CPU cores).
 
 Generates a synthetic dataset, ingests it into a local object-store folder, runs a short Ray Tune
 search over w1, alpha, gamma with the tiny preset, evaluates the best model on the test split, serves
@@ -17,15 +17,19 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from jobs.demo import DemoConfig as D
+
     parser.add_argument("--workdir", type=Path, default=Path("busnet-work"), help="where everything goes (default ./busnet-work)")
     parser.add_argument("--extra-busi", type=Path, default=None, help="also ingest real images in BUSI's layout from this folder")
     parser.add_argument("--keep-serving", action="store_true", help="keep the model served after the demo (Ctrl-C stops)")
-    parser.add_argument("--images", type=int, default=160, help="synthetic images (default 160)")
-    parser.add_argument("--trials", type=int, default=3, help="Ray Tune trials (default 3)")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per trial (default 4)")
-    parser.add_argument("--input-size", type=int, default=64, help="network input side in px (default 64)")
-    parser.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1 (default 8000; a free one if busy)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--images", type=int, default=D.images, help=f"synthetic images (default {D.images})")
+    parser.add_argument("--trials", type=int, default=D.trials, help=f"Ray Tune trials (default {D.trials})")
+    parser.add_argument("--epochs", type=int, default=D.epochs, help=f"epochs per trial (default {D.epochs})")
+    parser.add_argument("--input-size", type=int, default=D.input_size,
+                        help=f"network input side in px (default {D.input_size})")
+    parser.add_argument("--port", type=int, default=D.port,
+                        help=f"HTTP port on 127.0.0.1 (default {D.port}; a free one if busy)")
+    parser.add_argument("--seed", type=int, default=D.seed, help=f"random seed (default {D.seed})")
 
 
 def run(args: argparse.Namespace) -> int | None:
