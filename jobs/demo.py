@@ -198,7 +198,7 @@ def _test_images(paths: DemoPaths, count: int) -> dict[str, str]:
     files = {}
     for row in rows:
         suffix = ".png" if row["image"][:4] == b"\x89PNG" else ".bmp" if row["image"][:2] == b"BM" else ".jpg"
-        file = folder / f"{row['image_id'].replace('/', '_')}{suffix}"
+        file = folder / f"{Path(row['image_id']).with_suffix('').as_posix().replace('/', '_')}{suffix}"
         file.write_bytes(row["image"])
         files[str(file)] = ("benign", "malignant")[row["label"]]
     return files
