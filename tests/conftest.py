@@ -90,3 +90,14 @@ def synthetic_dataset(tmp_path_factory) -> str:
     ingest({"synthetic": root / "raw"}, str(root / "dataset"), val=0.1, test=0.2, folds=5, seed=0,
            progress=False)
     return str(root / "dataset")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op torch thread: on a shared 2-core machine more threads only contend."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

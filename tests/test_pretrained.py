@@ -13,12 +13,7 @@ from models.network import build_model
 TINY_RESNET = {"layers": (1, 1, 1, 1), "channels": (8, 16, 32, 64)}  # the tiny preset's
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def timm_weights(name: str, seed: int, **kwargs) -> dict[str, torch.Tensor]:
