@@ -67,11 +67,9 @@ def run(args: argparse.Namespace) -> int | None:
 
 def ray_data_pass(fs, files: list[str], preprocessing, limit: int | None) -> int:
     """Read + decode + preprocess through Ray Data, iterating every batch; returns the image count."""
-    import ray.data
+    from jobs.pipeline import ROW_COLUMNS, decoded, read_parquet_files
 
-    from jobs.pipeline import ROW_COLUMNS, decoded
-
-    ds = ray.data.read_parquet(files, filesystem=fs, columns=ROW_COLUMNS)
+    ds = read_parquet_files(fs, files, ROW_COLUMNS)
     if limit is not None:
         ds = ds.limit(limit)
     batches = decoded(ds, preprocessing).iter_batches(batch_size=ITER_BATCH_ROWS)

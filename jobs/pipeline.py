@@ -54,8 +54,18 @@ def read_rows(data_uri: str, split: str, *, fold: int | None = None) -> ray.data
     fs, files = shard_paths(data_uri)
     predicate = split_filter(split, fold)
     _require_rows(data_uri, split, fold, predicate)
-    ds = ray.data.read_parquet(files, filesystem=fs, columns=ROW_COLUMNS + FILTER_COLUMNS)
-    return ds.filter(expr=predicate)
+    return read_parquet_files(fs, files, ROW_COLUMNS + FILTER_COLUMNS).filter(expr=predicate)
+
+
+def read_parquet_files(fs, files: list[str], columns: list[str]) -> ray.data.Dataset:
+    """`ray.data.read_parquet` of known files with Ray Data's V1 Parquet reader.
+
+    Ray 2.60's default V2 reader lists files through a pool of 32 footer-reading actors at every
+    execution: 13-26 s per epoch for a 5-row split on 2 cores, against 0.3 s for V1 once its workers
+    are warm. The manifest already names every file, so there is nothing for V2 to discover.
+    """
+    ray.data.DataContext.get_current().use_datasource_v2 = False
+    return ray.data.read_parquet(files, filesystem=fs, columns=columns)
 
 
 def decoded(ds: ray.data.Dataset, preprocessing: Preprocessing) -> ray.data.Dataset:

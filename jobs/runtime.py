@@ -27,7 +27,9 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     options = dict(
         num_cpus=num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1),
         object_store_memory=object_store_memory or LOCAL_OBJECT_STORE_BYTES,
-        include_dashboard=False,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=_free_port(),
         _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": _forwarded_env()},
         logging_level="WARNING",
@@ -40,6 +42,14 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
             if "timed out during startup" not in str(exc) or attempt == START_ATTEMPTS:
                 raise
             ray.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _forwarded_env() -> dict[str, str]:
