@@ -3,6 +3,11 @@
 With RAY_ADDRESS set, join that cluster. Otherwise start a local Ray bound to 127.0.0.1 with at
 least 4 logical CPUs: on a 2-core machine, Train workers and Tune trials would otherwise reserve
 every CPU and leave Ray Data none (the `backpressured:tasks(ResourceBudget)` hang).
+
+The local Ray runs its dashboard (on 127.0.0.1, a free port) because Ray Train's
+PlacementGroupCleaner asks the State API, which the dashboard serves, whether a training controller
+is still alive: without it, each Tune trial that ASHA stops keeps its workers' CPUs reserved for
+good, and the cleaner logs a warning every second.
 """
 from __future__ import annotations
 

@@ -175,7 +175,28 @@ def _print_progress(metrics: dict, epochs: int) -> None:
 
 
 def _maybe_crash(marker: str | None, epoch: int, step: int, rank: int, world: int) -> None:
-    """Fault injection for tests: the last rank exits hard once, mid-way into epoch CRASH_EPOCH."""
+    """Fault injection for tests: the last rank exits hard once, mid-way into epoch CRASH_EPOCH.
+
+    It first waits until the controller has registered the previous epoch's checkpoint: Ray Train
+    collects reports by polling the workers (every 2 s), so a worker that dies sooner than that after
+    a report also loses that epoch. The test checks the guarantee past that window.
+    """
     if marker and epoch == CRASH_EPOCH and step == 1 and rank == world - 1 and not os.path.exists(marker):
+        _wait_until_registered(f"epoch-{epoch - 1:04d}")
         Path(marker).write_text(f"worker of rank {rank} exited in epoch {epoch}\n")
         os._exit(1)
+
+
+def _wait_until_registered(checkpoint_dir_name: str, timeout_s: float = 120.0) -> None:
+    import ray.train
+
+    storage = ray.train.get_context().get_storage()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with storage.storage_filesystem.open_input_stream(storage.checkpoint_manager_snapshot_path) as stream:
+                if checkpoint_dir_name in stream.read().decode():
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.5)
