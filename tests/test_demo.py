@@ -1,7 +1,14 @@
-"""`busnet demo` end to end with a reduced budget: every artifact, and served answers = the model's own."""
+"""`busnet demo` end to end with a reduced budget: every artifact, and served answers = the model's own.
+
+The demo's tune stage is also where `busnet tune` is checked end to end (each Tune trial is a whole
+Ray Train run, a minute or more here, so the suite runs that search once): its results table, the
+published best checkpoint, and that trials Tune stopped leave no CPUs reserved behind them.
+"""
 from __future__ import annotations
 
+import csv
 import json
+import time
 
 import numpy as np
 import pytest
@@ -25,7 +32,8 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
     best = workdir / "runs" / "best"
     for name in ("model.safetensors", "config.json", "metrics.json", "lineage.json", "_COMPLETE"):
         assert (best / name).is_file(), name
-    assert (workdir / "runs" / "tune_results.csv").is_file()
+    _check_tune_results(workdir / "runs")
+    _check_every_cpu_is_free_again(ray_local)
     for name in ("metrics.json", "report.md", "predictions.csv", "roc.png", "confusion.png", "overlays.png"):
         assert (workdir / "report" / name).stat().st_size > 0, name
     metrics = json.loads((workdir / "report" / "metrics.json").read_text())
@@ -49,3 +57,40 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
         assert np.isfinite(answer["malignant_probability"])
     out = capsys.readouterr().out
     assert "=== [6/6] predict" in out and "done in" in out
+
+
+def _check_tune_results(runs) -> None:
+    from jobs.tune import SEARCH_RANGES
+    from models import load_checkpoint
+
+    saved = json.loads((runs / "tune_results.json").read_text())
+    rows = list(csv.DictReader((runs / "tune_results.csv").open()))
+    assert len(rows) == len(saved["trials"]) == 2
+    assert len({row["trial"] for row in rows}) == 2 and "" not in {row["trial"] for row in rows}
+    for row in saved["trials"]:
+        for name, (low, high) in SEARCH_RANGES.items():
+            assert low <= row[name] <= high
+        assert 1 <= row["best_epoch"] <= row["epochs"] <= 2
+        assert (runs / "trials" / f"trial-{row['trial']}").is_dir()  # each trial is a Train run folder
+    metric, pick = saved["metric"], max if saved["mode"] == "max" else min
+    scores = [row[metric] for row in saved["trials"] if row.get(metric) == row.get(metric)]  # skips NaN
+    assert saved["best"][metric] == pick(scores)
+
+    best = runs / "best"
+    stored = json.loads((best / "metrics.json").read_text())
+    lineage = json.loads((best / "lineage.json").read_text())
+    assert stored[metric] == pytest.approx(saved["best"][metric])  # the best trial's best epoch, published
+    assert lineage["trial_id"] == saved["best"]["trial"]
+    assert lineage["hyperparameters"]["w1"] == pytest.approx(saved["best"]["w1"])
+    _, config = load_checkpoint(str(best))
+    assert config["threshold"] == pytest.approx(saved["best"]["threshold"])
+
+
+def _check_every_cpu_is_free_again(ray) -> None:
+    """Tune stops each trial at its last epoch by killing it; Ray Train's cleaner must then release
+    the trial's worker CPUs (it needs the dashboard's State API, which `init_ray` starts)."""
+    total = ray.cluster_resources()["CPU"]
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
+        time.sleep(1)
+    assert ray.available_resources().get("CPU", 0.0) == total
