@@ -7,11 +7,13 @@ there, and writes a checkpoint in our format plus the optimizer state (pickle-fr
 Every rank calls `ray.train.report` (a barrier); only rank 0 hands over a checkpoint.
 
 Resume (same run folder, or a worker group restarted after a failure) starts from the epoch after
-the last reported checkpoint: a failure costs at most the epoch in progress.
+the last reported checkpoint: a failure costs at most the epoch in progress (and the one before it
+when the worker dies within the 2 s in which Ray Train's controller collects a report).
 """
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -169,9 +171,12 @@ def _write_checkpoint(model, optimizer, directory: str, preprocessing, threshold
 
 
 def _print_progress(metrics: dict, epochs: int) -> None:
+    """One console line per epoch. Written to stdout directly: Ray Train turns a worker's `print`
+    into a log record that reaches the console twice (from the worker's stdout and stderr files)."""
     shown = ["train_loss", "val_loss", "val_auc", "val_acc", "val_dsc", "images_per_s"]
     parts = [f"{k}={metrics[k]:.4g}" for k in shown if k in metrics]
-    print(f"[busnet train] epoch {metrics['epoch']}/{epochs} " + " ".join(parts), flush=True)
+    sys.stdout.write(f"[busnet train] epoch {metrics['epoch']}/{epochs} " + " ".join(parts) + "\n")
+    sys.stdout.flush()
 
 
 def _maybe_crash(marker: str | None, epoch: int, step: int, rank: int, world: int) -> None:
