@@ -34,7 +34,7 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         object_store_memory=object_store_memory or LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
-        dashboard_port=_free_port(),
+        dashboard_port=free_port(),
         _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": _forwarded_env()},
         logging_level="WARNING",
@@ -49,7 +49,8 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
             ray.shutdown()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     import socket
 
     with socket.socket() as sock:

@@ -6,18 +6,13 @@ its endpoint and fake credentials are exported before `ray.init`.
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
+from jobs.runtime import free_port
+
 SHARED_BUSI_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi-sample"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
