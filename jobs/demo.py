@@ -187,7 +187,7 @@ def _predict(stages: _Stages, url: str, truth: dict[str, str], overlays: Path) -
 
 def _test_images(paths: DemoPaths, count: int) -> dict[str, str]:
     """Original image files of the test split (never trained on), written out: {file: true label}."""
-    from jobs.dataset import read_table
+    from jobs.data.dataset import read_table
 
     test = read_table(str(paths.dataset), columns=["image_id", "label", "image"],
                       filters=[("split", "==", "test")]).to_pylist()

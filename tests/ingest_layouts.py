@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from jobs.dataset import read_table
+from jobs.data.dataset import read_table
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 

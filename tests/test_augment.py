@@ -1,10 +1,10 @@
-"""jobs.augment: paper 3.3 augmentation moves image and mask together and keeps masks binary."""
+"""jobs.data.augment: paper 3.3 augmentation moves image and mask together and keeps masks binary."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from jobs.augment import Augmenter
+from jobs.data.augment import Augmenter
 
 
 def bright_square_batch(batch: int = 8, size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,7 +60,7 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
 
 
 def _check_tune_results(runs) -> None:
-    from jobs.tune import SEARCH_RANGES
+    from jobs.train.tune import SEARCH_RANGES
     from models import load_checkpoint
 
     saved = json.loads((runs / "tune_results.json").read_text())

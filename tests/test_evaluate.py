@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-from jobs.bootstrap import case_weights, classification_replicates, confidence_intervals, weighted_auc
+from jobs.evaluate.intervals import case_weights, classification_replicates, confidence_intervals, weighted_auc
 from jobs.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -174,9 +174,11 @@ def test_no_segmentation_is_said_not_zeroed(synthetic_dataset, tmp_path, variant
     """The swin variant drops the DSC/JI columns; a split without masks shows them as n/a.
 
     Runs the actors' code (BatchPredictor) on decoded Parquet rows in-process: no Ray needed."""
-    from jobs.evaluate import BatchPredictor, Predictions, build_metrics
-    from jobs.pipeline import decode_batch
-    from jobs.report import render_markdown
+    from jobs.evaluate.inference import BatchPredictor
+    from jobs.evaluate.results import Predictions
+    from jobs.evaluate.run import build_metrics
+    from jobs.data.pipeline import decode_batch
+    from jobs.evaluate.report import render_markdown
     from models.preprocess import Preprocessing
 
     checkpoint = _tiny_checkpoint(tmp_path / "ckpt", variant=variant)

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from jobs import storage
-from jobs.dataset import TEST_FOLD, read_manifest, read_table, shard_paths
+from jobs.data.dataset import TEST_FOLD, read_manifest, read_table, shard_paths
 from jobs.errors import BusnetError
-from jobs.ingest import ingest
+from jobs.data.ingest import ingest
 from tests.conftest import free_port
 from tests.ingest_layouts import decoded
 

@@ -7,8 +7,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from jobs.ingest import ingest
-from jobs.ingest.adapters import names
+from jobs.data.ingest import ingest
+from jobs.data.ingest.adapters import names
 from tests.ingest_layouts import box_mask, decoded, rows, write_image, write_mask
 
 PNG = b"\x89PNG"

@@ -7,7 +7,7 @@ import pytest
 
 from jobs.cli import main
 from jobs.errors import BusnetError
-from jobs.ingest import ingest
+from jobs.data.ingest import ingest
 from tests.ingest_layouts import rows, write_image, write_mask
 
 FAST = {"val": 0.0, "test": 0.0, "folds": 2, "progress": False}

@@ -1,4 +1,4 @@
-"""jobs.pipeline on a real local Ray: splits, folds, decoding, shuffling, columns, errors; busnet bench data."""
+"""jobs.data.pipeline on a real local Ray: splits, folds, decoding, shuffling, columns, errors; busnet bench data."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import storage
-from jobs.dataset import read_table
+from jobs.data.dataset import read_table
 from jobs.errors import BusnetError
-from jobs.pipeline import FILTER_COLUMNS, ROW_COLUMNS, read_rows, read_split
+from jobs.data.pipeline import FILTER_COLUMNS, ROW_COLUMNS, read_rows, read_split
 from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask
 
 PRE = Preprocessing(size=32)

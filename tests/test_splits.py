@@ -1,4 +1,4 @@
-"""Case-level, stratified, seeded splits and folds (jobs.splits)."""
+"""Case-level, stratified, seeded splits and folds (jobs.data.splits)."""
 from __future__ import annotations
 
 import random
@@ -6,9 +6,9 @@ from collections import defaultdict
 
 import pytest
 
-from jobs.dataset import TEST_FOLD
+from jobs.data.dataset import TEST_FOLD
 from jobs.errors import BusnetError
-from jobs.splits import assign, case_labels
+from jobs.data.splits import assign, case_labels
 
 
 def _rows(n_cases: int = 60, seed: int = 1) -> tuple[list[str], list[int]]:

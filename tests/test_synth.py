@@ -12,8 +12,8 @@ from scipy import ndimage
 
 from jobs.cli import main
 from jobs.errors import BusnetError
-from jobs.synth import generate
-from jobs.synth.lesion import draw_lesion
+from jobs.data.synth import generate
+from jobs.data.synth.lesion import draw_lesion
 
 SMALL = {"min_size": 96, "max_size": 160}
 

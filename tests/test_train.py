@@ -15,8 +15,8 @@ import pyarrow as pa
 import pytest
 
 from jobs.errors import BusnetError
-from jobs.train import TrainConfig, train
-from jobs.train_state import TRAIN_STATE_FILES
+from jobs.train.driver import TrainConfig, train
+from jobs.train.state import TRAIN_STATE_FILES
 
 MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}
 
@@ -32,7 +32,7 @@ def _recompute(checkpoint_dir: Path, data_uri: str) -> tuple[dict, float]:
     """Metrics of a checkpoint on the val split, computed here without Ray or the training code."""
     import torch
 
-    from jobs.dataset import read_table
+    from jobs.data.dataset import read_table
     from models import load_checkpoint
     from models.metrics import choose_threshold, classification_metrics, segmentation_metrics
     from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask
@@ -73,7 +73,7 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
     last one exits hard in epoch 2, training restarts from epoch 1's checkpoint and finishes; the
     published best holds the metrics that an independent recomputation finds; and running the same
     name again with more epochs resumes after the last epoch."""
-    from jobs.dataset import read_manifest
+    from jobs.data.dataset import read_manifest
 
     marker = tmp_path / "crashed"
     outcome = train(_config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1,
@@ -112,7 +112,7 @@ def _without_masks(source: str, target: Path) -> str:
     """A copy of a dataset whose mask column is all null, published like ingest does."""
     import pyarrow.parquet as pq
 
-    from jobs.dataset import SCHEMA, read_manifest, read_table
+    from jobs.data.dataset import SCHEMA, read_manifest, read_table
     from jobs.storage import publish_dir
 
     table = read_table(source)
@@ -159,8 +159,8 @@ def test_a_short_training_learns(ray_local, tmp_path_factory, tmp_path):
     steadily (last epoch 0.52 and 0.38). Chance is AUC 0.5; predicting no lesion scores Dice 0 here.
     So: mean AUC of epochs 5-8 above 0.55, last-epoch Dice above 0.25 (never the best epoch's values).
     """
-    from jobs.ingest import ingest
-    from jobs.synth import generate
+    from jobs.data.ingest import ingest
+    from jobs.data.synth import generate
 
     root = tmp_path_factory.mktemp("learning-data")
     generate(root / "raw", 120, seed=3, min_size=96, max_size=160)
@@ -176,7 +176,7 @@ def test_a_short_training_learns(ray_local, tmp_path_factory, tmp_path):
 
 def _empty_mask_dice(data_uri: str) -> float:
     """Dice of predicting "no lesion" everywhere on the val split (the baseline to beat)."""
-    from jobs.dataset import read_table
+    from jobs.data.dataset import read_table
     from models.metrics import segmentation_metrics
     from models.preprocess import decode_mask, preprocess_mask
 

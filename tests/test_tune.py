@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.errors import BusnetError
-from jobs.train import TrainConfig
-from jobs.tune import TuneOptions, tune_run
+from jobs.train.driver import TrainConfig
+from jobs.train.tune import TuneOptions, tune_run
 
 
 def _base(data: str, out) -> TrainConfig:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"data": "jobs.bench_data", "train": "jobs.bench_train", "serve": "serve.bench"}
+BENCHMARKS = {"data": "jobs.bench.data", "train": "jobs.bench.train", "serve": "jobs.bench.serve"}
 
 
 def _available() -> dict:

@@ -30,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from jobs.evaluate import evaluate
-    from jobs.report import render_summary
+    from jobs.evaluate.run import evaluate
+    from jobs.evaluate.report import render_summary
 
     metrics = evaluate(args.data, args.checkpoint, args.out, split=args.split, fold=args.fold,
                        threshold=args.threshold, n_bootstrap=args.bootstrap, seed=args.seed,

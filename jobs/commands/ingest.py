@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from jobs.ingest import ingest
-    from jobs.ingest.manifest import summary
+    from jobs.data.ingest import ingest
+    from jobs.data.ingest.manifest import summary
 
     if args.workers is not None and args.workers < 1:
         raise BusnetError(f"--workers {args.workers}: must be at least 1")

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from jobs.synth import generate
+    from jobs.data.synth import generate
 
     started = time.perf_counter()
     summary = generate(args.out, args.n, args.seed, min_size=args.min_size, max_size=args.max_size,

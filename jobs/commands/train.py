@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from jobs.train import config_from_args, train
+    from jobs.train.driver import config_from_args, train
 
     if args.name is not None and ("/" in args.name or not args.name.strip()):
         raise BusnetError(f"--name {args.name!r}: use a plain name without '/'")

@@ -28,8 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from jobs.train import config_from_args
-    from jobs.tune import TuneOptions, format_table, tune_run
+    from jobs.train.driver import config_from_args
+    from jobs.train.tune import TuneOptions, format_table, tune_run
 
     options = TuneOptions(samples=args.samples, max_concurrent=args.max_concurrent, search=args.search,
                           grace_period=args.grace_period)

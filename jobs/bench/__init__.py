@@ -1,0 +1,1 @@
+"""Benchmarks: each platform path measured beside the bare baseline it wraps, in the same run."""

@@ -1,0 +1,90 @@
+"""One Candidate -> one dataset row (or a Reject saying why not).
+
+Images and masks are decoded (validated) with models.preprocess, as training and serving do.
+The image is stored as found when it is PNG or JPEG and not cropped (nothing lost, no re-encoding
+cost; readers decode it with the same decode_image); cropped or BMP images are stored as PNG of the
+decoded pixels. Masks are the union of the candidate's mask files, stored as PNG 0/255.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from jobs.data.ingest.found import Candidate, Reject
+from models.preprocess import ImageError, decode_image, decode_mask
+
+_STORED_AS_FOUND = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG signatures
+
+
+class _Unusable(ValueError):
+    """An image or mask file that cannot be ingested; the message is the reject reason."""
+
+
+def png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _crop_box(box: tuple[int, int, int, int], height: int, width: int) -> tuple[slice, slice]:
+    left, top, right, bottom = box
+    if not (0 <= left < right <= width and 0 <= top < bottom <= height):
+        raise _Unusable(f"crop box {box} (left, top, right, bottom) is not inside the {width}x{height} image")
+    return slice(top, bottom), slice(left, right)
+
+
+def encode(candidate: Candidate) -> dict | Reject:
+    """The row for a candidate: image/mask bytes, size, sha256; or why it cannot be ingested."""
+    try:
+        data = _read(candidate.image)
+        pixels = _decoded(decode_image, data, "image")
+        height, width = pixels.shape[:2]
+        window = _crop_box(candidate.crop, height, width) if candidate.crop else None
+        mask = _mask_union(candidate, height, width) if candidate.masks else None
+    except _Unusable as exc:
+        return Reject(candidate.source, str(candidate.image), str(exc))
+    if window is not None:
+        pixels, mask = pixels[window], None if mask is None else mask[window]
+        image = png(np.ascontiguousarray(pixels))
+    else:
+        image = data if data.startswith(_STORED_AS_FOUND) else png(pixels)
+    return {
+        "image_id": candidate.image_id,
+        "source": candidate.source,
+        "case_id": candidate.case_id,
+        "label": candidate.label,
+        "image": image,
+        "mask": None if mask is None else png(mask.astype(np.uint8) * 255),
+        "height": int(pixels.shape[0]),
+        "width": int(pixels.shape[1]),
+        "sha256": hashlib.sha256(image).hexdigest(),
+    }
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _Unusable(f"unreadable {path.name}: {exc.strerror or exc}") from exc
+
+
+def _decoded(decode, data: bytes, what: str) -> np.ndarray:
+    try:
+        return decode(data)
+    except ImageError as exc:
+        raise _Unusable(f"{what}: {exc}") from exc
+
+
+def _mask_union(candidate: Candidate, height: int, width: int) -> np.ndarray:
+    union = np.zeros((height, width), dtype=bool)
+    for path in candidate.masks:
+        mask = _decoded(decode_mask, _read(path), f"mask {path.name}")
+        if mask.shape != union.shape:
+            raise _Unusable(f"mask {path.name} is {mask.shape[1]}x{mask.shape[0]}, "
+                            f"the image {width}x{height}")
+        union |= mask
+    return union

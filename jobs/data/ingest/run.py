@@ -1,0 +1,148 @@
+"""ingest(): sources in their own layouts -> one published busnet dataset.
+
+Deterministic: candidates are processed in image-id order (source name + path inside the source),
+duplicates (same image bytes, or the same image listed twice) keep the first and reject the rest,
+and splits are seeded; the same input always gives the same rows, splits and content hash.
+The dataset is staged in a local temporary folder and published with jobs.storage.publish_dir,
+so a crash never leaves something a reader takes for a whole dataset.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlparse
+
+from tqdm import tqdm
+
+from jobs import storage
+from jobs.data import splits
+from jobs.data.dataset import MANIFEST
+from jobs.errors import BusnetError
+from jobs.data.ingest import adapters, manifest
+from jobs.data.ingest.encode import encode
+from jobs.data.ingest.found import Candidate, Reject, Skipped
+from jobs.data.ingest.writer import ShardWriter, add_splits
+
+
+def _local_sources(sources: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]]) -> list[tuple[str, Path]]:
+    pairs = list(sources.items()) if isinstance(sources, Mapping) else list(sources)
+    if not pairs:
+        raise BusnetError("no --source given (e.g. --source busi=/data/Dataset_BUSI_with_GT)")
+    names = [name for name, _ in pairs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise BusnetError(f"source {repeated[0]!r} given twice; give each source once")
+    resolved = []
+    for name, path in sorted(pairs, key=lambda pair: pair[0]):
+        adapters.scanner(name)  # unknown names fail before any work
+        parsed = urlparse(str(path))
+        if parsed.scheme not in ("", "file"):
+            raise BusnetError(f"--source {name}={path}: sources are read from local folders or files")
+        resolved.append((name, Path(parsed.path if parsed.scheme else str(path)).expanduser().absolute()))
+    return resolved
+
+
+def _ordered_map(pool: Executor, fn: Callable, items: Sequence, window: int) -> Iterator:
+    """pool.map with at most `window` results in flight (bounded memory), in input order."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+class _Rejects:
+    """Collects rejects in the order found; with strict, the first one stops the ingestion."""
+
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
+        self.items: list[dict] = []
+
+    def add(self, reject: Reject) -> None:
+        if self.strict:
+            raise BusnetError(f"{reject.file}: {reject.reason} (--strict)")
+        self.items.append(reject.to_dict())
+
+
+def _scan(sources: list[tuple[str, Path]], rejects: _Rejects) -> tuple[list[Candidate], dict[str, Counter]]:
+    candidates: dict[str, Candidate] = {}
+    skipped: dict[str, Counter] = defaultdict(Counter)
+    for name, root in sources:
+        if not root.exists():
+            rejects.add(Reject(name, str(root), "not found"))
+            continue
+        for item in adapters.scanner(name)(root, name):
+            if isinstance(item, Skipped):
+                skipped[item.source][item.reason] += 1
+            elif isinstance(item, Reject):
+                rejects.add(item)
+            elif item.image_id in candidates:
+                rejects.add(Reject(name, str(item.image), "duplicate image: listed more than once"))
+            else:
+                candidates[item.image_id] = item
+    return [candidates[k] for k in sorted(candidates)], skipped
+
+
+def ingest(sources: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]], out: str, *,
+           val: float = 0.1, test: float = 0.2, folds: int = 5, seed: int = 0, strict: bool = False,
+           shard_mb: float = 64.0, workers: int | None = None, progress: bool = True) -> dict:
+    """Ingest `sources` ({name: path}, names from jobs.data.ingest.adapters) into the dataset at `out`.
+
+    Returns the manifest (also written as <out>/manifest.json). Raises BusnetError on bad
+    arguments, an unusable output URI, an empty result, or (strict) the first reject.
+    """
+    resolved = _local_sources(sources)
+    if shard_mb <= 0:
+        raise BusnetError(f"--shard-mb {shard_mb}: must be positive")
+    splits.check(val=val, test=test, folds=folds)
+    storage.check_bucket(out)  # a bad URI, missing bucket or unreachable endpoint fails before any work
+    rejects = _Rejects(strict)
+    candidates, skipped = _scan(resolved, rejects)
+    workers = workers or min(8, os.cpu_count() or 1)
+
+    with tempfile.TemporaryDirectory(prefix="busnet-ingest-") as tmp:
+        spool = ShardWriter(Path(tmp) / "spool", max_bytes=int(shard_mb * 1024 * 1024))
+        meta: list[dict] = []
+        first_of: dict[str, str] = {}
+        with ThreadPoolExecutor(workers) as pool, \
+                tqdm(total=len(candidates), desc="ingest", unit="img", disable=not progress) as bar:
+            for candidate, row in zip(candidates, _ordered_map(pool, encode, candidates, 4 * workers)):
+                bar.update()
+                if isinstance(row, Reject):
+                    rejects.add(row)
+                elif row["sha256"] in first_of:
+                    rejects.add(Reject(candidate.source, str(candidate.image),
+                                       f"duplicate image: same bytes as {first_of[row['sha256']]}"))
+                else:
+                    first_of[row["sha256"]] = row["image_id"]
+                    spool.add(row)
+                    meta.append(_meta(row))
+        spool.close()
+        if not meta:
+            raise BusnetError(f"no images ingested ({len(rejects.items)} rejected); "
+                              + (f"first: {rejects.items[0]['file']}: {rejects.items[0]['reason']}"
+                                 if rejects.items else "the sources hold no labelled images"))
+        split, fold = splits.assign([m["case_id"] for m in meta], [m["label"] for m in meta],
+                                    val=val, test=test, folds=folds, seed=seed)
+        staging = Path(tmp) / "dataset"
+        files = add_splits(spool, staging, split, fold)
+        params = {"sources": {name: str(path) for name, path in resolved}, "val": val, "test": test,
+                  "folds": folds, "seed": seed, "strict": strict, "shard_mb": shard_mb}
+        result = manifest.build(meta, split, fold, rejects=rejects.items, skipped=skipped,
+                                params=params, files=files)
+        (staging / MANIFEST).write_text(json.dumps(result, indent=1) + "\n")
+        storage.publish_dir(staging, out)
+    return result
+
+
+def _meta(row: dict) -> dict:
+    mask_sha = hashlib.sha256(row["mask"]).hexdigest() if row["mask"] is not None else ""
+    return {**{k: row[k] for k in manifest.META_FIELDS if k in row}, "mask_sha256": mask_sha}

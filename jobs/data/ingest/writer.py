@@ -1,0 +1,66 @@
+"""Rows -> Parquet shards of bounded size, in two passes.
+
+Splits are decided by case over all ingested rows, so they are known only after every image was
+read. Pass 1 spools encoded rows into shards without the split/fold columns (memory stays at one
+shard); pass 2 rewrites each shard with its split and fold columns in the dataset's schema.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from jobs.data.dataset import SCHEMA, shard_name
+
+SPOOL_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ("split", "fold")])
+_ROW_OVERHEAD = 256  # bytes of ids, hash and sizes per row, roughly
+
+
+class ShardWriter:
+    """Appends rows; starts a new shard before one would exceed `max_bytes` (a lone huge row still fits)."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.files: list[Path] = []
+        self.counts: list[int] = []
+        self._rows: list[dict] = []
+        self._bytes = 0
+
+    def add(self, row: dict) -> None:
+        size = len(row["image"]) + len(row["mask"] or b"") + _ROW_OVERHEAD
+        if self._rows and self._bytes + size > self.max_bytes:
+            self._flush()
+        self._rows.append(row)
+        self._bytes += size
+
+    def close(self) -> list[Path]:
+        if self._rows:
+            self._flush()
+        return self.files
+
+    def _flush(self) -> None:
+        path = self.directory / shard_name(len(self.files))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(self._rows, schema=SPOOL_SCHEMA), path)
+        self.files.append(path)
+        self.counts.append(len(self._rows))
+        self._rows, self._bytes = [], 0
+
+
+def add_splits(spool: ShardWriter, out_dir: Path, split: Sequence[str], fold: Sequence[int]) -> list[str]:
+    """Write each spooled shard again under `out_dir` with its rows' split and fold; the shard names."""
+    names, start = [], 0
+    for index, (path, count) in enumerate(zip(spool.files, spool.counts)):
+        table = pq.read_table(path, schema=SPOOL_SCHEMA)
+        table = table.append_column(SCHEMA.field("split"), pa.array(split[start:start + count], pa.string()))
+        table = table.append_column(SCHEMA.field("fold"), pa.array(fold[start:start + count], pa.int8()))
+        name = shard_name(index)
+        (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.select(SCHEMA.names).cast(SCHEMA), out_dir / name)
+        path.unlink()
+        names.append(name)
+        start += count
+    return names

@@ -1,0 +1,54 @@
+"""Batch inference for `busnet evaluate`: a Ray Data callable class that loads the checkpoint once
+per actor and turns batches of preprocessed images into probabilities, masks and per-image scores."""
+from __future__ import annotations
+
+import numpy as np
+
+from jobs.evaluate.results import MASK_THRESHOLD
+
+
+class BatchPredictor:
+    """Ray Data callable class: loads the checkpoint once per actor, then predicts batches."""
+
+    def __init__(self, checkpoint_uri: str):
+        import torch
+
+        from models import load_checkpoint
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model, config = load_checkpoint(checkpoint_uri, device=self.device)
+        pre = config["preprocessing"]
+        self.mean = np.asarray(pre["mean"], dtype=np.float32)[:, None, None]
+        self.std = np.asarray(pre["std"], dtype=np.float32)[:, None, None]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from models.metrics import segmentation_metrics
+
+        images = torch.from_numpy(np.ascontiguousarray(batch["image"], dtype=np.float32)).to(self.device)
+        with torch.inference_mode():
+            outputs = self.model(images)
+        result = {
+            "image_id": batch["image_id"], "source": batch["source"],
+            "label": np.asarray(batch["label"]).astype(np.int8),
+            "prob": torch.sigmoid(outputs["logits"].float()).cpu().numpy().astype(np.float64),
+            "has_mask": np.asarray(batch["has_mask"], dtype=bool),
+        }
+        if outputs["mask_logits"] is None:
+            return result
+        predicted = (torch.sigmoid(outputs["mask_logits"].float()) > MASK_THRESHOLD).cpu().numpy()[:, 0]
+        truth = np.asarray(batch["mask"])[:, 0] > 0.5
+        scores = [segmentation_metrics(truth[i:i + 1], predicted[i:i + 1]) if has else None
+                  for i, has in enumerate(result["has_mask"])]
+        result["dsc"] = np.array([s["dsc"] if s else np.nan for s in scores], dtype=np.float64)
+        result["ji"] = np.array([s["ji"] if s else np.nan for s in scores], dtype=np.float64)
+        result["pred_mask"] = predicted.astype(np.uint8)
+        result["true_mask"] = truth.astype(np.uint8)
+        result["display"] = self._display(np.asarray(batch["image"]))
+        return result
+
+    def _display(self, images: np.ndarray) -> np.ndarray:
+        """The network's input back in [0, 255] gray (ultrasound is gray), for the overlays."""
+        pixels = np.clip(images * self.std + self.mean, 0.0, 1.0).mean(axis=1)
+        return np.round(pixels * 255).astype(np.uint8)

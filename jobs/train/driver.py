@@ -1,0 +1,296 @@
+"""`busnet train`: the paper's training (section 3.3) as a Ray Train V2 data-parallel run.
+
+The driver checks everything it can before any worker starts (the data: empty splits, masks for a
+segmentation variant, enough images for one batch per worker; the cluster: enough CPUs/GPUs for the
+workers with room left for Ray Data), then runs a `TorchTrainer` over `jobs.train.loop` with the Ray
+Data pipeline as input. Run folder `<out>/<name>/` (Ray Train's storage_path / name): one checkpoint
+directory per epoch (`epoch-NNNN/`, our checkpoint format + resumable training state), the best K by
+the chosen metric kept. After fit the best is published, complete or not at all, to `<out>/<name>/best/`.
+
+Running again with the same `out` and `name` resumes: Ray Train V2 finds the run's checkpoint
+manager snapshot there and hands the latest checkpoint to the workers, which continue with the next
+epoch and the saved optimizer state. `FailureConfig(max_failures)` restarts a failed worker group the
+same way, so a worker that dies costs at most the epoch in progress.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs import storage
+from jobs.errors import BusnetError
+from jobs.train.state import TRAIN_STATE_FILES
+
+METRICS = ("val_auc", "val_acc", "val_sens", "val_spec", "val_f1", "val_fnr", "val_fpr", "val_dsc", "val_ji",
+           "val_loss")
+LOWER_IS_BETTER = ("val_fnr", "val_fpr", "val_loss")
+DATA_CPU_RESERVE = 1.0  # CPUs Ray Data must keep for decoding, or it stalls (REFERENCE.md section 4)
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Hyperparameter defaults are the paper's (3.3); `epochs` is ours (not stated)."""
+
+    data: str
+    out: str
+    name: str | None = None
+    preset: str = "tiny"
+    variant: str = "hybrid"
+    workers: int = 1
+    gpu: bool = False
+    epochs: int = 30
+    batch_size: int = 4
+    lr: float = 1e-5
+    w1: float = 3.0
+    alpha: float = 0.5
+    gamma: float = 2.0
+    fold: int | None = None
+    pretrained_cnn: str | None = None
+    pretrained_swin: str | None = None
+    input_size: int | None = None
+    keep: int = 3
+    metric: str = "val_auc"
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+    seed: int = 0
+    # Fault injection for tests: when set, the last worker exits hard once in epoch 2, leaving this file.
+    crash_once_marker: str | None = None
+
+    def run_name(self) -> str:
+        return self.name or time.strftime("run-%Y%m%d-%H%M%S")
+
+    def mode(self) -> str:
+        return "min" if self.metric in LOWER_IS_BETTER else "max"
+
+
+@dataclass
+class Prepared:
+    """What the driver learnt before training: the model's config and preprocessing, the data's shape."""
+
+    model_config: dict
+    preprocessing: dict
+    has_segmentation: bool
+    content_hash: str
+    splits: dict[str, dict[str, int]]
+
+
+@dataclass
+class TrainOutcome:
+    run_uri: str
+    best_uri: str
+    best_metrics: dict
+    epochs_reported: int
+
+
+def prepare(config: TrainConfig) -> Prepared:
+    """Validate the options, the model and the data without starting any worker."""
+    from models import build_model
+    from models.preprocess import Preprocessing
+
+    _validate_options(config)
+    overrides = {"input_size": config.input_size} if config.input_size else {}
+    try:
+        model = build_model(config.preset, config.variant, **overrides)
+    except ValueError as exc:
+        raise BusnetError(str(exc)) from exc
+    from jobs.data.dataset import read_manifest
+
+    manifest = read_manifest(config.data)
+    splits = split_summary(config.data, config.fold)
+    _check_data(config, splits, model.has_segmentation)
+    return Prepared(model_config=model.config, preprocessing=Preprocessing(size=model.input_size).to_dict(),
+                    has_segmentation=model.has_segmentation, content_hash=manifest["content_hash"], splits=splits)
+
+
+def _validate_options(config: TrainConfig) -> None:
+    if config.metric not in METRICS:
+        raise BusnetError(f"--metric {config.metric!r}: choose one of {', '.join(METRICS)}")
+    for name in ("workers", "epochs", "batch_size", "keep"):
+        if getattr(config, name) < 1:
+            raise BusnetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if config.lr <= 0 or config.cpus_per_worker <= 0:
+        raise BusnetError("--lr and --cpus-per-worker must be positive")
+    if config.fold is not None and config.fold < 0:
+        raise BusnetError(f"--fold must be >= 0, got {config.fold}")
+
+
+def split_summary(data_uri: str, fold: int | None) -> dict[str, dict[str, int]]:
+    """Images, malignant images and images with a mask in the train and val splits (the fold
+    semantics of `jobs.data.pipeline.read_split`), from the Parquet columns without decoding any image."""
+    import pyarrow.compute as pc
+
+    from jobs.data.dataset import read_table
+    from jobs.data.pipeline import split_filter
+
+    table = read_table(data_uri, columns=["split", "fold", "label", "mask"])
+    summary = {}
+    for split in ("train", "val"):
+        rows = table.filter(split_filter(split, fold).to_pyarrow())
+        summary[split] = {"images": rows.num_rows,
+                          "malignant": int(pc.sum(pc.equal(rows["label"], 1)).as_py() or 0),
+                          "with_mask": rows.num_rows - rows["mask"].null_count}
+    return summary
+
+
+def _check_data(config: TrainConfig, splits: dict, has_segmentation: bool) -> None:
+    where = f"{config.data}" + (f" (fold {config.fold} held out)" if config.fold is not None else "")
+    for split, counts in splits.items():
+        if counts["images"] == 0:
+            hint = " (is --fold within the dataset's folds?)" if config.fold is not None else ""
+            raise BusnetError(f"{where}: the {split} split is empty{hint}")
+    if has_segmentation and splits["train"]["with_mask"] == 0:
+        raise BusnetError(f"{where}: no training image has a mask, but variant {config.variant!r} learns "
+                          "segmentation; use --variant swin or a dataset with masks")
+    val = splits["val"]
+    if config.metric == "val_auc" and val["malignant"] in (0, val["images"]):
+        raise BusnetError(f"{where}: the val split has only one class, so val_auc is undefined; "
+                          "use --metric val_loss or a dataset with both classes in val")
+    if splits["train"]["images"] < config.workers * config.batch_size:
+        raise BusnetError(f"{where}: {splits['train']['images']} training images cannot fill one batch of "
+                          f"{config.batch_size} on each of {config.workers} workers")
+
+
+def check_cluster(cpus_needed: float, gpus_needed: float, what: str) -> None:
+    """Refuse to start what the cluster cannot hold (it would wait forever) or that starves Ray Data."""
+    import ray
+
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if os.environ.get("RAY_ADDRESS") and (gpus_needed > gpus or cpus_needed + DATA_CPU_RESERVE > cpus):
+        # A joined cluster may autoscale (KubeRay, the VM launcher): wait for it instead of refusing.
+        print(f"{what} needs {gpus_needed:g} GPUs and {cpus_needed + DATA_CPU_RESERVE:g} CPUs; the cluster has "
+              f"{gpus:g} and {cpus:g} now: waiting for the autoscaler", flush=True)
+        return
+    if gpus_needed > gpus:
+        raise BusnetError(f"{what} needs {gpus_needed:g} GPUs, the Ray cluster has {gpus:g}")
+    if cpus_needed + DATA_CPU_RESERVE > cpus:
+        raise BusnetError(f"{what} needs {cpus_needed:g} CPUs plus {DATA_CPU_RESERVE:g} for Ray Data, the Ray "
+                          f"cluster has {cpus:g}: lower --workers or --cpus-per-worker")
+
+
+def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: str | None = None) -> dict:
+    """The plain-values config each worker gets (see `jobs.train.loop`)."""
+    hyperparameters = {k: getattr(config, k) for k in (
+        "preset", "variant", "workers", "epochs", "batch_size", "lr", "w1", "alpha", "gamma", "fold",
+        "input_size", "metric", "seed", "pretrained_cnn", "pretrained_swin")}
+    return {
+        "preset": config.preset, "variant": config.variant, "overrides": prepared.model_config["overrides"],
+        "pretrained_cnn": config.pretrained_cnn, "pretrained_swin": config.pretrained_swin,
+        "preprocessing": prepared.preprocessing, "epochs": config.epochs, "batch_size": config.batch_size,
+        "lr": config.lr, "w1": config.w1, "alpha": config.alpha, "gamma": config.gamma, "seed": config.seed,
+        "crash_once_marker": config.crash_once_marker,
+        "lineage": {"dataset": {"uri": config.data, "content_hash": prepared.content_hash},
+                    "hyperparameters": hyperparameters, "run_name": name, "trial_id": trial_id},
+    }
+
+
+def fit(config: TrainConfig, prepared: Prepared, *, name: str, storage_uri: str, callbacks: list | None = None,
+        trial_id: str | None = None):
+    """Build the datasets and the TorchTrainer, and run it; returns Ray Train's `Result`."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from jobs.data.pipeline import read_split
+    from jobs.train.loop import TRAIN_COLUMNS, train_loop_per_worker
+    from models.preprocess import Preprocessing
+
+    preprocessing = Preprocessing.from_dict(prepared.preprocessing)
+    datasets = {
+        "train": read_split(config.data, "train", fold=config.fold, preprocessing=preprocessing, shuffle=True,
+                            seed=config.seed).select_columns(TRAIN_COLUMNS),
+        "val": read_split(config.data, "val", fold=config.fold, preprocessing=preprocessing
+                          ).select_columns(TRAIN_COLUMNS),
+    }
+    for dataset in datasets.values():
+        dataset.context.enable_progress_bars = False  # the epoch lines are the progress; bars would bury them
+    resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.gpu else {})}
+    fs, path = storage.filesystem(storage_uri)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config(config, prepared, name, trial_id),
+        scaling_config=ray.train.ScalingConfig(num_workers=config.workers, use_gpu=config.gpu,
+                                               resources_per_worker=resources),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=path, storage_filesystem=fs,
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep,
+                                                         checkpoint_score_attribute=config.metric,
+                                                         checkpoint_score_order=config.mode()),
+            failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            callbacks=callbacks or []),
+        datasets=datasets,
+        # Validation runs on rank 0 over the whole val split; only the training data is sharded.
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+    )
+    return trainer.fit()
+
+
+def fit_or_explain(config: TrainConfig, prepared: Prepared, **kwargs):
+    """`fit`, with a failed run turned into one line: the workers' own error, not Ray's wrapper."""
+    import ray.train
+
+    try:
+        return fit(config, prepared, **kwargs)
+    except ray.train.TrainingFailedError as exc:
+        raise BusnetError(f"training failed: {failure_summary(exc)}") from exc
+
+
+def failure_summary(exc: BaseException) -> str:
+    """The last `SomeError: message` line of a (remote) traceback, else its first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b.*:", line)]
+    return (errors or lines or [type(exc).__name__])[-1 if errors else 0]
+
+
+def best_of(result, metric: str, mode: str) -> tuple:
+    """(checkpoint, metrics) of the best kept checkpoint of a Ray Train result."""
+    kept = [(c, m) for c, m in (result.best_checkpoints or []) if m.get(metric) == m.get(metric)]  # skips NaN
+    if not kept:
+        raise BusnetError(f"the run reported no checkpoint with a {metric} value")
+    pick = max if mode == "max" else min
+    return pick(kept, key=lambda pair: pair[1][metric])
+
+
+def publish_checkpoint(checkpoint, uri: str) -> None:
+    """Publish a kept Ray checkpoint as a model checkpoint (our format, no training state) at `uri`."""
+    with tempfile.TemporaryDirectory(prefix="busnet-best-") as scratch:
+        raw, clean = Path(scratch) / "raw", Path(scratch) / "clean"
+        checkpoint.to_directory(str(raw))
+        clean.mkdir()
+        for item in raw.iterdir():
+            if item.is_file() and item.name not in TRAIN_STATE_FILES and not item.name.startswith("."):
+                shutil.copy2(item, clean / item.name)
+        storage.publish_dir(clean, uri)
+
+
+def train(config: TrainConfig) -> TrainOutcome:
+    """Check, train, publish the best checkpoint; the whole of `busnet train`."""
+    from jobs.runtime import init_ray
+
+    prepared = prepare(config)
+    name = config.run_name()
+    init_ray()
+    gpus = config.workers if config.gpu else 0
+    check_cluster(config.workers * config.cpus_per_worker, gpus, f"{config.workers} training workers")
+    splits = prepared.splits
+    print(f"[busnet train] run {name}: {splits['train']['images']} training / {splits['val']['images']} "
+          f"validation images, {config.workers} worker(s), {config.epochs} epochs -> "
+          f"{storage.join(config.out, name)}", flush=True)
+    result = fit_or_explain(config, prepared, name=name, storage_uri=config.out)
+    checkpoint, metrics = best_of(result, config.metric, config.mode())
+    best_uri = storage.join(config.out, name, "best")
+    publish_checkpoint(checkpoint, best_uri)
+    return TrainOutcome(run_uri=storage.join(config.out, name), best_uri=best_uri, best_metrics=metrics,
+                        epochs_reported=len(result.metrics_dataframe) if result.metrics_dataframe is not None
+                        else 0)
+
+
+def config_from_args(args) -> TrainConfig:
+    """A TrainConfig from parsed `busnet train` arguments (shared with `busnet tune`)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})

@@ -1,0 +1,207 @@
+"""The loop each Ray Train worker runs: paper 3.3 training on its data shard, validation, checkpoints.
+
+Every epoch: augment on the worker's device (kornia), forward under bf16 autocast on GPU, the
+multitask loss, a DDP step (Adam). Then rank 0 validates on the whole val split (not sharded, so the
+numbers are those of the model on that split, not of a lucky shard), chooses the decision threshold
+there, and writes a checkpoint in our format plus the optimizer state (pickle-free) into a temp dir.
+Every rank calls `ray.train.report` (a barrier); only rank 0 hands over a checkpoint.
+
+Resume (same run folder, or a worker group restarted after a failure) starts from the epoch after
+the last reported checkpoint: a failure costs at most the epoch in progress (and the one before it
+when the worker dies within the 2 s in which Ray Train's controller collects a report).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jobs.train.state import load_train_state, save_train_state
+
+TRAIN_COLUMNS = ["image", "mask", "has_mask", "label"]
+CRASH_EPOCH = 2  # the fault-injection hook (`crash_once_marker`) fires in this epoch
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point; `config` is `jobs.train.loop_config(...)` (plain JSON-able values)."""
+    import ray.train
+    import ray.train.torch
+
+    from models import build_model, load_checkpoint
+    from models.preprocess import Preprocessing
+
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    use_bf16 = device.type == "cuda"
+    torch.manual_seed(config["seed"] * 1000 + rank)
+
+    model = build_model(config["preset"], config["variant"], **config["overrides"],
+                        pretrained_cnn=config.get("pretrained_cnn"), pretrained_swin=config.get("pretrained_swin"))
+    state = {"epoch": 0, "epochs_run": [], "starts": []}
+    checkpoint = ray.train.get_checkpoint()
+    optimizer_state_dir = None
+    if checkpoint is not None:
+        optimizer_state_dir = Path(tempfile.mkdtemp(prefix="busnet-resume-"))
+        checkpoint.to_directory(str(optimizer_state_dir))
+        restored, _ = load_checkpoint(str(optimizer_state_dir))
+        model.load_state_dict(restored.state_dict())
+    model = ray.train.torch.prepare_model(model)
+    plain_model = model.module if hasattr(model, "module") else model
+    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    if optimizer_state_dir is not None:
+        state = load_train_state(optimizer_state_dir, optimizer)
+    first_epoch = state["epoch"] + 1
+    state["starts"] = [*state["starts"], first_epoch]
+    preprocessing = Preprocessing.from_dict(config["preprocessing"])
+
+    from jobs.data.augment import Augmenter
+
+    augmenter = Augmenter(device)
+    for epoch in range(first_epoch, config["epochs"] + 1):
+        train_loss, images_per_s = _train_one_epoch(model, optimizer, augmenter, config, epoch, rank, world,
+                                                    device, use_bf16)
+        metrics = {"epoch": epoch, "train_loss": train_loss, "images_per_s": images_per_s}
+        state = {**state, "epoch": epoch, "epochs_run": [*state["epochs_run"], epoch]}
+        if rank == 0:
+            validation, threshold = validate(plain_model, ray.train.get_dataset_shard("val"), config, device, use_bf16)
+            metrics.update(validation, threshold=threshold)
+            _print_progress(metrics, config["epochs"])
+            with tempfile.TemporaryDirectory(prefix="busnet-ckpt-") as directory:
+                _write_checkpoint(plain_model, optimizer, directory, preprocessing, threshold, metrics, state, config)
+                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
+                                 checkpoint_dir_name=f"epoch-{epoch:04d}")
+        else:
+            ray.train.report(metrics)
+
+
+def _train_one_epoch(model, optimizer, augmenter, config: dict, epoch: int, rank: int, world: int,
+                     device: torch.device, use_bf16: bool) -> tuple[float, float]:
+    """One pass over this worker's shard; returns (mean loss, images/s) over all workers."""
+    import ray.train
+
+    from models.losses import multitask_loss
+
+    model.train()
+    loss_sum, images, started = 0.0, 0, time.perf_counter()
+    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
+        batch_size=config["batch_size"], drop_last=True, device=device)
+    for step, batch in enumerate(batches):
+        _maybe_crash(config.get("crash_once_marker"), epoch, step, rank, world)
+        images_batch, masks = augmenter(batch["image"], batch["mask"])
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            outputs = model(images_batch)
+        outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
+        loss = multitask_loss(outputs, batch["label"], masks, w1=config["w1"], alpha=config["alpha"],
+                              gamma=config["gamma"], has_mask=batch["has_mask"]).total
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += float(loss.detach()) * len(batch["label"])
+        images += len(batch["label"])
+    elapsed = time.perf_counter() - started
+    totals = torch.tensor([loss_sum, float(images)], dtype=torch.float64)
+    longest = torch.tensor([elapsed], dtype=torch.float64)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(totals, op=dist.ReduceOp.SUM)
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+    loss_total, image_total = totals.tolist()
+    return loss_total / max(image_total, 1.0), image_total / max(float(longest), 1e-9)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, shard, config: dict, device: torch.device, use_bf16: bool = False
+             ) -> tuple[dict[str, float], float]:
+    """Every metric of `models.metrics` (+ val_loss) on the whole val split, at the threshold chosen there."""
+    from models.losses import multitask_loss
+    from models.metrics import choose_threshold, classification_metrics, segmentation_metrics
+
+    model.eval()
+    probs, labels = [], []
+    loss_sum, seg_sums, seg_images = 0.0, {"dsc": 0.0, "ji": 0.0}, 0
+    for batch in shard.iter_torch_batches(batch_size=config["batch_size"], device=device):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            outputs = model(batch["image"])
+        outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
+        loss = multitask_loss(outputs, batch["label"], batch["mask"], w1=config["w1"], alpha=config["alpha"],
+                              gamma=config["gamma"], has_mask=batch["has_mask"]).total
+        loss_sum += float(loss) * len(batch["label"])
+        probs.append(torch.sigmoid(outputs["logits"]).cpu().numpy())
+        labels.append(batch["label"].cpu().numpy())
+        has_mask = batch["has_mask"].cpu().numpy().astype(bool)
+        if outputs["mask_logits"] is not None and has_mask.any():
+            predicted = (outputs["mask_logits"] > 0).cpu().numpy()[has_mask, 0]
+            true = (batch["mask"] > 0.5).cpu().numpy()[has_mask, 0]
+            batch_seg = segmentation_metrics(true, predicted)  # mean per image over this batch
+            for key in seg_sums:
+                seg_sums[key] += batch_seg[key] * int(has_mask.sum())
+            seg_images += int(has_mask.sum())
+    y_true, y_prob = np.concatenate(labels).astype(int), np.concatenate(probs)
+    threshold = robust_threshold(y_prob, float(choose_threshold(y_true, y_prob)))
+    metrics = {f"val_{k}": float(v) for k, v in classification_metrics(y_true, y_prob, threshold).items()}
+    metrics["val_loss"] = loss_sum / len(y_true)
+    if seg_images:
+        metrics.update({f"val_{k}": v / seg_images for k, v in seg_sums.items()})
+    return metrics, threshold
+
+
+def robust_threshold(probs: np.ndarray, chosen: float) -> float:
+    """Move Youden's threshold (which equals one image's probability) halfway down to the next lower
+    probability: the same decisions on this split, but not on a knife edge where 1e-7 of float noise
+    (another batch size, another machine) flips that image."""
+    lower = probs[probs < chosen]
+    return float((chosen + lower.max()) / 2) if lower.size else chosen
+
+
+def _write_checkpoint(model, optimizer, directory: str, preprocessing, threshold: float, metrics: dict,
+                      state: dict, config: dict) -> None:
+    from models import save_checkpoint
+
+    lineage = {**config["lineage"], "epoch": metrics["epoch"]}
+    save_checkpoint(model, directory, preprocessing=preprocessing, threshold=threshold, metrics=metrics,
+                    lineage=lineage)
+    save_train_state(directory, optimizer, state)
+
+
+def _print_progress(metrics: dict, epochs: int) -> None:
+    """One console line per epoch. Written to stdout directly: Ray Train turns a worker's `print`
+    into a log record that reaches the console twice (from the worker's stdout and stderr files)."""
+    shown = ["train_loss", "val_loss", "val_auc", "val_acc", "val_dsc", "images_per_s"]
+    parts = [f"{k}={metrics[k]:.4g}" for k in shown if k in metrics]
+    sys.stdout.write(f"[busnet train] epoch {metrics['epoch']}/{epochs} " + " ".join(parts) + "\n")
+    sys.stdout.flush()
+
+
+def _maybe_crash(marker: str | None, epoch: int, step: int, rank: int, world: int) -> None:
+    """Fault injection for tests: the last rank exits hard once, mid-way into epoch CRASH_EPOCH.
+
+    It first waits until the controller has registered the previous epoch's checkpoint: Ray Train
+    collects reports by polling the workers (every 2 s), so a worker that dies sooner than that after
+    a report also loses that epoch. The test checks the guarantee past that window.
+    """
+    if marker and epoch == CRASH_EPOCH and step == 1 and rank == world - 1 and not os.path.exists(marker):
+        _wait_until_registered(f"epoch-{epoch - 1:04d}")
+        Path(marker).write_text(f"worker of rank {rank} exited in epoch {epoch}\n")
+        os._exit(1)
+
+
+def _wait_until_registered(checkpoint_dir_name: str, timeout_s: float = 120.0) -> None:
+    import ray.train
+
+    storage = ray.train.get_context().get_storage()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with storage.storage_filesystem.open_input_stream(storage.checkpoint_manager_snapshot_path) as stream:
+                if checkpoint_dir_name in stream.read().decode():
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.5)
