@@ -12,15 +12,24 @@ import pytest
 
 from jobs.runtime import free_port
 
-SHARED_BUSI_SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "busi-sample"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared_path(*parts: str) -> Path:
+    """A file or folder of the project's shared/ (beside the clone, as in CI); a clear failure without it.
+
+    CI always has shared/, so a test that needs it must fail, not skip: a skip would hide that it never ran.
+    """
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"{path} is missing: these tests need the project's shared/ folder beside the clone")
+    return path
 
 
 @pytest.fixture(scope="session")
 def busi_sample() -> Path:
-    """The 20 real BUSI images beside the repository; tests that need them skip without them."""
-    if not SHARED_BUSI_SAMPLE.is_dir():
-        pytest.skip(f"real BUSI sample not found at {SHARED_BUSI_SAMPLE}")
-    return SHARED_BUSI_SAMPLE
+    """The 20 real BUSI images (CC0) in BUSI's own layout."""
+    return shared_path("data", "busi-sample")
 
 
 @pytest.fixture(scope="session")
@@ -77,8 +86,8 @@ def ray_local(s3_server):
 def synthetic_dataset(tmp_path_factory) -> str:
     """Local URI of a small ingested synthetic dataset [ingest]: 40 images of 120-200 px with masks,
     16 cases, train/val/test by case (0.1 val, 0.2 test), 5 folds, seed 0."""
-    from jobs.ingest import ingest
-    from jobs.synth import generate
+    from jobs.data.ingest import ingest
+    from jobs.data.synth import generate
 
     root = tmp_path_factory.mktemp("synthetic-dataset")
     generate(root / "raw", 40, seed=0, min_size=120, max_size=200)
