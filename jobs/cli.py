@@ -4,6 +4,7 @@ Each command module defines `add_arguments(parser)` and `run(args) -> int | None
 imports (ray, torch) inside `run`, so that `busnet --help` is instant. Failures print one line and
 exit non-zero; set BUSNET_DEBUG=1 to see the traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     for name, module in _command_modules().items():
         summary = (module.__doc__ or name).strip().splitlines()[0].replace("%", "%%")
         command = sub.add_parser(
-            name, help=summary, description=module.__doc__,
+            name,
+            help=summary,
+            description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
         module.add_arguments(command)

@@ -4,6 +4,7 @@ Every stage is the real `busnet` command (run in this process, on one local Ray)
 workdir, so what the demo shows is exactly what a user gets from the CLI. A stage whose output is
 complete and whose parameters are unchanged is reused on the next run (`demo-state.json`).
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,16 @@ class DemoPaths:
     state: Path
 
     @classmethod
-    def under(cls, workdir: Path) -> "DemoPaths":
-        return cls(workdir / "synthetic", workdir / "dataset", workdir / "runs", workdir / "runs" / "best",
-                   workdir / "report", workdir / "overlays", workdir / "demo-state.json")
+    def under(cls, workdir: Path) -> DemoPaths:
+        return cls(
+            workdir / "synthetic",
+            workdir / "dataset",
+            workdir / "runs",
+            workdir / "runs" / "best",
+            workdir / "report",
+            workdir / "overlays",
+            workdir / "demo-state.json",
+        )
 
 
 class _Stages:
@@ -90,8 +98,9 @@ def run_demo(config: DemoConfig) -> dict:
     stages.announce(f"synth: {config.images} synthetic B-mode images with lesion masks")
     synth = {"n": config.images, "seed": config.seed}
     if not stages.reusable("synth", synth, (paths.synthetic / "cases.csv").exists()):
-        stages.busnet("synth", "--out", str(paths.synthetic), "--n", str(config.images),
-                      "--seed", str(config.seed), "--force")
+        stages.busnet(
+            "synth", "--out", str(paths.synthetic), "--n", str(config.images), "--seed", str(config.seed), "--force"
+        )
         stages.finished("synth", synth)
 
     stages.announce("ingest: one versioned Parquet dataset, split by case")
@@ -103,21 +112,57 @@ def run_demo(config: DemoConfig) -> dict:
         stages.busnet("ingest", *sources, "--out", str(paths.dataset), "--seed", str(config.seed))
         stages.finished("ingest", ingest)
 
-    stages.announce(f"tune: Ray Tune over w1, alpha, gamma ({config.trials} trials x {config.epochs} epochs, tiny preset)")
-    tune = {"trials": config.trials, "epochs": config.epochs, "size": config.input_size, "lr": config.lr,
-            "seed": config.seed, "ingest": ingest}
+    stages.announce(
+        f"tune: Ray Tune over w1, alpha, gamma ({config.trials} trials x {config.epochs} epochs, tiny preset)"
+    )
+    tune = {
+        "trials": config.trials,
+        "epochs": config.epochs,
+        "size": config.input_size,
+        "lr": config.lr,
+        "seed": config.seed,
+        "ingest": ingest,
+    }
     if not stages.reusable("tune", tune, storage.is_complete(str(paths.best))):
-        stages.busnet("tune", "--data", str(paths.dataset), "--out", str(paths.runs),
-                      "--samples", str(config.trials), "--max-concurrent", "1", "--epochs", str(config.epochs),
-                      "--preset", "tiny", "--input-size", str(config.input_size), "--lr", str(config.lr),
-                      "--batch-size", "8", "--seed", str(config.seed))
+        stages.busnet(
+            "tune",
+            "--data",
+            str(paths.dataset),
+            "--out",
+            str(paths.runs),
+            "--samples",
+            str(config.trials),
+            "--max-concurrent",
+            "1",
+            "--epochs",
+            str(config.epochs),
+            "--preset",
+            "tiny",
+            "--input-size",
+            str(config.input_size),
+            "--lr",
+            str(config.lr),
+            "--batch-size",
+            "8",
+            "--seed",
+            str(config.seed),
+        )
         stages.finished("tune", tune)
 
     stages.announce("evaluate: Table 2 metrics on the test split, bootstrap 95% CIs, plots")
     evaluate = {"tune": tune}
     if not stages.reusable("evaluate", evaluate, (paths.report / "metrics.json").exists()):
-        stages.busnet("evaluate", "--data", str(paths.dataset), "--checkpoint", str(paths.best),
-                      "--split", "test", "--out", str(paths.report))
+        stages.busnet(
+            "evaluate",
+            "--data",
+            str(paths.dataset),
+            "--checkpoint",
+            str(paths.best),
+            "--split",
+            "test",
+            "--out",
+            str(paths.report),
+        )
         stages.finished("evaluate", evaluate)
     metrics = json.loads((paths.report / "metrics.json").read_text())
 
@@ -189,8 +234,9 @@ def _test_images(paths: DemoPaths, count: int) -> dict[str, str]:
     """Original image files of the test split (never trained on), written out: {file: true label}."""
     from jobs.data.dataset import read_table
 
-    test = read_table(str(paths.dataset), columns=["image_id", "label", "image"],
-                      filters=[("split", "==", "test")]).to_pylist()
+    test = read_table(
+        str(paths.dataset), columns=["image_id", "label", "image"], filters=[("split", "==", "test")]
+    ).to_pylist()
     by_label = [[r for r in test if r["label"] == label] for label in (0, 1)]
     rows = [r for pair in zip(*by_label) for r in pair][:count]  # benign and malignant in turn
     folder = paths.overlays.parent / "test-images"

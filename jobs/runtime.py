@@ -9,6 +9,7 @@ PlacementGroupCleaner asks the State API, which the dashboard serves, whether a 
 is still alive: without it, each Tune trial that ASHA stops keeps its workers' CPUs reserved for
 good, and the cleaner logs a warning every second.
 """
+
 from __future__ import annotations
 
 import os

@@ -9,6 +9,7 @@ A directory "publishes" atomically for readers: locally it is written beside the
 renamed into place; on S3 (no rename) every file is uploaded first and the `_COMPLETE` marker last,
 and readers only trust a directory that has it.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,9 @@ def s3_filesystem() -> pafs.S3FileSystem:
             secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
             session_token=os.environ.get("AWS_SESSION_TOKEN"),
         )
-    options.update(connect_timeout=5, request_timeout=30,
-                   retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3))
+    options.update(
+        connect_timeout=5, request_timeout=30, retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=3)
+    )
     return pafs.S3FileSystem(**options)
 
 
@@ -146,8 +148,9 @@ def download_dir(uri: str, local_dir: str | Path) -> Path:
     try:
         if fs.get_file_info(path).type != pafs.FileType.Directory:
             raise BusnetError(f"{uri}: not a directory")
-        pafs.copy_files(path, str(local_dir.absolute()), source_filesystem=fs,
-                        destination_filesystem=pafs.LocalFileSystem())
+        pafs.copy_files(
+            path, str(local_dir.absolute()), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem()
+        )
     except OSError as exc:
         raise _explain(uri, exc) from exc
     return local_dir
@@ -184,8 +187,9 @@ def publish_dir(local_dir: str | Path, uri: str) -> None:
         if fs.get_file_info(marker).type != pafs.FileType.NotFound:
             fs.delete_file(marker)
         fs.delete_dir_contents(path, missing_dir_ok=True)
-        pafs.copy_files(str(local_dir.absolute()), path, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=fs)
+        pafs.copy_files(
+            str(local_dir.absolute()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+        )
         with fs.open_output_stream(marker) as stream:
             stream.write(b"")
     except OSError as exc:

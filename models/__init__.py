@@ -3,13 +3,17 @@
 No Ray here: `from models import build_model, load_checkpoint` is all a notebook needs. The names
 below load on first use, so `import models.preprocess` (ingestion, serving) does not pay for timm.
 """
+
 from __future__ import annotations
 
 import importlib
 
 _EXPORTS = {
-    "build_model": "models.network", "PRESETS": "models.network", "VARIANTS": "models.network",
-    "save_checkpoint": "models.checkpoint", "load_checkpoint": "models.checkpoint",
+    "build_model": "models.network",
+    "PRESETS": "models.network",
+    "VARIANTS": "models.network",
+    "save_checkpoint": "models.checkpoint",
+    "load_checkpoint": "models.checkpoint",
 }
 __all__ = sorted(_EXPORTS)
 

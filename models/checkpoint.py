@@ -10,6 +10,7 @@
 config.json describes must have exactly the stored keys and shapes. Other files in the directory
 (e.g. the trainer's optimizer state) are ignored.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,8 +51,15 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             return model
 
 
-def save_checkpoint(model: nn.Module, directory: str | Path, *, preprocessing: Preprocessing | None = None,
-                    threshold: float = 0.5, metrics: dict | None = None, lineage: dict | None = None) -> Path:
+def save_checkpoint(
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    preprocessing: Preprocessing | None = None,
+    threshold: float = 0.5,
+    metrics: dict | None = None,
+    lineage: dict | None = None,
+) -> Path:
     """Write the checkpoint files into a local directory (created if needed); returns its path.
 
     Publish it to object storage with jobs.storage.publish_dir. `preprocessing` defaults to
@@ -63,13 +71,17 @@ def save_checkpoint(model: nn.Module, directory: str | Path, *, preprocessing: P
         raise ValueError(f"{type(model).__name__} has no .config dict: build it with models.build_model")
     preprocessing = preprocessing or Preprocessing(size=model.input_size)
     if preprocessing.size != model.input_size:
-        raise ValueError(f"preprocessing size {preprocessing.size} differs from the model's input size {model.input_size}")
+        raise ValueError(
+            f"preprocessing size {preprocessing.size} differs from the model's input size {model.input_size}"
+        )
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
     if storage.is_remote(str(directory)):
-        raise ValueError(f"save_checkpoint writes a local directory, got {directory!r}: "
-                         "save locally, then publish with jobs.storage.publish_dir")
+        raise ValueError(
+            f"save_checkpoint writes a local directory, got {directory!r}: "
+            "save locally, then publish with jobs.storage.publish_dir"
+        )
 
     directory = storage.local_path(str(directory))
     directory.mkdir(parents=True, exist_ok=True)
@@ -83,8 +95,11 @@ def save_checkpoint(model: nn.Module, directory: str | Path, *, preprocessing: P
         "threshold": threshold,
         "weights_sha256": _sha256(directory / WEIGHTS),
     }
-    lineage = {**(lineage or {}), "code_version": code_version(),
-               "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    lineage = {
+        **(lineage or {}),
+        "code_version": code_version(),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
     _write_json(directory / METRICS, metrics or {})
     _write_json(directory / LINEAGE, lineage)
     _write_json(directory / CONFIG, config)
@@ -120,8 +135,10 @@ def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[
     _check_config(config, where(CONFIG))
     digest = _sha256(directory / WEIGHTS)
     if digest != config["weights_sha256"]:
-        raise ValueError(f"{where(WEIGHTS)}: sha256 {digest} differs from weights_sha256 "
-                         f"{config['weights_sha256']} in config.json: the weights were altered or corrupted")
+        raise ValueError(
+            f"{where(WEIGHTS)}: sha256 {digest} differs from weights_sha256 "
+            f"{config['weights_sha256']} in config.json: the weights were altered or corrupted"
+        )
     spec = config["model"]
     try:
         model = build_model(spec["preset"], spec["variant"], **spec.get("overrides", {}))
@@ -147,7 +164,7 @@ def _check_config(config: dict, where: str) -> None:
     if absent:
         raise ValueError(f"{where}: missing key(s) {', '.join(absent)}")
     if not isinstance(config["model"], dict) or not {"preset", "variant"} <= config["model"].keys():
-        raise ValueError(f"{where}: \"model\" must hold at least preset and variant, got {config['model']!r}")
+        raise ValueError(f'{where}: "model" must hold at least preset and variant, got {config["model"]!r}')
     try:
         Preprocessing.from_dict(config["preprocessing"])
     except (TypeError, ValueError) as exc:
@@ -163,12 +180,17 @@ def _check_weights(model: nn.Module, state: dict[str, torch.Tensor], where: str,
         problems.append(f"{len(missing)} key(s) missing from the weights ({_some(missing)})")
     if unexpected := sorted(found.keys() - expected.keys()):
         problems.append(f"{len(unexpected)} unexpected key(s) ({_some(unexpected)})")
-    if shapes := [f"{key} {found[key]} vs {expected[key]}" for key in sorted(expected.keys() & found.keys())
-                  if found[key] != expected[key]]:
+    if shapes := [
+        f"{key} {found[key]} vs {expected[key]}"
+        for key in sorted(expected.keys() & found.keys())
+        if found[key] != expected[key]
+    ]:
         problems.append(f"{len(shapes)} shape mismatch(es), weights vs model ({_some(shapes)})")
     if problems:
-        raise ValueError(f"{where} does not fit the model config.json describes (preset {spec['preset']!r}, "
-                         f"variant {spec['variant']!r}, overrides {spec.get('overrides', {})}): " + "; ".join(problems))
+        raise ValueError(
+            f"{where} does not fit the model config.json describes (preset {spec['preset']!r}, "
+            f"variant {spec['variant']!r}, overrides {spec.get('overrides', {})}): " + "; ".join(problems)
+        )
 
 
 def _some(items: list[str], shown: int = 4) -> str:

@@ -7,6 +7,7 @@ timm/torchvision on the 3x3, so the first BN at the stage's output resolution is
 (same width as Keras' `block1_1_bn`). The taps are read with torch.fx (timm's feature extractor),
 which keeps timm's parameter names, so timm weight files load unchanged.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -25,9 +26,9 @@ TAP_NODES = ("conv1", "layer1.0.bn2", "layer2.0.bn2", "layer3.0.bn2", "layer4.0.
 class CnnFeatures(NamedTuple):
     """What the decoder needs from the CNN side; lists indexed by level (ResNet reduction 2..32)."""
 
-    stages: list[torch.Tensor]   # stem after ReLU, layer1..layer4 outputs
-    taps: list[torch.Tensor]     # stem conv before BN, first BN of layer1..layer4 at stage resolution
-    estan: list[torch.Tensor]    # ESTAN blocks 1..5 before pooling (reductions 1..16)
+    stages: list[torch.Tensor]  # stem after ReLU, layer1..layer4 outputs
+    taps: list[torch.Tensor]  # stem conv before BN, first BN of layer1..layer4 at stage resolution
+    estan: list[torch.Tensor]  # ESTAN blocks 1..5 before pooling (reductions 1..16)
 
 
 class ResNetTaps(nn.Module):

@@ -10,6 +10,7 @@ Translated from the authors' code (REFERENCE.md section 2), with F = the ESTAN w
 Decoder convs are ReLU without BatchNorm. The concatenation that feeds Up Block 1 is also what the
 authors' classifier pools; it is returned as `class_map`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -24,8 +25,15 @@ from models.layers import conv_relu, up2x
 class UpBlock(nn.Module):
     """Three convs and one 2x learnt up-sampling; [B, in, H, W] -> [B, width, 2H, 2W]."""
 
-    def __init__(self, in_channels: int, tap_channels: int, skip_channels: int, width: int,
-                 fuse_kernel: int = 1, tap_to_output: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        tap_channels: int,
+        skip_channels: int,
+        width: int,
+        fuse_kernel: int = 1,
+        tap_to_output: bool = False,
+    ):
         super().__init__()
         self.reduce = conv_relu(in_channels, width, 3)
         self.up = up2x(width + tap_channels, width)
@@ -44,24 +52,40 @@ class UpBlock(nn.Module):
 class MTEstanDecoder(nn.Module):
     """Segmentation branch. `extra_bottleneck_channels`: other encoders' 1/32 maps joined at the bottleneck."""
 
-    def __init__(self, stage_channels: tuple[int, ...], tap_channels: tuple[int, ...],
-                 estan_widths: tuple[int, ...], extra_bottleneck_channels: int = 0):
+    def __init__(
+        self,
+        stage_channels: tuple[int, ...],
+        tap_channels: tuple[int, ...],
+        estan_widths: tuple[int, ...],
+        extra_bottleneck_channels: int = 0,
+    ):
         super().__init__()
         bottom = len(estan_widths) - 1
-        self.bottleneck_up = up2x(stage_channels[bottom] + tap_channels[bottom] + extra_bottleneck_channels,
-                                  estan_widths[bottom])
+        self.bottleneck_up = up2x(
+            stage_channels[bottom] + tap_channels[bottom] + extra_bottleneck_channels, estan_widths[bottom]
+        )
         blocks = []
         x_channels = 2 * estan_widths[bottom]
         for level in reversed(range(bottom)):
             stem = level == 0
-            blocks.append(UpBlock(x_channels + stage_channels[level], tap_channels[level], estan_widths[level],
-                                  estan_widths[level], fuse_kernel=5 if stem else 1, tap_to_output=stem))
+            blocks.append(
+                UpBlock(
+                    x_channels + stage_channels[level],
+                    tap_channels[level],
+                    estan_widths[level],
+                    estan_widths[level],
+                    fuse_kernel=5 if stem else 1,
+                    tap_to_output=stem,
+                )
+            )
             x_channels = estan_widths[level]
         self.up_blocks = nn.ModuleList(blocks)
         self.head = nn.Conv2d(estan_widths[0], 1, kernel_size=1)
         self.class_channels = 2 * estan_widths[bottom] + stage_channels[bottom - 1]
 
-    def forward(self, cnn: CnnFeatures, extra_bottleneck: Sequence[torch.Tensor] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, cnn: CnnFeatures, extra_bottleneck: Sequence[torch.Tensor] = ()
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns (mask logits [B, 1, S, S], class_map = the input of Up Block 1)."""
         bottom = len(self.up_blocks)
         x = self.bottleneck_up(torch.cat([cnn.stages[bottom], cnn.taps[bottom], *extra_bottleneck], dim=1))

@@ -5,6 +5,7 @@ conv is ReLU + 'same' padding with F filters, BatchNorm sits after the first con
 branch and after the row-column pair (blocks 1-4 only), the two branches are concatenated (2F) and
 fused back to F. Each block's map before pooling is a decoder skip connection.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,11 +22,11 @@ PAPER_WIDTHS = (32, 64, 128, 256, 512)
 class EstanBlockSpec:
     """Kernel sizes of one block, as the authors wrote them."""
 
-    square_first: int                    # first conv of the square branch (then always 3x3)
+    square_first: int  # first conv of the square branch (then always 3x3)
     row_col: tuple[tuple[int, int], tuple[int, int]]  # the two consecutive row-column kernels
-    row_col_last: int                    # conv closing the row-column branch
-    fuse: int                            # conv fusing the concatenated branches
-    batch_norm: bool                     # block 5 has none
+    row_col_last: int  # conv closing the row-column branch
+    fuse: int  # conv fusing the concatenated branches
+    batch_norm: bool  # block 5 has none
 
 
 AUTHORS_BLOCKS = (

@@ -1,4 +1,5 @@
 """Classification branch: global average pooling, three dense layers with 50% dropout, one logit."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 fsspec (s3fs for s3://) is imported only when a URI has a remote scheme. s3fs reads the standard
 AWS environment variables, AWS_ENDPOINT_URL included, so MinIO or a local S3 server need no code.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

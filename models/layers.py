@@ -1,4 +1,5 @@
 """Small building blocks shared by the ESTAN encoder and the MT-ESTAN decoder."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -4,6 +4,7 @@ Forms as the authors' MT-ESTAN code computes them (REFERENCE.md section 1), not 
 focal loss, whose second term has a typo. Everything is computed from logits with `logsigmoid`, so
 logits of +-100 give finite losses and finite gradients.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -43,7 +44,9 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.5, 
 def dice_loss(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """1 - soft Dice with smooth 1 over the flattened batch: (2*sum(y*p) + 1) / (sum(y) + sum(p) + 1)."""
     if mask_logits.shape != masks.shape:
-        raise ValueError(f"dice_loss: mask_logits {tuple(mask_logits.shape)} and masks {tuple(masks.shape)} differ in shape")
+        raise ValueError(
+            f"dice_loss: mask_logits {tuple(mask_logits.shape)} and masks {tuple(masks.shape)} differ in shape"
+        )
     probs = torch.sigmoid(mask_logits)
     masks = masks.to(probs.dtype)
     dice = (2.0 * (masks * probs).sum() + 1.0) / (masks.sum() + probs.sum() + 1.0)
@@ -73,7 +76,9 @@ def multitask_loss(
         if has_mask is not None:
             has_mask = has_mask.to(device=mask_logits.device, dtype=torch.bool).reshape(-1)
             if has_mask.numel() != mask_logits.shape[0]:
-                raise ValueError(f"multitask_loss: has_mask has {has_mask.numel()} entries for a batch of {mask_logits.shape[0]}")
+                raise ValueError(
+                    f"multitask_loss: has_mask has {has_mask.numel()} entries for a batch of {mask_logits.shape[0]}"
+                )
             mask_logits, masks = mask_logits[has_mask], masks[has_mask]
         if mask_logits.shape[0] > 0:
             dice = dice_loss(mask_logits, masks)

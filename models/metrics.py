@@ -4,6 +4,7 @@ All values are fractions in [0, 1]. A metric that is undefined for the data (AUC
 with only one class present) is NaN, silently: validation on a tiny split must not crash or warn.
 A prediction is positive (malignant) when prob >= threshold, as in scikit-learn's `roc_curve`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -17,6 +17,7 @@ Variants (paper Table 3): `hybrid` (full), `hybrid_noaaa` (Swin without AAA bloc
 (CNN only), `swin` (Swin+AAA only, classification only: `mask_logits` is None).
 The input is expected normalised already (models.preprocess); nothing here re-normalises.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,15 +52,21 @@ class HybridMTEstan(nn.Module):
         self.cnn = self.swin = self.decoder = None
         swin_channels = 0
         if uses_swin:
-            self.swin = SwinAAAEncoder(preset.swin, preset.input_size, preset.swin_window,
-                                       use_aaa=variant != "hybrid_noaaa", **preset.swin_kwargs())
+            self.swin = SwinAAAEncoder(
+                preset.swin,
+                preset.input_size,
+                preset.swin_window,
+                use_aaa=variant != "hybrid_noaaa",
+                **preset.swin_kwargs(),
+            )
             swin_channels = self.swin.out_channels[-1]
         head_inputs = swin_channels
         if uses_cnn:
             resnet = ResNetTaps(preset.resnet, **preset.resnet_kwargs())
             self.cnn = MTEstanEncoder(resnet, EstanEncoder(preset.estan_widths))
-            self.decoder = MTEstanDecoder(resnet.stage_channels, resnet.tap_channels, preset.estan_widths,
-                                          extra_bottleneck_channels=swin_channels)
+            self.decoder = MTEstanDecoder(
+                resnet.stage_channels, resnet.tap_channels, preset.estan_widths, extra_bottleneck_channels=swin_channels
+            )
             head_inputs += self.decoder.class_channels
         self.head = ClassificationHead(head_inputs, preset.head_widths, preset.dropout)
         self.has_segmentation = self.decoder is not None
@@ -77,8 +84,14 @@ class HybridMTEstan(nn.Module):
         return {"logits": self.head(pooled + swin_maps), "mask_logits": mask_logits}
 
 
-def build_model(preset: str = "tiny", variant: str = "hybrid", *, pretrained_cnn: str | None = None,
-                pretrained_swin: str | None = None, **overrides: Any) -> HybridMTEstan:
+def build_model(
+    preset: str = "tiny",
+    variant: str = "hybrid",
+    *,
+    pretrained_cnn: str | None = None,
+    pretrained_swin: str | None = None,
+    **overrides: Any,
+) -> HybridMTEstan:
     """Build a variant of a preset; optional timm weight files (path or URI) for the two encoders.
 
     `overrides` replace preset fields by name (see models.presets.NetworkPreset). Unknown names,
@@ -87,15 +100,16 @@ def build_model(preset: str = "tiny", variant: str = "hybrid", *, pretrained_cnn
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     uses_cnn, uses_swin = variant != "swin", variant != "mt_estan"
-    for option, uri, present, component in (("pretrained_cnn", pretrained_cnn, uses_cnn, "ResNet"),
-                                            ("pretrained_swin", pretrained_swin, uses_swin, "Swin")):
+    for option, uri, present, component in (
+        ("pretrained_cnn", pretrained_cnn, uses_cnn, "ResNet"),
+        ("pretrained_swin", pretrained_swin, uses_swin, "Swin"),
+    ):
         if uri is not None and not present:
             raise ValueError(f"{option} was given, but variant {variant!r} has no {component}")
     config, json_overrides = resolve_preset(preset, overrides)
     config.validate(cnn=uses_cnn, swin=uses_swin)
     model = HybridMTEstan(config, variant)
-    model.config = {"preset": preset, "variant": variant, "overrides": json_overrides,
-                    "input_size": config.input_size}
+    model.config = {"preset": preset, "variant": variant, "overrides": json_overrides, "input_size": config.input_size}
     _load_encoders(model, preset, pretrained_cnn, pretrained_swin)
     return model
 
@@ -106,8 +120,14 @@ def _load_encoders(model: HybridMTEstan, preset: str, cnn_uri: str | None, swin_
 
     encoders = (
         ("ResNet", None if model.cnn is None else model.cnn.resnet.body, cnn_uri, "pretrained_cnn", None, ("fc.",)),
-        ("Swin", None if model.swin is None else model.swin.backbone, swin_uri, "pretrained_swin",
-         checkpoint_filter_fn, ("head.", "norm.")),
+        (
+            "Swin",
+            None if model.swin is None else model.swin.backbone,
+            swin_uri,
+            "pretrained_swin",
+            checkpoint_filter_fn,
+            ("head.", "norm."),
+        ),
     )
     for component, module, uri, option, filter_fn, ignore in encoders:
         if module is None:

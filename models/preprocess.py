@@ -13,6 +13,7 @@ antialiasing path (~1 ms for a 760x575 BUSI image, about 10x the float path); th
 therefore rounded to 8 bits, the precision the image had. 16-bit and float images use float32.
 Pixels are used as stored: EXIF orientation is not applied, so masks stay aligned with their images.
 """
+
 from __future__ import annotations
 
 import io
@@ -198,7 +199,12 @@ def restore_mask(prob: np.ndarray, height: int, width: int, threshold: float = 0
     if height < 1 or width < 1:
         raise ValueError(f"restore_mask: bad target size {height}x{width}")
     side = max(height, width)
-    square = F.interpolate(torch.from_numpy(prob)[None, None], size=(side, side), mode="bilinear",
-                           align_corners=False, antialias=side < prob.shape[0])
+    square = F.interpolate(
+        torch.from_numpy(prob)[None, None],
+        size=(side, side),
+        mode="bilinear",
+        align_corners=False,
+        antialias=side < prob.shape[0],
+    )
     cropped = square[0, 0, :height, :width].numpy()
     return np.where(cropped >= threshold, 255, 0).astype(np.uint8)

@@ -4,6 +4,7 @@ A preset is a flat, frozen record; `build_model(..., **overrides)` may replace a
 `None` in a timm architecture field means "as timm's named model defines it", so `paper` and `small`
 are exactly the timm architectures whose published weight files load into them.
 """
+
 from __future__ import annotations
 
 import types
@@ -23,17 +24,17 @@ CNN_REDUCTION = 32  # ResNet layer4 (1/32) meets ESTAN block 5 (1/16) after one 
 class NetworkPreset:
     """Every choice that shapes the network (all JSON-friendly)."""
 
-    input_size: int                              # S: square input side in pixels
-    resnet: str                                  # timm bottleneck ResNet entrypoint
-    swin: str                                    # timm Swin Transformer V2 entrypoint
-    swin_window: int                             # Swin window side (tokens)
-    resnet_layers: tuple[int, ...] | None = None     # blocks per stage
-    resnet_channels: tuple[int, ...] | None = None   # bottleneck widths per stage (outputs are 4x)
+    input_size: int  # S: square input side in pixels
+    resnet: str  # timm bottleneck ResNet entrypoint
+    swin: str  # timm Swin Transformer V2 entrypoint
+    swin_window: int  # Swin window side (tokens)
+    resnet_layers: tuple[int, ...] | None = None  # blocks per stage
+    resnet_channels: tuple[int, ...] | None = None  # bottleneck widths per stage (outputs are 4x)
     swin_embed_dim: int | None = None
     swin_depths: tuple[int, ...] | None = None
     swin_heads: tuple[int, ...] | None = None
-    estan_widths: tuple[int, ...] = PAPER_WIDTHS     # ESTAN blocks 1-5; the decoder's widths too
-    head_widths: tuple[int, ...] = (512, 128)        # the two hidden dense layers
+    estan_widths: tuple[int, ...] = PAPER_WIDTHS  # ESTAN blocks 1-5; the decoder's widths too
+    head_widths: tuple[int, ...] = (512, 128)  # the two hidden dense layers
     dropout: float = 0.5
 
     def resnet_kwargs(self) -> dict[str, Any]:
@@ -51,12 +52,20 @@ class NetworkPreset:
         if self.input_size <= 0:
             raise ValueError(f"input_size must be positive, got {self.input_size}")
         if cnn and self.input_size % CNN_REDUCTION:
-            raise ValueError(f"input_size {self.input_size} is not a multiple of {CNN_REDUCTION} "
-                             f"(the ResNet's deepest stage is 1/{CNN_REDUCTION} of the input)")
+            raise ValueError(
+                f"input_size {self.input_size} is not a multiple of {CNN_REDUCTION} "
+                f"(the ResNet's deepest stage is 1/{CNN_REDUCTION} of the input)"
+            )
         if swin and (problem := window_tiling_problem(self.input_size, self.swin_window)):
             raise ValueError(f"{problem}; pick another input_size or swin_window")
-        lengths = {"estan_widths": 5, "head_widths": 2, "resnet_layers": 4, "resnet_channels": 4,
-                   "swin_depths": NUM_STAGES, "swin_heads": NUM_STAGES}
+        lengths = {
+            "estan_widths": 5,
+            "head_widths": 2,
+            "resnet_layers": 4,
+            "resnet_channels": 4,
+            "swin_depths": NUM_STAGES,
+            "swin_heads": NUM_STAGES,
+        }
         for name, length in lengths.items():
             value = getattr(self, name)
             if value is not None and (len(value) != length or min(value) < 1):
@@ -71,13 +80,28 @@ PRESETS: dict[str, NetworkPreset] = {
     # The paper: timm resnet50 + swinv2_base_window8_256 at 256 px, ESTAN 32..512, head 512/128.
     "paper": NetworkPreset(input_size=256, resnet="resnet50", swin="swinv2_base_window8_256", swin_window=8),
     # Same design for one modest GPU: shallower ResNet, Swin-T, half-width ESTAN/decoder/head.
-    "small": NetworkPreset(input_size=256, resnet="resnet26", swin="swinv2_tiny_window8_256", swin_window=8,
-                           estan_widths=(16, 32, 64, 128, 256), head_widths=(256, 64)),
+    "small": NetworkPreset(
+        input_size=256,
+        resnet="resnet26",
+        swin="swinv2_tiny_window8_256",
+        swin_window=8,
+        estan_widths=(16, 32, 64, 128, 256),
+        head_widths=(256, 64),
+    ),
     # Same code path, smallest widths, 64 px (128 also tiles): CPU tests and the demo.
-    "tiny": NetworkPreset(input_size=64, resnet="resnet26", swin="swinv2_tiny_window8_256", swin_window=4,
-                          resnet_layers=(1, 1, 1, 1), resnet_channels=(8, 16, 32, 64),
-                          swin_embed_dim=16, swin_depths=(1, 1, 2, 1), swin_heads=(1, 2, 4, 8),
-                          estan_widths=(8, 16, 32, 64, 128), head_widths=(64, 32)),
+    "tiny": NetworkPreset(
+        input_size=64,
+        resnet="resnet26",
+        swin="swinv2_tiny_window8_256",
+        swin_window=4,
+        resnet_layers=(1, 1, 1, 1),
+        resnet_channels=(8, 16, 32, 64),
+        swin_embed_dim=16,
+        swin_depths=(1, 1, 2, 1),
+        swin_heads=(1, 2, 4, 8),
+        estan_widths=(8, 16, 32, 64, 128),
+        head_widths=(64, 32),
+    ),
 }
 
 

@@ -5,6 +5,7 @@ A file is a timm checkpoint of the encoder's timm architecture (e.g. `resnet50`,
 (never unpickled). Keys go through timm's own remapping for the model family. Shape mismatches and
 missing or foreign keys fail with the file named; keys only timm's classifier uses are ignored.
 """
+
 from __future__ import annotations
 
 import io
@@ -28,16 +29,17 @@ class LoadReport:
     """What was loaded from a weights file into an encoder."""
 
     source: str
-    loaded: int                                        # tensors copied into the encoder
-    ignored: list[str] = field(default_factory=list)   # classifier/final-norm keys the encoder has no use for
+    loaded: int  # tensors copied into the encoder
+    ignored: list[str] = field(default_factory=list)  # classifier/final-norm keys the encoder has no use for
 
 
 def read_state_dict(uri: str) -> StateDict:
     """Tensors of a weights file (local path, file:// or any fsspec URI such as s3://)."""
     name = uri.rstrip("/").rsplit("/", 1)[-1].lower()
     if not name.endswith((".safetensors", *TORCH_SUFFIXES)):
-        raise ValueError(f"pretrained weights {uri}: unknown format, expected .safetensors or "
-                         f"{'/'.join(TORCH_SUFFIXES)}")
+        raise ValueError(
+            f"pretrained weights {uri}: unknown format, expected .safetensors or {'/'.join(TORCH_SUFFIXES)}"
+        )
     data = _read_bytes(uri)
     try:
         if name.endswith(".safetensors"):
@@ -56,9 +58,14 @@ def read_state_dict(uri: str) -> StateDict:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def load_weights(module: nn.Module, uri: str, *, component: str,
-                 filter_fn: Callable[[StateDict, nn.Module], StateDict] | None = None,
-                 ignore_prefixes: tuple[str, ...] = ()) -> LoadReport:
+def load_weights(
+    module: nn.Module,
+    uri: str,
+    *,
+    component: str,
+    filter_fn: Callable[[StateDict, nn.Module], StateDict] | None = None,
+    ignore_prefixes: tuple[str, ...] = (),
+) -> LoadReport:
     """Load `uri` into `module`: all of its weights or nothing.
 
     Every encoder key must be in the file with its shape, and every file key must be the encoder's
@@ -69,8 +76,11 @@ def load_weights(module: nn.Module, uri: str, *, component: str,
     if filter_fn is not None:
         state = filter_fn(state, module)
     own = module.state_dict()
-    mismatched = [f"{key} file {tuple(state[key].shape)} vs model {tuple(mine.shape)}"
-                  for key, mine in own.items() if key in state and state[key].shape != mine.shape]
+    mismatched = [
+        f"{key} file {tuple(state[key].shape)} vs model {tuple(mine.shape)}"
+        for key, mine in own.items()
+        if key in state and state[key].shape != mine.shape
+    ]
     # BatchNorm fills num_batches_tracked itself when a file lacks it.
     missing = [key for key in own if key not in state and not key.endswith("num_batches_tracked")]
     extra = sorted(key for key in state if key not in own)
@@ -81,11 +91,13 @@ def load_weights(module: nn.Module, uri: str, *, component: str,
             f"{len(mismatched)} shape mismatch(es){_examples(mismatched)}, "
             f"{len(missing)} missing key(s){_examples(missing)}, "
             f"{len(unexpected)} unexpected key(s){_examples(unexpected)}; "
-            f"is it a timm checkpoint of the same architecture?")
+            f"is it a timm checkpoint of the same architecture?"
+        )
     module.load_state_dict({key: value for key, value in state.items() if key in own}, strict=False)
     report = LoadReport(source=uri, loaded=len(state) - len(extra), ignored=extra)
-    log.info("%s: loaded %d tensors from %s (%d classifier keys ignored)",
-             component, report.loaded, uri, len(report.ignored))
+    log.info(
+        "%s: loaded %d tensors from %s (%d classifier keys ignored)", component, report.loaded, uri, len(report.ignored)
+    )
     return report
 
 

@@ -3,6 +3,7 @@
 The model is built on PyTorch's meta device (shapes without memory or initialisation), so even the
 paper preset is counted in about a second.
 """
+
 from __future__ import annotations
 
 import argparse

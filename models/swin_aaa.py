@@ -9,6 +9,7 @@ width as y), with a ReLU between the 9x1 and 1x9 convs (the authors put one afte
 none before the sigmoid. O feeds the next stage ("we redesigned the Swin blocks"), so the
 attention shapes every later stage, and each O is an encoder output.
 """
+
 from __future__ import annotations
 
 import timm
@@ -47,14 +48,18 @@ def window_tiling_problem(input_size: int, window: int) -> str | None:
     multiple of it; we refuse the padding (it would change what each window sees), and AAA's 2x2
     pooling needs an even last-stage map.
     """
-    if input_size % (PATCH_SIZE * 2 ** NUM_STAGES) != 0:
-        return (f"input_size {input_size} is not a multiple of {PATCH_SIZE * 2 ** NUM_STAGES} "
-                f"(patch {PATCH_SIZE}, {NUM_STAGES - 1} patch merges, AAA's 2x2 pooling on the last stage)")
+    if input_size % (PATCH_SIZE * 2**NUM_STAGES) != 0:
+        return (
+            f"input_size {input_size} is not a multiple of {PATCH_SIZE * 2**NUM_STAGES} "
+            f"(patch {PATCH_SIZE}, {NUM_STAGES - 1} patch merges, AAA's 2x2 pooling on the last stage)"
+        )
     for stage in range(NUM_STAGES):
-        side = input_size // (PATCH_SIZE * 2 ** stage)
+        side = input_size // (PATCH_SIZE * 2**stage)
         if side > window and side % window != 0:
-            return (f"input_size {input_size} gives a {side}x{side} token map at Swin stage {stage + 1}, "
-                    f"which {window}x{window} windows do not tile")
+            return (
+                f"input_size {input_size} gives a {side}x{side} token map at Swin stage {stage + 1}, "
+                f"which {window}x{window} windows do not tile"
+            )
     return None
 
 

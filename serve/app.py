@@ -33,7 +33,7 @@ api = FastAPI(
     title="busnet",
     version="1",
     description="Hybrid-MT-ESTAN on breast ultrasound: benign/malignant probability and the "
-                "lesion mask at the input image's own size.",
+    "lesion mask at the input image's own size.",
 )
 
 PREDICT_DOC: dict[str, Any] = {
@@ -44,9 +44,13 @@ PREDICT_DOC: dict[str, Any] = {
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
             "image/bmp": {"schema": {"type": "string", "format": "binary"}},
-            "multipart/form-data": {"schema": {
-                "type": "object", "required": ["file"],
-                "properties": {"file": {"type": "string", "format": "binary"}}}},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
+            },
         },
     },
 }
@@ -76,9 +80,12 @@ class BatchStats:
     def to_dict(self) -> dict:
         batches = sum(self.sizes.values())
         requests = sum(size * count for size, count in self.sizes.items())
-        return {"requests": requests, "batches": batches,
-                "mean_batch_size": requests / batches if batches else None,
-                "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())}}
+        return {
+            "requests": requests,
+            "batches": batches,
+            "mean_batch_size": requests / batches if batches else None,
+            "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())},
+        }
 
 
 def replica_cpus() -> int:
@@ -114,16 +121,25 @@ class BusnetService:
                 settings = ServeSettings.from_user_config(user_config)
                 current = self._loaded
                 if current is None or (settings.checkpoint, settings.precision) != (
-                        current.uri, self._settings.precision):
+                    current.uri,
+                    self._settings.precision,
+                ):
                     logger.info("loading checkpoint %s", settings.checkpoint)
                     self._loaded = await asyncio.to_thread(
-                        load_model, settings.checkpoint, self._loader, self._device, settings.precision)
+                        load_model, settings.checkpoint, self._loader, self._device, settings.precision
+                    )
                     logger.info("serving %s", self._loaded.info)
             except Exception as exc:  # the old model, if any, keeps serving
-                self._load_error = {"user_config": user_config, "error": f"{type(exc).__name__}: {exc}",
-                                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-                logger.error("user_config rejected, %s: %s", "keeping the model being served"
-                             if self._loaded else "no model to serve", self._load_error["error"])
+                self._load_error = {
+                    "user_config": user_config,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+                logger.error(
+                    "user_config rejected, %s: %s",
+                    "keeping the model being served" if self._loaded else "no model to serve",
+                    self._load_error["error"],
+                )
                 if self._loaded is None:
                     raise RuntimeError(f"cannot serve: {self._load_error['error']}") from None
                 return
@@ -135,15 +151,17 @@ class BusnetService:
         if self._loaded is None:
             raise RuntimeError("no model loaded")
 
-    @api.post("/v1/predict", openapi_extra=PREDICT_DOC,
-              responses={400: ERROR_DOC, 413: ERROR_DOC, 415: ERROR_DOC})
+    @api.post("/v1/predict", openapi_extra=PREDICT_DOC, responses={400: ERROR_DOC, 413: ERROR_DOC, 415: ERROR_DOC})
     async def predict(self, request: Request) -> Any:
         """Classify one image and segment its lesion."""
         loaded, settings = self._loaded, self._settings
         try:
-            data = await read_image_bytes(request.headers.get("content-type"),
-                                          request.headers.get("content-length"),
-                                          request.stream(), settings.max_image_bytes)
+            data = await read_image_bytes(
+                request.headers.get("content-type"),
+                request.headers.get("content-length"),
+                request.stream(),
+                settings.max_image_bytes,
+            )
             prepared = await asyncio.to_thread(prepare, data, loaded, settings.max_image_pixels)
         except (BadRequest, ImageError) as exc:
             logger.info("rejected request: %s %s", exc.status, exc)
@@ -172,33 +190,56 @@ class BusnetService:
             "config": config,
             "metrics": loaded.config.get("metrics", {}),
             "lineage": loaded.config.get("lineage", {}),
-            "serving": {**self._settings.to_user_config(), "device": str(loaded.device),
-                        "dtype": str(loaded.dtype).removeprefix("torch."),
-                        "torch_threads": self._threads,
-                        "replica": serve.get_replica_context().replica_tag},
+            "serving": {
+                **self._settings.to_user_config(),
+                "device": str(loaded.device),
+                "dtype": str(loaded.dtype).removeprefix("torch."),
+                "torch_threads": self._threads,
+                "replica": serve.get_replica_context().replica_tag,
+            },
             "stats": self._stats.to_dict(),
             "last_load_error": self._load_error,
         }
 
 
-def build_app(checkpoint_uri: str | None, *, replicas: int = 1, autoscale: bool = False,
-              max_replicas: int = 4, gpu: bool = False, num_cpus: float = 1,
-              max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, batch_wait_ms: float = DEFAULT_BATCH_WAIT_S * 1000,
-              precision: str = "auto", loader: Loader | None = None, **limits: int) -> serve.Application:
+def build_app(
+    checkpoint_uri: str | None,
+    *,
+    replicas: int = 1,
+    autoscale: bool = False,
+    max_replicas: int = 4,
+    gpu: bool = False,
+    num_cpus: float = 1,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+    batch_wait_ms: float = DEFAULT_BATCH_WAIT_S * 1000,
+    precision: str = "auto",
+    loader: Loader | None = None,
+    **limits: int,
+) -> serve.Application:
     """The application for `serve.run`. `limits` are max_image_bytes / max_image_pixels.
 
     max_ongoing_requests is two batches, so one batch fills while the other runs; autoscaling
     targets one batch in flight per replica. Redeploys (a change of code or options) start new
     replicas before stopping old ones (max_surge_percent=100), so they drop nothing either.
     """
-    settings = ServeSettings(checkpoint=checkpoint_uri, max_batch_size=max_batch_size,
-                             batch_wait_timeout_s=batch_wait_ms / 1000, precision=precision, **limits)
+    settings = ServeSettings(
+        checkpoint=checkpoint_uri,
+        max_batch_size=max_batch_size,
+        batch_wait_timeout_s=batch_wait_ms / 1000,
+        precision=precision,
+        **limits,
+    )
     if checkpoint_uri is not None:
         settings.validate()
     scaling: dict[str, Any] = {"num_replicas": replicas}
     if autoscale:
-        scaling = {"autoscaling_config": {"min_replicas": 1, "max_replicas": max_replicas,
-                                          "target_ongoing_requests": max_batch_size}}
+        scaling = {
+            "autoscaling_config": {
+                "min_replicas": 1,
+                "max_replicas": max_replicas,
+                "target_ongoing_requests": max_batch_size,
+            }
+        }
     deployment = BusnetService.options(
         user_config=settings.to_user_config(),
         max_ongoing_requests=2 * max_batch_size,

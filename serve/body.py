@@ -4,11 +4,12 @@ Size is capped twice: by the declared Content-Length before anything is read, an
 streams in (a client may lie or send chunked). Multipart is parsed with the standard library's
 `email` parser (FastAPI's form support needs python-multipart, which busnet does not depend on).
 """
+
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from email import policy
 from email.parser import BytesParser
-from typing import AsyncIterator
 
 FIELD = "file"
 ACCEPTED = "an image/* body (image/png, image/jpeg, image/bmp) or multipart/form-data field 'file'"
@@ -22,8 +23,9 @@ class BadRequest(Exception):
         self.status = status
 
 
-async def read_image_bytes(content_type: str | None, content_length: str | None,
-                           stream: AsyncIterator[bytes], max_bytes: int) -> bytes:
+async def read_image_bytes(
+    content_type: str | None, content_length: str | None, stream: AsyncIterator[bytes], max_bytes: int
+) -> bytes:
     """The image's bytes, or BadRequest: 415 wrong type, 413 too large, 400 empty/bad multipart."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     multipart = media_type == "multipart/form-data"

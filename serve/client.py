@@ -2,6 +2,7 @@
 
 Used by `busnet predict`; plain `requests`, so any notebook can do the same.
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,8 +42,7 @@ def predict_file(url: str, path: Path, timeout_s: float = 60.0) -> dict:
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     endpoint = predict_endpoint(url)
     try:
-        response = requests.post(endpoint, files={"file": (path.name, data, content_type)},
-                                 timeout=(5, timeout_s))
+        response = requests.post(endpoint, files={"file": (path.name, data, content_type)}, timeout=(5, timeout_s))
     except requests.ConnectionError as exc:
         raise BusnetError(f"cannot reach {endpoint}: is `busnet serve` running there? ({type(exc).__name__})") from exc
     except requests.Timeout as exc:
@@ -65,8 +65,10 @@ def _error_text(response: requests.Response) -> str:
 
 def summary(answer: dict) -> str:
     """label, probability (and threshold), lesion area and box on one line."""
-    text = (f"{answer['label']:<9}  p(malignant)={answer['malignant_probability']:.3f} "
-            f"(threshold {answer['threshold']:.2f})")
+    text = (
+        f"{answer['label']:<9}  p(malignant)={answer['malignant_probability']:.3f} "
+        f"(threshold {answer['threshold']:.2f})"
+    )
     lesion = answer.get("lesion") or {}
     if lesion.get("area_px") is None:
         return text + "  lesion: n/a (model without segmentation)"
@@ -91,12 +93,12 @@ def overlay(image_bytes: bytes, answer: dict) -> Image.Image:
     if answer.get("mask_png"):
         mask = decode_mask_png(answer["mask_png"])
         if mask.shape != canvas.shape[:2]:
-            raise PredictionFailed(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                                   f"{canvas.shape[1]}x{canvas.shape[0]}")
+            raise PredictionFailed(
+                f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is {canvas.shape[1]}x{canvas.shape[0]}"
+            )
         canvas[_contour(mask)] = CONTOUR_RGB
     image = Image.fromarray(canvas)
-    ImageDraw.Draw(image).text((4, 4), f"{answer['label']} {answer['malignant_probability']:.2f}",
-                               fill=CONTOUR_RGB)
+    ImageDraw.Draw(image).text((4, 4), f"{answer['label']} {answer['malignant_probability']:.2f}", fill=CONTOUR_RGB)
     return image
 
 

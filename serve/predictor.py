@@ -5,15 +5,16 @@ functions, so they run the same in a replica, in `busnet bench serve` and in a n
 preprocessing is `models.preprocess`, the one training used, and the mask goes back to the input's
 own size through its inverse, `restore_mask`.
 """
+
 from __future__ import annotations
 
 import base64
 import io
 import shutil
 import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -84,14 +85,17 @@ def load_model(uri: str, loader: Loader, device: torch.device, precision: str = 
     """Load a checkpoint and run one warm-up forward pass, so a model that loads but cannot run
     fails here (and the model being served stays) rather than on the first request."""
     dtype = resolve_dtype(precision, device)
-    with _local_copy(uri) as local:
-        with _TORCH_TURNS:
-            model, config = loader(local, device=str(device))
+    with _local_copy(uri) as local, _TORCH_TURNS:
+        model, config = loader(local, device=str(device))
     model.eval()
     loaded = LoadedModel(
-        model=model, config=config, uri=uri,
+        model=model,
+        config=config,
+        uri=uri,
         preprocessing=Preprocessing.from_dict(config["preprocessing"]),
-        threshold=float(config.get("threshold", 0.5)), device=device, dtype=dtype,
+        threshold=float(config.get("threshold", 0.5)),
+        device=device,
+        dtype=dtype,
     )
     size = loaded.preprocessing.size
     forward(loaded, np.zeros((1, 3, size, size), np.float32))
@@ -125,8 +129,7 @@ def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.nda
     """One batched forward pass: malignant probabilities [B] and lesion probability maps [B,S,S]
     (None for a network without a segmentation head)."""
     batch = torch.from_numpy(images).to(loaded.device)
-    autocast = torch.autocast(loaded.device.type, dtype=loaded.dtype,
-                              enabled=loaded.dtype != torch.float32)
+    autocast = torch.autocast(loaded.device.type, dtype=loaded.dtype, enabled=loaded.dtype != torch.float32)
     with _TORCH_TURNS, autocast:
         out = loaded.model(batch)
     probs = torch.sigmoid(out["logits"].float()).cpu().numpy()
@@ -135,8 +138,7 @@ def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.nda
     return probs, torch.sigmoid(out["mask_logits"].float())[:, 0].cpu().numpy()
 
 
-def answer(loaded: LoadedModel, probability: float, mask_prob: np.ndarray | None,
-           height: int, width: int) -> dict:
+def answer(loaded: LoadedModel, probability: float, mask_prob: np.ndarray | None, height: int, width: int) -> dict:
     """The JSON answer (DESIGN.md's HTTP contract) for one image."""
     label = "malignant" if probability >= loaded.threshold else "benign"
     mask_png, lesion = None, {"area_px": None, "bbox": None}

@@ -4,6 +4,7 @@ Changing any of these in the Serve config (serve/config.yaml, the RayService's s
 `reconfigure` on the live replicas: a new `checkpoint` swaps the model in place while the old one
 keeps answering; batch size and wait apply to the next batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -26,7 +27,7 @@ class ServeSettings:
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 
     @classmethod
-    def from_user_config(cls, user_config: dict | None) -> "ServeSettings":
+    def from_user_config(cls, user_config: dict | None) -> ServeSettings:
         given = dict(user_config or {})
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(given) - known)
@@ -38,8 +39,9 @@ class ServeSettings:
 
     def validate(self) -> None:
         if not self.checkpoint:
-            raise ValueError("no checkpoint: set user_config.checkpoint (serve/config.yaml) "
-                             "or busnet serve --checkpoint")
+            raise ValueError(
+                "no checkpoint: set user_config.checkpoint (serve/config.yaml) or busnet serve --checkpoint"
+            )
         if int(self.max_batch_size) < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {self.max_batch_size}")
         if not 0 <= float(self.batch_wait_timeout_s) <= 10:

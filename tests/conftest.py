@@ -3,6 +3,7 @@
 Ray starts once per test session and sees the S3 settings, because the moto server starts first and
 its endpoint and fake credentials are exported before `ray.init`.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,10 @@ def s3_server():
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
     env = {
-        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": url,
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     saved = {k: os.environ.get(k) for k in env}
@@ -91,8 +94,7 @@ def synthetic_dataset(tmp_path_factory) -> str:
 
     root = tmp_path_factory.mktemp("synthetic-dataset")
     generate(root / "raw", 40, seed=0, min_size=120, max_size=200)
-    ingest({"synthetic": root / "raw"}, str(root / "dataset"), val=0.1, test=0.2, folds=5, seed=0,
-           progress=False)
+    ingest({"synthetic": root / "raw"}, str(root / "dataset"), val=0.1, test=0.2, folds=5, seed=0, progress=False)
     return str(root / "dataset")
 
 

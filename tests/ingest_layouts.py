@@ -1,4 +1,5 @@
 """Tiny raw dataset layouts for the ingestion tests: images and masks written with Pillow."""
+
 from __future__ import annotations
 
 import io
@@ -12,8 +13,9 @@ from jobs.data.dataset import read_table
 Box = tuple[int, int, int, int]  # left, top, right, bottom
 
 
-def write_image(path: Path, width: int, height: int, *, mode: str = "RGB", seed: int = 0,
-                fmt: str | None = None) -> Path:
+def write_image(
+    path: Path, width: int, height: int, *, mode: str = "RGB", seed: int = 0, fmt: str | None = None
+) -> Path:
     """A noisy image (distinct bytes per seed) in the given mode and format (from the suffix)."""
     rng = np.random.default_rng(seed)
     gray = rng.integers(0, 256, size=(height, width), dtype=np.uint8)

@@ -5,6 +5,7 @@ Supported: resources (files and kustomization folders), namespace, labels (metad
 JSON 6902 patches with a kind/name target, and replacements of whole fields. Anything else in a
 kustomization raises, so the renderer can never silently differ from kustomize.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,10 +48,7 @@ def build(folder: str | Path) -> list[dict]:
 
 
 def _matches(obj: dict, selector: dict) -> bool:
-    return all(
-        (obj["metadata"]["name"] if key == "name" else obj.get(key)) == value
-        for key, value in selector.items()
-    )
+    return all((obj["metadata"]["name"] if key == "name" else obj.get(key)) == value for key, value in selector.items())
 
 
 def _apply_patch(objects: list[dict], patch: dict) -> None:

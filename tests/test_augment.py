@@ -1,4 +1,5 @@
 """jobs.data.augment: paper 3.3 augmentation moves image and mask together and keeps masks binary."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,8 @@ def bright_square_batch(batch: int = 8, size: int = 64) -> tuple[torch.Tensor, t
     masks = torch.zeros(batch, 1, size, size)
     for i in range(batch):
         top, left = 12 + 2 * i, 14 + i
-        masks[i, :, top:top + 20, left:left + 16] = 1
-        images[i, :, top:top + 20, left:left + 16] = 1
+        masks[i, :, top : top + 20, left : left + 16] = 1
+        images[i, :, top : top + 20, left : left + 16] = 1
     return images, masks
 
 

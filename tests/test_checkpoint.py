@@ -1,5 +1,6 @@
 """models.checkpoint: identical outputs after a round trip (local, file://, s3://, DDP-wrapped), and
 refusal of tampered, mismatched or incomplete checkpoints with the file named."""
+
 from __future__ import annotations
 
 import json
@@ -53,9 +54,14 @@ def _edit_config(directory, **changes) -> None:
 def test_round_trip_gives_identical_outputs(tiny_models, tmp_path, variant):
     model = tiny_models[variant]
     pre = Preprocessing(size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    directory = save_checkpoint(model, tmp_path / "ckpt", preprocessing=pre, threshold=0.42,
-                                metrics={"val_auc": float("nan"), "val_acc": torch.tensor(0.75)},
-                                lineage={"trial_id": "t1", "dataset_hash": "abc"})
+    directory = save_checkpoint(
+        model,
+        tmp_path / "ckpt",
+        preprocessing=pre,
+        threshold=0.42,
+        metrics={"val_auc": float("nan"), "val_acc": torch.tensor(0.75)},
+        lineage={"trial_id": "t1", "dataset_hash": "abc"},
+    )
     assert sorted(p.name for p in directory.iterdir()) == sorted(FILES)
     loaded, config = load_checkpoint(str(directory))
     assert not loaded.training and loaded.config == model.config

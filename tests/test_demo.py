@@ -4,11 +4,13 @@ The demo's tune stage is also where `busnet tune` is checked end to end (each Tu
 Ray Train run, a minute or more here, so the suite runs that search once): its results table, the
 published best checkpoint, and that trials Tune stopped leave no CPUs reserved behind them.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +24,21 @@ pytestmark = pytest.mark.slow
 
 def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
     workdir = tmp_path / "work"
-    code = main(["demo", "--workdir", str(workdir), "--images", "60", "--trials", "2", "--epochs", "2",
-                 "--port", str(free_port())])
+    code = main(
+        [
+            "demo",
+            "--workdir",
+            str(workdir),
+            "--images",
+            "60",
+            "--trials",
+            "2",
+            "--epochs",
+            "2",
+            "--port",
+            str(free_port()),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
 
     assert (workdir / "synthetic" / "cases.csv").is_file()
@@ -48,7 +63,7 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
     model, config = load_checkpoint(str(best))
     pre = Preprocessing.from_dict(config["preprocessing"])
     for answer in predictions:
-        image = decode_image(open(answer["file"], "rb").read())
+        image = decode_image(Path(answer["file"]).read_bytes())
         with torch.no_grad():
             logit = model(torch.from_numpy(preprocess_image(image, pre))[None])["logits"][0]
         assert answer["malignant_probability"] == pytest.approx(torch.sigmoid(logit).item(), abs=1e-4)

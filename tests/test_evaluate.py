@@ -4,6 +4,7 @@ The end-to-end tests evaluate a tiny untrained (seeded) checkpoint on the synthe
 split through the CLI, then recompute every metric independently from the Parquet rows with
 models.preprocess + a forward pass + models.metrics, without Ray.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,13 +15,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
-from jobs.evaluate.intervals import case_weights, classification_replicates, confidence_intervals, weighted_auc
 from jobs.cli import main
+from jobs.evaluate.intervals import case_weights, classification_replicates, confidence_intervals, weighted_auc
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------- bootstrap (no Ray, milliseconds)
+
 
 def test_unit_weights_give_the_scikit_learn_metrics():
     rng = np.random.default_rng(3)
@@ -42,7 +44,8 @@ def test_integer_weights_equal_repeating_the_images():
     counts = rng.integers(0, 4, 150)
     repeated = np.repeat(np.arange(150), counts)
     assert weighted_auc(labels, probs, counts[None].astype(float))[0] == pytest.approx(
-        roc_auc_score(labels[repeated], probs[repeated]))
+        roc_auc_score(labels[repeated], probs[repeated])
+    )
 
 
 def test_case_weights_resample_whole_cases_reproducibly():
@@ -63,8 +66,9 @@ def test_intervals_skip_undefined_resamples_and_bracket_the_estimate():
     labels = np.r_[np.zeros(30, int), np.ones(2, int)]  # 2 malignant: many resamples draw none
     probs = np.clip(labels * 0.4 + rng.random(32) * 0.6, 0, 1)
     dsc = np.where(rng.random(32) < 0.5, np.nan, rng.random(32))
-    intervals = confidence_intervals(labels, probs, 0.5, [str(i) for i in range(32)],
-                                     per_image={"dsc": dsc}, n_resamples=400, seed=0)
+    intervals = confidence_intervals(
+        labels, probs, 0.5, [str(i) for i in range(32)], per_image={"dsc": dsc}, n_resamples=400, seed=0
+    )
     assert 0 < intervals["sens"]["valid"] < 400
     assert intervals["acc"]["valid"] == 400
     assert intervals["dsc"]["low"] <= np.nanmean(dsc) <= intervals["dsc"]["high"]
@@ -72,6 +76,7 @@ def test_intervals_skip_undefined_resamples_and_bracket_the_estimate():
 
 
 # ---------------------------------------------------------------- end to end (Ray Data, CLI)
+
 
 def _tiny_checkpoint(directory: Path, variant: str = "hybrid", threshold: float = 0.5) -> Path:
     import torch
@@ -81,8 +86,14 @@ def _tiny_checkpoint(directory: Path, variant: str = "hybrid", threshold: float 
 
     torch.manual_seed(0)
     model = build_model("tiny", variant).eval()
-    save_checkpoint(model, directory, preprocessing=Preprocessing(size=model.input_size),
-                    threshold=threshold, metrics={"val_auc": 0.5}, lineage={"note": "test_evaluate"})
+    save_checkpoint(
+        model,
+        directory,
+        preprocessing=Preprocessing(size=model.input_size),
+        threshold=threshold,
+        metrics={"val_auc": 0.5},
+        lineage={"note": "test_evaluate"},
+    )
     return directory
 
 
@@ -129,13 +140,28 @@ def _assert_png(path: Path) -> None:
 def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_dataset, tmp_path, capsys):
     checkpoint = _tiny_checkpoint(tmp_path / "ckpt", threshold=0.45)
     out = tmp_path / "eval"
-    code = main(["evaluate", "--data", synthetic_dataset, "--checkpoint", str(checkpoint),
-                 "--out", str(out), "--bootstrap", "300", "--batch-size", "4"])
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            synthetic_dataset,
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--bootstrap",
+            "300",
+            "--batch-size",
+            "4",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert "| **all** |" in capsys.readouterr().out
 
-    metrics = json.loads((out / "metrics.json").read_text(),
-                         parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not JSON"))
+    metrics = json.loads(
+        (out / "metrics.json").read_text(),
+        parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not JSON"),
+    )
     rows = _test_rows(synthetic_dataset)
     expected = _independent_metrics(checkpoint, rows, threshold=0.45)
     assert metrics["threshold"] == 0.45 and metrics["threshold_source"] == "checkpoint"
@@ -148,8 +174,14 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
         assert entry["low"] <= entry["value"] + 1e-9 and entry["value"] - 1e-9 <= entry["high"], (key, entry)
     assert metrics["evaluated"]["checkpoint"] == str(checkpoint)
     assert metrics["evaluated"]["lineage"]["note"] == "test_evaluate"
-    assert metrics["bootstrap"] == {"resamples": 300, "seed": 0, "level": 0.95, "method": "percentile",
-                                    "unit": "case", "max_images_per_case": metrics["bootstrap"]["max_images_per_case"]}
+    assert metrics["bootstrap"] == {
+        "resamples": 300,
+        "seed": 0,
+        "level": 0.95,
+        "method": "percentile",
+        "unit": "case",
+        "max_images_per_case": metrics["bootstrap"]["max_images_per_case"],
+    }
     sources = {r["source"] for r in rows}
     assert set(metrics["per_source"]) == sources
     assert sum(g["n"] for g in metrics["per_source"].values()) == len(rows)
@@ -162,8 +194,16 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
         assert float(fields["malignant_probability"]) == pytest.approx(expected["probs"][fields["image_id"]], abs=1e-4)
 
     report = (out / "report.md").read_text()
-    for needle in ("| **all** |", "Hybrid-MT-ESTAN (paper, Table 2)", "DSC", "roc.png", "confusion.png",
-                   "overlays.png", "model's input resolution", *sources):
+    for needle in (
+        "| **all** |",
+        "Hybrid-MT-ESTAN (paper, Table 2)",
+        "DSC",
+        "roc.png",
+        "confusion.png",
+        "overlays.png",
+        "model's input resolution",
+        *sources,
+    ):
         assert needle in report, needle
     for name in ("roc.png", "confusion.png", "overlays.png"):
         _assert_png(out / name)
@@ -174,27 +214,48 @@ def test_no_segmentation_is_said_not_zeroed(synthetic_dataset, tmp_path, variant
     """The swin variant drops the DSC/JI columns; a split without masks shows them as n/a.
 
     Runs the actors' code (BatchPredictor) on decoded Parquet rows in-process: no Ray needed."""
+    from jobs.data.pipeline import decode_batch
     from jobs.evaluate.inference import BatchPredictor
+    from jobs.evaluate.report import render_markdown
     from jobs.evaluate.results import Predictions
     from jobs.evaluate.run import build_metrics
-    from jobs.data.pipeline import decode_batch
-    from jobs.evaluate.report import render_markdown
     from models.preprocess import Preprocessing
 
     checkpoint = _tiny_checkpoint(tmp_path / "ckpt", variant=variant)
     rows = _test_rows(synthetic_dataset)
-    raw = {k: np.array([r[k] if k != "mask" or masks else None for r in rows], dtype=object)
-           for k in ("image_id", "source", "label", "image", "mask", "height", "width")}
+    raw = {
+        k: np.array([r[k] if k != "mask" or masks else None for r in rows], dtype=object)
+        for k in ("image_id", "source", "label", "image", "mask", "height", "width")
+    }
     config = json.loads((checkpoint / "config.json").read_text())
     out = BatchPredictor(str(checkpoint))(decode_batch(raw, Preprocessing.from_dict(config["preprocessing"])))
     assert ("dsc" in out) == (variant != "swin")
-    predictions = Predictions(image_id=out["image_id"].astype(str), case_id=out["image_id"].astype(str),
-                              source=out["source"].astype(str), label=out["label"], prob=out["prob"],
-                              has_mask=out["has_mask"], dsc=out.get("dsc"), ji=out.get("ji"))
-    evaluated = {"data": synthetic_dataset, "split": "test", "fold": None, "checkpoint": str(checkpoint),
-                 "model": config["model"]}
-    metrics = build_metrics(predictions, evaluated, threshold=0.5, threshold_source="--threshold",
-                            has_segmentation=variant != "swin", n_bootstrap=50, seed=0)
+    predictions = Predictions(
+        image_id=out["image_id"].astype(str),
+        case_id=out["image_id"].astype(str),
+        source=out["source"].astype(str),
+        label=out["label"],
+        prob=out["prob"],
+        has_mask=out["has_mask"],
+        dsc=out.get("dsc"),
+        ji=out.get("ji"),
+    )
+    evaluated = {
+        "data": synthetic_dataset,
+        "split": "test",
+        "fold": None,
+        "checkpoint": str(checkpoint),
+        "model": config["model"],
+    }
+    metrics = build_metrics(
+        predictions,
+        evaluated,
+        threshold=0.5,
+        threshold_source="--threshold",
+        has_segmentation=variant != "swin",
+        n_bootstrap=50,
+        seed=0,
+    )
     assert metrics["overall"]["metrics"]["dsc"] is None and metrics["overall"]["metrics"]["ji"] is None
     assert metrics["overall"]["metrics"]["acc"]["value"] is not None
     assert metrics["segmentation"]["evaluated"] is False
@@ -227,16 +288,27 @@ def test_bad_checkpoint_and_empty_split_fail_with_one_line(ray_local, synthetic_
     bad.mkdir()
     (bad / "config.json").write_text("{not json")
     for checkpoint in (bad, tmp_path / "missing"):
-        code = main(["evaluate", "--data", synthetic_dataset, "--checkpoint", str(checkpoint),
-                     "--out", str(tmp_path / "e1")])
+        code = main(
+            ["evaluate", "--data", synthetic_dataset, "--checkpoint", str(checkpoint), "--out", str(tmp_path / "e1")]
+        )
         error = capsys.readouterr().err.strip()
         assert code != 0 and len(error.splitlines()) == 1, error
         assert "cannot load checkpoint" in error and str(checkpoint) in error
 
-    no_test = _rewritten_copy(synthetic_dataset, tmp_path / "no-test", "split",
-                              lambda table: pa.array(["train"] * len(table)))
-    code = main(["evaluate", "--data", no_test, "--checkpoint", str(_tiny_checkpoint(tmp_path / "ckpt")),
-                 "--out", str(tmp_path / "e2")])
+    no_test = _rewritten_copy(
+        synthetic_dataset, tmp_path / "no-test", "split", lambda table: pa.array(["train"] * len(table))
+    )
+    code = main(
+        [
+            "evaluate",
+            "--data",
+            no_test,
+            "--checkpoint",
+            str(_tiny_checkpoint(tmp_path / "ckpt")),
+            "--out",
+            str(tmp_path / "e2"),
+        ]
+    )
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert code != 0 and "'test' is empty" in error, error
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()

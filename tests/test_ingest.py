@@ -1,4 +1,5 @@
 """End to end: synthetic + real BUSI images ingested locally and into S3, read back through Ray Data."""
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,8 @@ from PIL import Image
 
 from jobs import storage
 from jobs.data.dataset import TEST_FOLD, read_manifest, read_table, shard_paths
-from jobs.errors import BusnetError
 from jobs.data.ingest import ingest
+from jobs.errors import BusnetError
 from tests.conftest import free_port
 from tests.ingest_layouts import decoded
 
@@ -27,7 +28,7 @@ def _busi_with_split_masks(sample: Path, root: Path) -> Path:
         path = root / stem.split(" ")[0] / f"{stem}_mask.png"
         mask = np.asarray(Image.open(path).convert("L"))
         left, right = mask.copy(), mask.copy()
-        left[:, mask.shape[1] // 2:] = 0
+        left[:, mask.shape[1] // 2 :] = 0
         right[:, : mask.shape[1] // 2] = 0
         Image.fromarray(left).save(path)
         Image.fromarray(right).save(path.with_name(f"{stem}_mask_1.png"))
@@ -42,8 +43,9 @@ def _by(values_a, values_b) -> dict:
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
-def test_synthetic_and_real_busi_read_back_through_ray_data(where, ray_local, synthetic_dataset, busi_sample,
-                                                            tmp_path, request):
+def test_synthetic_and_real_busi_read_back_through_ray_data(
+    where, ray_local, synthetic_dataset, busi_sample, tmp_path, request
+):
     out = str(tmp_path / "ds") if where == "local" else f"{request.getfixturevalue('s3_bucket')}/datasets/v1"
     synthetic_raw = Path(synthetic_dataset).parent / "raw"
     busi = _busi_with_split_masks(busi_sample, tmp_path / "busi")
@@ -70,12 +72,17 @@ def test_synthetic_and_real_busi_read_back_through_ray_data(where, ray_local, sy
     assert set(table[table.split == "test"].fold) == {TEST_FOLD}
     assert set(table[table.split != "test"].fold) == {0, 1, 2}
     assert {s: len(g) for s, g in table.groupby("split")} == {
-        s: c["images"] for s, c in manifest["counts"]["by_split"].items()}
+        s: c["images"] for s, c in manifest["counts"]["by_split"].items()
+    }
 
     again = ingest(sources, out, val=0.1, test=0.2, folds=3, seed=0, progress=False)  # replaces, same content
     assert again["content_hash"] == manifest["content_hash"]
     assert read_table(out, columns=["image_id"]).num_rows == 60
-    assert [p.rsplit("/", 1)[-1] for p in storage.list_files(out)] == ["_COMPLETE", "part-00000.parquet", "manifest.json"]
+    assert [p.rsplit("/", 1)[-1] for p in storage.list_files(out)] == [
+        "_COMPLETE",
+        "part-00000.parquet",
+        "manifest.json",
+    ]
     other_seed = ingest(sources, out, val=0.1, test=0.2, folds=3, seed=1, progress=False)
     assert other_seed["content_hash"] != manifest["content_hash"]
 

@@ -1,4 +1,5 @@
 """Each source adapter on a small layout made here: ids, labels, cases, masks, crops, formats."""
+
 from __future__ import annotations
 
 import csv
@@ -41,10 +42,18 @@ def test_busi_union_of_masks_any_channel_count_and_normal_skipped(tmp_path):
 
     manifest = ingest({"busi": tmp_path}, str(tmp_path / "ds"), **FAST)  # the parent folder works too
     got = rows(str(tmp_path / "ds"))
-    assert sorted(got) == ["busi/benign/benign (1).png", "busi/benign/benign (2).png",
-                           "busi/malignant/malignant (1).png"]
+    assert sorted(got) == [
+        "busi/benign/benign (1).png",
+        "busi/benign/benign (2).png",
+        "busi/malignant/malignant (1).png",
+    ]
     first = got["busi/benign/benign (1).png"]
-    assert (first["label"], first["case_id"], first["height"], first["width"]) == (0, "busi/benign/benign (1).png", 30, 40)
+    assert (first["label"], first["case_id"], first["height"], first["width"]) == (
+        0,
+        "busi/benign/benign (1).png",
+        30,
+        40,
+    )
     assert first["image"] == b1.read_bytes() and first["sha256"] == hashlib.sha256(b1.read_bytes()).hexdigest()
     assert np.array_equal(decoded(first["mask"]), box_mask(40, 30, (2, 2, 10, 10), (20, 15, 30, 25)) * 255)
     assert np.array_equal(decoded(got["busi/benign/benign (2).png"]["mask"]) > 0, box_mask(24, 20, (0, 0, 4, 4)))
@@ -59,8 +68,12 @@ def test_busis_bmp_images_and_masks(tmp_path):
     write_image(tmp_path / "Original" / "case0002.png", 30, 20, seed=2)
     write_mask(tmp_path / "GT" / "case0001_GT.bmp", 30, 20, (1, 1, 5, 5))
     write_mask(tmp_path / "GT" / "case0002_GT.bmp", 30, 20, (10, 10, 20, 15), mode="1")
-    _csv(tmp_path / "BUSIS562.csv", ["img name", "Ground Truth Name", "tumor type"],
-         ["case0001", "case0001_GT", "B"], ["case0002", "case0002_GT.bmp", "M"])
+    _csv(
+        tmp_path / "BUSIS562.csv",
+        ["img name", "Ground Truth Name", "tumor type"],
+        ["case0001", "case0001_GT", "B"],
+        ["case0002", "case0002_GT.bmp", "M"],
+    )
 
     ingest({"busis": tmp_path}, str(tmp_path / "ds"), **FAST)
     got = rows(str(tmp_path / "ds"))
@@ -91,7 +104,10 @@ def test_datasetb_labels_from_xlsx_or_csv(tmp_path, table):
     ingest({"datasetb": tmp_path}, str(tmp_path / "ds"), **FAST)
     got = rows(str(tmp_path / "ds"))
     assert {k: r["label"] for k, r in got.items()} == {
-        "datasetb/original/000001.png": 0, "datasetb/original/000002.png": 1, "datasetb/original/000003.png": 0}
+        "datasetb/original/000001.png": 0,
+        "datasetb/original/000002.png": 1,
+        "datasetb/original/000003.png": 0,
+    }
     assert np.array_equal(decoded(got["datasetb/original/000002.png"]["mask"]) > 0, box_mask(25, 20, (2, 2, 10, 10)))
 
 
@@ -99,8 +115,13 @@ def test_hmss_crop_box_cases_and_no_masks(tmp_path):
     a = write_image(tmp_path / "imgs" / "a.jpg", 80, 60, seed=1)
     write_image(tmp_path / "imgs" / "b.jpg", 80, 60, seed=2)
     write_image(tmp_path / "imgs" / "c.jpg", 80, 60, seed=3)
-    _csv(tmp_path / "HMSS.csv", ["image name", "case id", "tumor type", "crop box"],
-         ["a.jpg", "p1", "malignant", "[10, 5, 60, 45]"], ["b", "p1", "malignant", ""], ["c.jpg", "p2", "benign", ""])
+    _csv(
+        tmp_path / "HMSS.csv",
+        ["image name", "case id", "tumor type", "crop box"],
+        ["a.jpg", "p1", "malignant", "[10, 5, 60, 45]"],
+        ["b", "p1", "malignant", ""],
+        ["c.jpg", "p2", "benign", ""],
+    )
 
     ingest({"hmss": tmp_path}, str(tmp_path / "ds"), **FAST)
     got = rows(str(tmp_path / "ds"))
@@ -120,9 +141,13 @@ def test_folder_csv_with_several_masks_and_cases(tmp_path):
     write_image(data / "img" / "z.png", 30, 30, seed=3)
     write_mask(data / "gt" / "x1.png", 30, 30, (0, 0, 5, 5))
     write_mask(data / "gt" / "x2.png", 30, 30, (20, 20, 30, 30))
-    table = _csv(data / "list.csv", ["image", "mask", "label", "case_id"],
-                 ["img/x.png", "gt/x1.png;gt/x2.png", "malignant", "P-7"],
-                 ["img/y.png", "", "0", "P-7"], ["img/z.png", "", "B", ""])
+    table = _csv(
+        data / "list.csv",
+        ["image", "mask", "label", "case_id"],
+        ["img/x.png", "gt/x1.png;gt/x2.png", "malignant", "P-7"],
+        ["img/y.png", "", "0", "P-7"],
+        ["img/z.png", "", "B", ""],
+    )
 
     ingest({"folder": table}, str(tmp_path / "ds"), **FAST)
     got = rows(str(tmp_path / "ds"))

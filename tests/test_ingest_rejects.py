@@ -1,4 +1,5 @@
 """Bad input: each kind is a reject with file and reason, ingestion goes on; --strict stops at it."""
+
 from __future__ import annotations
 
 import csv
@@ -6,8 +7,8 @@ import csv
 import pytest
 
 from jobs.cli import main
-from jobs.errors import BusnetError
 from jobs.data.ingest import ingest
+from jobs.errors import BusnetError
 from tests.ingest_layouts import rows, write_image, write_mask
 
 FAST = {"val": 0.0, "test": 0.0, "folds": 2, "progress": False}
@@ -22,13 +23,14 @@ def messy(tmp_path):
         write_mask(busi / "benign" / f"benign ({n})_mask.png", 30, 20, (1, 1, 5, 5))
     write_image(busi / "malignant" / "malignant (1).png", 30, 20, seed=10)
     truncated = (busi / "benign" / "benign (1).png").read_bytes()[:60]
-    (busi / "malignant" / "malignant (2).png").write_bytes(truncated)                      # corrupt
+    (busi / "malignant" / "malignant (2).png").write_bytes(truncated)  # corrupt
     write_image(busi / "malignant" / "malignant (3).png", 30, 20, seed=11)
-    write_mask(busi / "malignant" / "malignant (3)_mask.png", 31, 20, (1, 1, 5, 5))        # wrong size
+    write_mask(busi / "malignant" / "malignant (3)_mask.png", 31, 20, (1, 1, 5, 5))  # wrong size
     (busi / "malignant" / "malignant (4).png").write_bytes(
-        (busi / "benign" / "benign (2).png").read_bytes())                                   # duplicate
-    (busi / "malignant" / "notes.txt").write_text("not an image")                          # stray file
-    (busi / "malignant" / "malignant (5).png").write_text("plain text")                    # not an image
+        (busi / "benign" / "benign (2).png").read_bytes()
+    )  # duplicate
+    (busi / "malignant" / "notes.txt").write_text("not an image")  # stray file
+    (busi / "malignant" / "malignant (5).png").write_text("plain text")  # not an image
 
     busis = tmp_path / "busis"
     write_image(busis / "Original" / "case0001.png", 30, 20, seed=20)
@@ -61,8 +63,12 @@ def test_each_bad_input_is_a_reject_and_the_rest_is_ingested(messy, tmp_path):
         assert part in reasons[name], (name, reasons[name])
     assert {r["source"] for r in manifest["rejects"]} == {"busi", "busis", "hmss", "datasetb"}
     assert sorted(rows(str(tmp_path / "ds"))) == [
-        "busi/benign/benign (1).png", "busi/benign/benign (2).png", "busi/benign/benign (3).png",
-        "busi/malignant/malignant (1).png", "busis/Original/case0001.png"]
+        "busi/benign/benign (1).png",
+        "busi/benign/benign (2).png",
+        "busi/benign/benign (3).png",
+        "busi/malignant/malignant (1).png",
+        "busis/Original/case0001.png",
+    ]
     assert manifest["counts"]["rejected"] == {"busi": 5, "busis": 2, "datasetb": 1, "hmss": 1}
 
 
@@ -86,19 +92,35 @@ def test_cli_strict_exits_non_zero_with_one_line(messy, tmp_path, capsys):
 
 
 def test_cli_summary_lists_rejects(messy, tmp_path, capsys):
-    code = main(["ingest", "--source", f"busi={messy['busi']}", "--out", str(tmp_path / "ds"),
-                 "--val", "0", "--test", "0", "--folds", "2"])
+    code = main(
+        [
+            "ingest",
+            "--source",
+            f"busi={messy['busi']}",
+            "--out",
+            str(tmp_path / "ds"),
+            "--val",
+            "0",
+            "--test",
+            "0",
+            "--folds",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     assert "5 rejected:" in out and "malignant (3).png" in out and "4 rows in 1 shard(s)" in out
 
 
-@pytest.mark.parametrize("sources, message", [
-    ({"nosuch": "."}, "unknown source 'nosuch'; known sources: busi, busis"),
-    ([("busi", "a"), ("busi", "b")], "source 'busi' given twice"),
-    ({"busi": "s3://bucket/raw"}, "sources are read from local folders"),
-    ({}, "no --source given"),
-])
+@pytest.mark.parametrize(
+    "sources, message",
+    [
+        ({"nosuch": "."}, "unknown source 'nosuch'; known sources: busi, busis"),
+        ([("busi", "a"), ("busi", "b")], "source 'busi' given twice"),
+        ({"busi": "s3://bucket/raw"}, "sources are read from local folders"),
+        ({}, "no --source given"),
+    ],
+)
 def test_bad_sources_fail_before_any_work(tmp_path, sources, message):
     with pytest.raises(BusnetError, match=message):
         ingest(sources, str(tmp_path / "ds"), **FAST)

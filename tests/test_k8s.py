@@ -4,12 +4,12 @@ Built-in kinds against Kubernetes' own schemas (kubernetes-validate), KubeRay ki
 KubeRay v1 CRD schemas with unknown fields rejected, every `busnet` entrypoint parsed by the real CLI,
 the RayService's serveConfigV2 equal to serve/config.yaml, versions equal to what setup.sh installs.
 """
+
 from __future__ import annotations
 
 import copy
 import importlib
 import json
-import os
 import re
 import shlex
 import shutil
@@ -35,8 +35,11 @@ def _closed(schema):
     """The CRD schema with `additionalProperties: false` wherever properties are listed (typos fail)."""
     if isinstance(schema, dict):
         schema = {k: _closed(v) for k, v in schema.items()}
-        if ("properties" in schema and "additionalProperties" not in schema
-                and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        if (
+            "properties" in schema
+            and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
             schema["additionalProperties"] = False
         return schema
     if isinstance(schema, list):
@@ -63,8 +66,13 @@ def test_every_overlay_has_the_whole_platform(rendered):
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_python_build_equals_kubectl_kustomize(overlay):
-    out = subprocess.run(["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
-                         check=True, capture_output=True, text=True, timeout=60).stdout
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "k8s" / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
     key = lambda o: (o["kind"], o["metadata"]["name"])  # noqa: E731
     assert sorted(yaml.safe_load_all(out), key=key) == sorted(build(ROOT / "k8s" / "overlays" / overlay), key=key)
 
@@ -94,9 +102,11 @@ def test_crd_validation_catches_a_typo(rendered):
 
 def test_cluster_shape(rendered):
     """CPU head that runs no work; an autoscaling worker group with /dev/shm; GPUs only in the gpu overlay."""
-    for spec in [_by_kind(rendered, "RayCluster")[0]["spec"]] + [
-            j["spec"]["rayClusterSpec"] for j in _by_kind(rendered, "RayJob")] + [
-            _by_kind(rendered, "RayService")[0]["spec"]["rayClusterConfig"]]:
+    for spec in (
+        [_by_kind(rendered, "RayCluster")[0]["spec"]]
+        + [j["spec"]["rayClusterSpec"] for j in _by_kind(rendered, "RayJob")]
+        + [_by_kind(rendered, "RayService")[0]["spec"]["rayClusterConfig"]]
+    ):
         assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
         assert spec["enableInTreeAutoscaling"] is True
         head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
@@ -145,14 +155,19 @@ def test_serve_config_is_the_one_in_serve(rendered):
                 deployment["ray_actor_options"]["num_gpus"] = 1
     assert embedded["applications"] == source["applications"]
     for app in embedded["applications"]:
-        module, _, attr = app["import_path"].partition(":") if ":" in app["import_path"] else app["import_path"].rpartition(".")
+        module, _, attr = (
+            app["import_path"].partition(":") if ":" in app["import_path"] else app["import_path"].rpartition(".")
+        )
         assert callable(getattr(importlib.import_module(module), attr))
 
 
 def test_image_and_versions_agree_with_setup():
     containerfile = (ROOT / "platform" / "Containerfile").read_text()
-    constraints = dict(line.split("==") for line in (ROOT / "constraints.txt").read_text().splitlines()
-                       if "==" in line and not line.startswith("#"))
+    constraints = dict(
+        line.split("==")
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
     image_ray = re.search(r"rayproject/ray:([\d.]+)-py(\d)(\d+)", containerfile)
     assert image_ray.group(1) == ray.__version__ == constraints["ray"]
     assert "-c constraints.txt" in containerfile and "-c constraints.txt" in (ROOT / "setup.sh").read_text()
@@ -164,7 +179,7 @@ def test_image_and_versions_agree_with_setup():
 
 
 CREDENTIAL_PATTERNS = [
-    re.compile(r"AKIA[0-9A-Z]{16}"),                                   # AWS access key id
+    re.compile(r"AKIA[0-9A-Z]{16}"),  # AWS access key id
     re.compile(r"(?i)secret[_-]?access[_-]?key\s*[:=]\s*['\"]?(?!REPLACE_ME)[A-Za-z0-9/+]{20,}"),
     re.compile(r"(?i)password\s*[:=]\s*['\"]?\S{6,}"),
 ]

@@ -4,6 +4,7 @@ Bright speckled background, one dark ellipse per image (its mask), label = wheth
 large; Adam lr 1e-3 with the paper's loss (3 * focal + Dice). Pass: within MAX_STEPS the loss on
 the batch falls by more than 80% and the Dice of the thresholded masks exceeds 0.8 (eval mode).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -37,8 +38,11 @@ def synthetic_lesions(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch
         images.append(preprocess_image(np.clip(gray, 0, 255).astype(np.uint8), pre))
         masks.append(mask[None].astype(np.float32))
         labels.append(float(large))
-    return (torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(masks)),
-            torch.tensor(labels, dtype=torch.float32))
+    return (
+        torch.from_numpy(np.stack(images)),
+        torch.from_numpy(np.stack(masks)),
+        torch.tensor(labels, dtype=torch.float32),
+    )
 
 
 @pytest.fixture(autouse=True)

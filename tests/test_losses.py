@@ -1,4 +1,5 @@
 """models.losses against values computed by hand (plain math), torchvision and torch's BCE."""
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,9 @@ def _focal_by_hand(logits, targets, alpha, gamma) -> float:
 @pytest.mark.parametrize("alpha,gamma", [(0.5, 2.0), (0.25, 2.0), (0.75, 1.0), (0.5, 0.0), (0.6, 0.5)])
 def test_focal_matches_hand_computed(alpha, gamma):
     logits, targets = [0.0, 2.0, -1.5, 3.0, -0.3], [1.0, 0.0, 1.0, 1.0, 0.0]
-    got = focal_loss(torch.tensor(logits, dtype=torch.float64), torch.tensor(targets, dtype=torch.float64), alpha, gamma)
+    got = focal_loss(
+        torch.tensor(logits, dtype=torch.float64), torch.tensor(targets, dtype=torch.float64), alpha, gamma
+    )
     assert got.item() == pytest.approx(_focal_by_hand(logits, targets, alpha, gamma), rel=1e-12)
 
 
@@ -118,8 +121,9 @@ def test_multitask_skips_dice_without_mask_head_or_masks():
     assert swin.total.item() == pytest.approx(3.0 * focal_loss(logits, labels).item())
 
     mask_logits = torch.randn(2, 1, 8, 8, requires_grad=True)
-    none_masked = multitask_loss({"logits": logits, "mask_logits": mask_logits}, labels, masks,
-                                 has_mask=torch.tensor([False, False]))
+    none_masked = multitask_loss(
+        {"logits": logits, "mask_logits": mask_logits}, labels, masks, has_mask=torch.tensor([False, False])
+    )
     assert none_masked.dice.item() == 0.0
     none_masked.total.backward()
     assert torch.isfinite(logits.grad).all()
@@ -129,5 +133,9 @@ def test_shape_mismatch_is_refused():
     with pytest.raises(ValueError, match="differ in shape"):
         focal_loss(torch.zeros(3), torch.zeros(4))
     with pytest.raises(ValueError, match="has_mask"):
-        multitask_loss({"logits": torch.zeros(2), "mask_logits": torch.zeros(2, 1, 4, 4)}, torch.zeros(2),
-                       torch.zeros(2, 1, 4, 4), has_mask=torch.tensor([True]))
+        multitask_loss(
+            {"logits": torch.zeros(2), "mask_logits": torch.zeros(2, 1, 4, 4)},
+            torch.zeros(2),
+            torch.zeros(2, 1, 4, 4),
+            has_mask=torch.tensor([True]),
+        )

@@ -1,4 +1,5 @@
 """models.metrics against scikit-learn on random data, and the edge cases (one class, empty masks)."""
+
 from __future__ import annotations
 
 import math
@@ -20,9 +21,13 @@ def test_classification_matches_sklearn_on_random_data(seed, threshold):
     y_pred = prob >= threshold
     tn, fp, fn, tp = confusion_matrix(y_true, y_pred).ravel()
     expected = {
-        "acc": accuracy_score(y_true, y_pred), "sens": tp / (tp + fn), "spec": tn / (tn + fp),
-        "f1": f1_score(y_true, y_pred), "auc": roc_auc_score(y_true, prob),
-        "fnr": fn / (tp + fn), "fpr": fp / (tn + fp),
+        "acc": accuracy_score(y_true, y_pred),
+        "sens": tp / (tp + fn),
+        "spec": tn / (tn + fp),
+        "f1": f1_score(y_true, y_pred),
+        "auc": roc_auc_score(y_true, prob),
+        "fnr": fn / (tp + fn),
+        "fpr": fp / (tn + fp),
     }
     assert set(got) == set(expected)
     for key, value in expected.items():

@@ -4,6 +4,7 @@
 device (same constructors and wiring, no memory); the paper hybrid is also built for real once and
 runs one forward pass on a 1x3x256x256 image.
 """
+
 from __future__ import annotations
 
 import json
@@ -97,9 +98,12 @@ def test_encoders_honour_their_channels_and_reductions(meta_model, preset):
         x = torch.empty(1, 3, size, size)
         resnet, estan = model.cnn.resnet, model.cnn.estan
         stages, taps = resnet(x)
-        checks = [(stages, resnet.stage_channels, resnet.reductions), (taps, resnet.tap_channels, resnet.reductions),
-                  (estan(x), estan.out_channels, estan.reductions),
-                  (model.swin(x), model.swin.out_channels, model.swin.reductions)]
+        checks = [
+            (stages, resnet.stage_channels, resnet.reductions),
+            (taps, resnet.tap_channels, resnet.reductions),
+            (estan(x), estan.out_channels, estan.reductions),
+            (model.swin(x), model.swin.out_channels, model.swin.reductions),
+        ]
     for maps, channels, reductions in checks:
         assert [tuple(m.shape[1:]) for m in maps] == [(c, size // r, size // r) for c, r in zip(channels, reductions)]
 
@@ -155,24 +159,30 @@ def test_random_init_is_said_out_loud(caplog):
     assert (logging.INFO, "Swin of preset 'tiny' is randomly initialised (no pretrained_swin file given)") in said
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"preset": "huge"}, "unknown preset 'huge'"),
-    ({"variant": "unet"}, "unknown variant 'unet'"),
-    ({"input_sise": 64}, "unknown override(s) input_sise"),
-    ({"input_size": "64"}, "override input_size='64'"),
-    ({"estan_widths": (8, 16)}, "estan_widths needs 5 positive values"),
-    ({"input_size": 192}, "Swin stage 4"),         # 6x6 tokens, 4x4 windows
-    ({"swin_window": 3}, "Swin stage 1"),
-    ({"input_size": 160}, "not a multiple of 64"),
-    ({"variant": "mt_estan", "input_size": 80}, "not a multiple of 32"),
-    ({"variant": "mt_estan", "pretrained_swin": "swin.safetensors"}, "has no Swin"),
-    ({"resnet_layers": [0, 1, 1, 1]}, "resnet_layers needs 4 positive values, got [0, 1, 1, 1]"),
-    ({"swin_embed_dim": 10, "swin_heads": (3, 3, 3, 3)}, "Swin stage 1: 10 channels do not split into 3 heads"),
-    ({"dropout": 1.0}, "dropout must be in [0, 1)"),
-    ({"resnet": "vit_base_patch16_224"}, "resnet='vit_base_patch16_224' is not a timm ResNet"),
-    ({"variant": "swin", "swin": "swinv2_cr_tiny_224"}, "swin='swinv2_cr_tiny_224' is not a timm Swin Transformer V2"),
-    ({"variant": "mt_estan", "resnet": "resnet18", "resnet_channels": None}, "need a bottleneck ResNet"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"preset": "huge"}, "unknown preset 'huge'"),
+        ({"variant": "unet"}, "unknown variant 'unet'"),
+        ({"input_sise": 64}, "unknown override(s) input_sise"),
+        ({"input_size": "64"}, "override input_size='64'"),
+        ({"estan_widths": (8, 16)}, "estan_widths needs 5 positive values"),
+        ({"input_size": 192}, "Swin stage 4"),  # 6x6 tokens, 4x4 windows
+        ({"swin_window": 3}, "Swin stage 1"),
+        ({"input_size": 160}, "not a multiple of 64"),
+        ({"variant": "mt_estan", "input_size": 80}, "not a multiple of 32"),
+        ({"variant": "mt_estan", "pretrained_swin": "swin.safetensors"}, "has no Swin"),
+        ({"resnet_layers": [0, 1, 1, 1]}, "resnet_layers needs 4 positive values, got [0, 1, 1, 1]"),
+        ({"swin_embed_dim": 10, "swin_heads": (3, 3, 3, 3)}, "Swin stage 1: 10 channels do not split into 3 heads"),
+        ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+        ({"resnet": "vit_base_patch16_224"}, "resnet='vit_base_patch16_224' is not a timm ResNet"),
+        (
+            {"variant": "swin", "swin": "swinv2_cr_tiny_224"},
+            "swin='swinv2_cr_tiny_224' is not a timm Swin Transformer V2",
+        ),
+        ({"variant": "mt_estan", "resnet": "resnet18", "resnet_channels": None}, "need a bottleneck ResNet"),
+    ],
+)
 def test_bad_options_fail_at_build_time(kwargs, message):
     with pytest.raises(ValueError) as error:
         build_model(**{"preset": "tiny", **kwargs})

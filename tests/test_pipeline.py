@@ -1,4 +1,5 @@
 """jobs.data.pipeline on a real local Ray: splits, folds, decoding, shuffling, columns, errors; busnet bench data."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,8 @@ import pytest
 
 from jobs import storage
 from jobs.data.dataset import read_table
-from jobs.errors import BusnetError
 from jobs.data.pipeline import FILTER_COLUMNS, ROW_COLUMNS, read_rows, read_split
+from jobs.errors import BusnetError
 from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask
 
 PRE = Preprocessing(size=32)
@@ -37,7 +38,7 @@ def test_each_split_has_its_rows_decoded_and_preprocessed(ray_local, synthetic_d
         rows = read_split(synthetic_dataset, split, preprocessing=PRE).take_all()
         ids = [r["image_id"] for r in rows]
         assert len(ids) == len(set(ids))
-        assert set(ids) == ids_where(stored, lambda r: r["split"] == split), split
+        assert set(ids) == ids_where(stored, lambda r, split=split: r["split"] == split), split
         seen |= set(ids)
         for row in rows:
             assert set(row) == OUTPUT_COLUMNS
@@ -57,10 +58,18 @@ def test_each_split_has_its_rows_decoded_and_preprocessed(ray_local, synthetic_d
 
 def test_fold_train_and_val_partition_the_train_val_rows(ray_local, synthetic_dataset, stored):
     fold = 1
-    train = {r["image_id"] for r in read_split(synthetic_dataset, "train", fold=fold, preprocessing=PRE)
-             .select_columns(["image_id"]).take_all()}
-    val = {r["image_id"] for r in read_split(synthetic_dataset, "val", fold=fold, preprocessing=PRE)
-           .select_columns(["image_id"]).take_all()}
+    train = {
+        r["image_id"]
+        for r in read_split(synthetic_dataset, "train", fold=fold, preprocessing=PRE)
+        .select_columns(["image_id"])
+        .take_all()
+    }
+    val = {
+        r["image_id"]
+        for r in read_split(synthetic_dataset, "val", fold=fold, preprocessing=PRE)
+        .select_columns(["image_id"])
+        .take_all()
+    }
     cross_validated = ids_where(stored, lambda r: r["split"] in ("train", "val"))
     assert val == ids_where(stored, lambda r: r["split"] in ("train", "val") and r["fold"] == fold)
     assert train and val and not train & val
@@ -98,8 +107,7 @@ def test_numeric_columns_iterate_as_torch_batches(ray_local, synthetic_dataset, 
 def test_reads_from_s3(ray_local, synthetic_dataset, s3_bucket, stored):
     uri = f"{s3_bucket}/datasets/synthetic"
     storage.publish_dir(synthetic_dataset, uri)
-    ids = {r["image_id"] for r in read_split(uri, "val", preprocessing=PRE)
-           .select_columns(["image_id"]).take_all()}
+    ids = {r["image_id"] for r in read_split(uri, "val", preprocessing=PRE).select_columns(["image_id"]).take_all()}
     assert ids == ids_where(stored, lambda r: r["split"] == "val")
 
 

@@ -1,4 +1,5 @@
 """models.preprocess: decoding (formats, bit depths, bad bytes), the forward geometry and its inverse."""
+
 from __future__ import annotations
 
 import io
@@ -31,11 +32,17 @@ def _encode(array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> byt
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A tiny, valid-looking 8-bit gray PNG that claims width x height pixels."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 4096)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 4096))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -69,7 +76,7 @@ def test_real_busi_round_trip_gives_original_size_and_mask(busi_sample):
 @pytest.mark.parametrize("height,width", [(37, 91), (91, 37), (45, 45), (13, 128), (301, 199)])
 def test_synthetic_round_trip_on_odd_non_square_sizes(height, width):
     mask = np.zeros((height, width), dtype=bool)
-    mask[height // 4: height - height // 5, width // 3: width - width // 6] = True
+    mask[height // 4 : height - height // 5, width // 3 : width - width // 6] = True
     small = preprocess_mask(mask, 64)
     restored = restore_mask(small, height, width)  # [1, S, S] accepted too
     assert restored.shape == (height, width)
@@ -112,8 +119,21 @@ def test_input_is_never_modified():
     np.testing.assert_array_equal(image, before)
 
 
-@pytest.mark.parametrize("mode,fmt", [("L", "PNG"), ("RGB", "PNG"), ("RGBA", "PNG"), ("LA", "PNG"), ("P", "PNG"),
-                                      ("1", "PNG"), ("RGB", "JPEG"), ("L", "JPEG"), ("RGB", "BMP"), ("L", "BMP")])
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [
+        ("L", "PNG"),
+        ("RGB", "PNG"),
+        ("RGBA", "PNG"),
+        ("LA", "PNG"),
+        ("P", "PNG"),
+        ("1", "PNG"),
+        ("RGB", "JPEG"),
+        ("L", "JPEG"),
+        ("RGB", "BMP"),
+        ("L", "BMP"),
+    ],
+)
 def test_decode_formats_and_modes(mode, fmt):
     rgb = np.repeat(_gray(23, 41)[:, :, None], 3, axis=2)
     buffer = io.BytesIO()
@@ -136,7 +156,12 @@ def test_decode_16bit_png_keeps_every_value():
 def test_decode_mask_channels_and_values():
     lesion = np.zeros((10, 12), dtype=np.uint8)
     lesion[2:5, 3:9] = 255
-    for array in (lesion, lesion // 255, np.dstack([lesion] * 3), np.dstack([lesion] * 3 + [np.full_like(lesion, 255)])):
+    for array in (
+        lesion,
+        lesion // 255,
+        np.dstack([lesion] * 3),
+        np.dstack([lesion] * 3 + [np.full_like(lesion, 255)]),
+    ):
         np.testing.assert_array_equal(decode_mask(_encode(array)), lesion > 0)
     red_only = np.dstack([lesion, np.zeros_like(lesion), np.zeros_like(lesion)])
     np.testing.assert_array_equal(decode_mask(_encode(red_only)), lesion > 0)
@@ -193,4 +218,3 @@ def test_preprocessing_dict_round_trip_and_validation():
     for bad in ({"size": 0}, {"size": 64, "mean": (0.5, 0.5)}, {"size": 64, "std": (1.0, 0.0, 1.0)}):
         with pytest.raises(ValueError):
             Preprocessing(**bad)
-

@@ -1,4 +1,5 @@
 """Pretrained encoder weights: timm weight files written here are really loaded; misfits are refused."""
+
 from __future__ import annotations
 
 import logging
@@ -75,13 +76,25 @@ class NotATensor:
     """Anything a weights-only unpickler must refuse."""
 
 
-@pytest.mark.parametrize(("make", "message"), [
-    (lambda: timm_weights("resnet26", seed=5), "80 shape mismatch(es) (layer1.0.conv1.weight file (64, 64, 1, 1) vs model (8, 64, 1, 1)"),
-    (lambda: timm_weights("resnet26", seed=5, **{**TINY_RESNET, "layers": (2, 1, 1, 1)}),
-     "0 missing key(s), 18 unexpected key(s) (layer1.1.bn1.bias"),
-    (lambda: {k: v for k, v in timm_weights("resnet26", seed=5, **TINY_RESNET).items() if k != "layer4.0.conv3.weight"},
-     "1 missing key(s) (layer4.0.conv3.weight)"),
-])
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: timm_weights("resnet26", seed=5),
+            "80 shape mismatch(es) (layer1.0.conv1.weight file (64, 64, 1, 1) vs model (8, 64, 1, 1)",
+        ),
+        (
+            lambda: timm_weights("resnet26", seed=5, **{**TINY_RESNET, "layers": (2, 1, 1, 1)}),
+            "0 missing key(s), 18 unexpected key(s) (layer1.1.bn1.bias",
+        ),
+        (
+            lambda: {
+                k: v for k, v in timm_weights("resnet26", seed=5, **TINY_RESNET).items() if k != "layer4.0.conv3.weight"
+            },
+            "1 missing key(s) (layer4.0.conv3.weight)",
+        ),
+    ],
+)
 def test_a_file_that_does_not_fit_is_refused(tmp_path, make, message):
     path = tmp_path / "other.safetensors"
     save_file(make(), path)
@@ -91,12 +104,15 @@ def test_a_file_that_does_not_fit_is_refused(tmp_path, make, message):
     assert message in str(error.value)
 
 
-@pytest.mark.parametrize(("name", "content", "message"), [
-    ("broken.safetensors", b"not a weights file", "not a readable weights file"),
-    ("pickled.pth", None, "not a readable weights file"),
-    ("weights.npz", b"", "unknown format"),
-    ("absent.safetensors", ..., "no such file"),
-])
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("broken.safetensors", b"not a weights file", "not a readable weights file"),
+        ("pickled.pth", None, "not a readable weights file"),
+        ("weights.npz", b"", "unknown format"),
+        ("absent.safetensors", ..., "no such file"),
+    ],
+)
 def test_unreadable_files_are_refused(tmp_path, name, content, message):
     path = tmp_path / name
     if content is None:

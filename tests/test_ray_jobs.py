@@ -5,8 +5,10 @@ signalling only its `ray start --block` process (which drains and stops the proc
 whatever of that session survives is killed by id. Nothing else on the machine is touched: never
 `ray stop`, which would take down every Ray on the machine.
 """
+
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,9 +25,17 @@ from tests.conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port", "dashboard-agent-listen-port",
-              "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port", "node-manager-port",
-              "object-manager-port")
+PORT_FLAGS = (
+    "port",
+    "dashboard-port",
+    "ray-client-server-port",
+    "dashboard-agent-listen-port",
+    "dashboard-agent-grpc-port",
+    "runtime-env-agent-port",
+    "metrics-export-port",
+    "node-manager-port",
+    "object-manager-port",
+)
 
 
 def _session_members(sid: int) -> list[int]:
@@ -44,9 +53,23 @@ def _session_members(sid: int) -> list[int]:
 def _start_head(temp_dir: str, env: dict) -> tuple[subprocess.Popen, str]:
     """`ray start --head --block` in its own session; returns once the node has registered."""
     ports = {flag: free_port() for flag in PORT_FLAGS}
-    command = [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-               "--dashboard-host", "127.0.0.1", "--num-cpus", "4", "--object-store-memory", "300000000",
-               "--temp-dir", temp_dir, *(f"--{flag}={port}" for flag, port in ports.items())]
+    command = [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address",
+        "127.0.0.1",
+        "--dashboard-host",
+        "127.0.0.1",
+        "--num-cpus",
+        "4",
+        "--object-store-memory",
+        "300000000",
+        "--temp-dir",
+        temp_dir,
+        *(f"--{flag}={port}" for flag, port in ports.items()),
+    ]
     log_path = Path(temp_dir) / "head.log"
     with open(log_path, "w") as log:
         head = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -64,22 +87,23 @@ def _stop_head(head: subprocess.Popen) -> None:
     its session: only processes this test started."""
     if head.poll() is None:
         head.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             head.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            pass
     for pid in _session_members(head.pid):
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
 
 
 @pytest.fixture
 def ray_head():
     """A Ray head on 127.0.0.1 with free ports and its own temp dir; yields (dashboard URL, env)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "GLOO_SOCKET_IFNAME": "lo",
+        "PYTHONUNBUFFERED": "1",
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+    }
     env.pop("RAY_ADDRESS", None)
     for attempt in range(2):  # on a saturated machine the raylet can miss Ray's 30 s registration window
         temp_dir = tempfile.mkdtemp(prefix="rj", dir="/tmp")  # short: Ray's socket paths have a length limit
@@ -103,11 +127,42 @@ def test_busnet_train_as_a_ray_job(ray_head, synthetic_dataset, tmp_path):
     out = tmp_path / "runs"
     runtime_env = json.dumps({"excludes": ["tests/", "k8s/", "*.egg-info"]})  # .venv is in .gitignore
     job = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", url, "--working-dir", ".", "--runtime-env-json",
-         runtime_env, "--", "busnet", "train", "--data", synthetic_dataset, "--out", str(out), "--name", "job",
-         "--epochs", "1", "--lr", "1e-3", "--input-size", "64", "--cpus-per-worker", "0.5",
-         "--metric", "val_loss"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            url,
+            "--working-dir",
+            ".",
+            "--runtime-env-json",
+            runtime_env,
+            "--",
+            "busnet",
+            "train",
+            "--data",
+            synthetic_dataset,
+            "--out",
+            str(out),
+            "--name",
+            "job",
+            "--epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--input-size",
+            "64",
+            "--cpus-per-worker",
+            "0.5",
+            "--metric",
+            "val_loss",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout
     assert "[busnet train] epoch 1/1" in job.stdout  # the job's log streams the training progress

@@ -4,6 +4,7 @@ and the model swap through user_config as `serve deploy` / KubeRay apply it.
 One Serve instance for the module: the app from `build_app` (as `busnet serve` runs it) at `/`, and
 for the swap test the app from serve/config.yaml (as a RayService runs it) at `/swap`.
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,9 @@ GOOD = encode(np.random.default_rng(0).integers(0, 255, (90, 120), dtype=np.uint
 def checkpoints(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("serve-ckpt")
     torch.manual_seed(1)
-    first = save_checkpoint(build_model("tiny"), root / "a", threshold=0.45,
-                            metrics={"val_auc": 0.61}, lineage={"trial_id": "test-a"})
+    first = save_checkpoint(
+        build_model("tiny"), root / "a", threshold=0.45, metrics={"val_auc": 0.61}, lineage={"trial_id": "test-a"}
+    )
     second = save_checkpoint(build_model("tiny", input_size=128), root / "b", threshold=0.5)
     return {"a": str(first), "b": str(second)}
 
@@ -58,8 +60,9 @@ def url(ray_local, checkpoints) -> str:
 
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app(checkpoints["a"], max_batch_size=8, batch_wait_ms=30,
-                    max_image_bytes=MAX_BYTES, max_image_pixels=MAX_PIXELS)
+    app = build_app(
+        checkpoints["a"], max_batch_size=8, batch_wait_ms=30, max_image_bytes=MAX_BYTES, max_image_pixels=MAX_PIXELS
+    )
     serve.run(app, name="busnet", route_prefix="/", blocking=False)
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
@@ -118,12 +121,23 @@ def test_real_busi_images_raw_and_multipart(url, checkpoints, busi_sample):
         check_answer(raw.json(), checkpoints["a"], data)
 
 
-@pytest.mark.parametrize("name, data, content_type", [
-    ("gray 16-bit PNG", encode((np.arange(50 * 70).reshape(50, 70) * 17 % 65535).astype(np.uint16)), "image/png"),
-    ("RGB JPEG", encode(np.random.default_rng(2).integers(0, 255, (64, 80, 3), dtype=np.uint8), "JPEG"), "image/jpeg"),
-    ("RGBA PNG, tall", encode(np.random.default_rng(3).integers(0, 255, (130, 40, 4), dtype=np.uint8)), "image/png"),
-    ("gray BMP", encode(np.random.default_rng(4).integers(0, 255, (33, 47), dtype=np.uint8), "BMP"), "image/bmp"),
-])
+@pytest.mark.parametrize(
+    "name, data, content_type",
+    [
+        ("gray 16-bit PNG", encode((np.arange(50 * 70).reshape(50, 70) * 17 % 65535).astype(np.uint16)), "image/png"),
+        (
+            "RGB JPEG",
+            encode(np.random.default_rng(2).integers(0, 255, (64, 80, 3), dtype=np.uint8), "JPEG"),
+            "image/jpeg",
+        ),
+        (
+            "RGBA PNG, tall",
+            encode(np.random.default_rng(3).integers(0, 255, (130, 40, 4), dtype=np.uint8)),
+            "image/png",
+        ),
+        ("gray BMP", encode(np.random.default_rng(4).integers(0, 255, (33, 47), dtype=np.uint8), "BMP"), "image/bmp"),
+    ],
+)
 def test_synthetic_formats(url, checkpoints, name, data, content_type):
     response = post_raw(url, data, content_type)
     assert response.status_code == 200, response.text
@@ -142,7 +156,7 @@ def test_concurrent_requests_run_in_batches(url):
 
 def _chunked(data: bytes):
     for start in range(0, len(data), 64_000):
-        yield data[start:start + 64_000]
+        yield data[start : start + 64_000]
 
 
 BOMB = encode(np.zeros((2500, 2500), np.uint8))  # 6.25 MP in a few kB
@@ -156,8 +170,10 @@ BAD_INPUTS = {
     "too many bytes": (lambda url: post_raw(url, b"\0" * (MAX_BYTES + 1)), 413),
     "too many bytes, chunked": (lambda url: post_raw(url, _chunked(b"\0" * (3 * MAX_BYTES))), 413),
     "too many pixels (bomb)": (lambda url: post_raw(url, BOMB), 413),
-    "wrong multipart field": (lambda url: requests.post(
-        f"{url}/v1/predict", files={"image": ("a.png", GOOD, "image/png")}, timeout=60), 400),
+    "wrong multipart field": (
+        lambda url: requests.post(f"{url}/v1/predict", files={"image": ("a.png", GOOD, "image/png")}, timeout=60),
+        400,
+    ),
     "malformed multipart": (lambda url: post_raw(url, b"--nope\r\n", "multipart/form-data; boundary=x"), 400),
 }
 
@@ -252,8 +268,12 @@ def test_model_swap_through_user_config_drops_nothing(url, checkpoints, tmp_path
         broken = tmp_path / "broken"
         broken.mkdir()
         apply(swap_config(str(broken)))
-        health = wait_for(lambda: requests.get(f"{swap}/v1/health", timeout=30).json()["last_load_error"]
-                          and requests.get(f"{swap}/v1/health", timeout=30).json())
+        health = wait_for(
+            lambda: (
+                requests.get(f"{swap}/v1/health", timeout=30).json()["last_load_error"]
+                and requests.get(f"{swap}/v1/health", timeout=30).json()
+            )
+        )
         count_before = seen[sha["b"]]
         wait_for(lambda: seen[sha["b"]] >= count_before + 3)
     finally:

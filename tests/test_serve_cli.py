@@ -1,4 +1,5 @@
 """`busnet serve` as a real process (joined to the test session's Ray) and `busnet bench serve`."""
+
 from __future__ import annotations
 
 import json
@@ -28,9 +29,23 @@ def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
     env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
     stderr = tmp_path / "serve.err"
     process = subprocess.Popen(
-        [sys.executable, "-m", "jobs.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port),
-         "--max-batch-size", "4"],
-        stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True, env=env)
+        [
+            sys.executable,
+            "-m",
+            "jobs.cli",
+            "serve",
+            "--checkpoint",
+            str(checkpoint),
+            "--port",
+            str(port),
+            "--max-batch-size",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=stderr.open("w"),
+        text=True,
+        env=env,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
@@ -43,8 +58,9 @@ def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
             assert time.monotonic() < deadline, "busnet serve printed no URL within 300 s"
             time.sleep(0.5)
         image = sorted(busi_sample.glob("malignant/*).png"))[0]
-        answer = requests.post(f"{url}/v1/predict", data=image.read_bytes(),
-                               headers={"Content-Type": "image/png"}, timeout=60).json()
+        answer = requests.post(
+            f"{url}/v1/predict", data=image.read_bytes(), headers={"Content-Type": "image/png"}, timeout=60
+        ).json()
         assert answer["model"]["checkpoint"] == str(checkpoint)
         assert np.asarray(answer["lesion"]["bbox"] or [0, 0, 1, 1]).shape == (4,)
     finally:
@@ -59,8 +75,23 @@ def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
 
 
 def test_bench_serve_json(ray_local, capsys):
-    code = main(["bench", "serve", "--concurrency", "1,6", "--requests", "18", "--duration", "60",
-                 "--max-batch-size", "6", "--batch-wait-ms", "20", "--json"])
+    code = main(
+        [
+            "bench",
+            "serve",
+            "--concurrency",
+            "1,6",
+            "--requests",
+            "18",
+            "--duration",
+            "60",
+            "--max-batch-size",
+            "6",
+            "--batch-wait-ms",
+            "20",
+            "--json",
+        ]
+    )
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # Ray may log lines before it
     assert report["bare_forward"]["images_per_s"] > 0

@@ -1,4 +1,5 @@
 """serve/ without Ray: request body rules, settings, the predictor path, the client, the Serve config file."""
+
 from __future__ import annotations
 
 import asyncio
@@ -33,7 +34,7 @@ def png_bytes(array: np.ndarray) -> bytes:
 
 async def _chunks(data: bytes, size: int = 1000):
     for start in range(0, len(data), size):
-        yield data[start:start + size]
+        yield data[start : start + size]
 
 
 def read(content_type, body: bytes, max_bytes: int = 10_000, declared: str | None = None) -> bytes:
@@ -42,12 +43,14 @@ def read(content_type, body: bytes, max_bytes: int = 10_000, declared: str | Non
 
 
 def multipart(fields: dict[str, bytes]) -> tuple[str, bytes]:
-    prepared = requests.Request("POST", "http://x/", files={
-        name: (f"{name}.png", data, "image/png") for name, data in fields.items()}).prepare()
+    prepared = requests.Request(
+        "POST", "http://x/", files={name: (f"{name}.png", data, "image/png") for name, data in fields.items()}
+    ).prepare()
     return prepared.headers["Content-Type"], prepared.body
 
 
 # ---------- request bodies ----------
+
 
 def test_raw_image_body_is_returned_as_sent():
     assert read("image/png", b"\x89PNG-bytes") == b"\x89PNG-bytes"
@@ -60,17 +63,20 @@ def test_multipart_file_field_is_extracted_byte_exact():
     assert read(content_type, body, max_bytes=100_000) == payload
 
 
-@pytest.mark.parametrize("content_type, body, declared, status, words", [
-    ("text/plain", b"abc", None, 415, "unsupported content type text/plain"),
-    (None, b"abc", None, 415, "(none)"),
-    ("application/octet-stream", b"abc", None, 415, "image/"),
-    ("image/png", b"", None, 400, "empty"),
-    ("image/png", b"x" * 20_001, None, 413, "exceeds the limit"),
-    ("image/png", b"x" * 50, "20001", 413, "20001 bytes exceeds"),  # declared size alone is enough
-    ("image/png", b"x" * 20_001, "", 413, "exceeds the limit"),  # no Content-Length: counted as it streams
-    ("multipart/form-data; boundary=zzz", b"not multipart at all", None, 400, "malformed multipart"),
-    ("multipart/form-data; boundary=zzz", b"", None, 400, "empty multipart"),
-])
+@pytest.mark.parametrize(
+    "content_type, body, declared, status, words",
+    [
+        ("text/plain", b"abc", None, 415, "unsupported content type text/plain"),
+        (None, b"abc", None, 415, "(none)"),
+        ("application/octet-stream", b"abc", None, 415, "image/"),
+        ("image/png", b"", None, 400, "empty"),
+        ("image/png", b"x" * 20_001, None, 413, "exceeds the limit"),
+        ("image/png", b"x" * 50, "20001", 413, "20001 bytes exceeds"),  # declared size alone is enough
+        ("image/png", b"x" * 20_001, "", 413, "exceeds the limit"),  # no Content-Length: counted as it streams
+        ("multipart/form-data; boundary=zzz", b"not multipart at all", None, 400, "malformed multipart"),
+        ("multipart/form-data; boundary=zzz", b"", None, 400, "empty multipart"),
+    ],
+)
 def test_bad_bodies_get_a_status_and_a_reason(content_type, body, declared, status, words):
     with pytest.raises(BadRequest) as info:
         read(content_type, body, max_bytes=20_000, declared=declared)
@@ -86,6 +92,7 @@ def test_multipart_without_the_file_field_names_what_it_got():
 
 
 # ---------- settings ----------
+
 
 def test_settings_validate_by_name_and_value():
     settings = ServeSettings.from_user_config({"checkpoint": "s3://b/m", "max_batch_size": 4})
@@ -107,6 +114,7 @@ def test_half_precision_needs_a_gpu():
 
 
 # ---------- predictor ----------
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, str]:
@@ -131,10 +139,11 @@ def test_batch_answers_match_single_forward_and_keep_each_request_on_its_model(c
     small = load_model(checkpoints["tiny64"], load_checkpoint, torch.device("cpu"))
     large = load_model(checkpoints["tiny128"], load_checkpoint, torch.device("cpu"))
     rng = np.random.default_rng(1)
-    images = [png_bytes(rng.integers(0, 255, (70, 50), dtype=np.uint8)),
-              png_bytes(rng.integers(0, 255, (33, 90, 3), dtype=np.uint8))]
-    items = [(small, prepare(images[0], small)), (large, prepare(images[1], large)),
-             (small, prepare(images[1], small))]
+    images = [
+        png_bytes(rng.integers(0, 255, (70, 50), dtype=np.uint8)),
+        png_bytes(rng.integers(0, 255, (33, 90, 3), dtype=np.uint8)),
+    ]
+    items = [(small, prepare(images[0], small)), (large, prepare(images[1], large)), (small, prepare(images[1], small))]
     answers = predict_batch(items)
     model, _ = load_checkpoint(checkpoints["tiny128"])
     x = torch.from_numpy(preprocess_image(decode_image(images[1]), large.preprocessing))[None]
@@ -142,7 +151,7 @@ def test_batch_answers_match_single_forward_and_keep_each_request_on_its_model(c
         expected = torch.sigmoid(model(x)["logits"]).item()
     assert answers[1]["malignant_probability"] == pytest.approx(expected, abs=1e-5)
     assert answers[1]["model"]["sha256"] == large.info["sha256"] != answers[0]["model"]["sha256"]
-    for (loaded, image), got in zip(items, answers):
+    for (_, image), got in zip(items, answers):
         mask = decode_mask_png(got["mask_png"])
         assert mask.shape == (image.height, image.width)
         assert got["lesion"]["area_px"] == int(mask.sum())
@@ -197,12 +206,18 @@ def test_a_checkpoint_in_s3_is_fetched_then_loaded(checkpoints, s3_bucket):
 
 # ---------- client ----------
 
+
 def test_overlay_draws_the_contour_on_a_16_bit_image():
-    image = png_bytes((np.arange(60 * 80, dtype=np.uint16).reshape(60, 80) * 13))
+    image = png_bytes(np.arange(60 * 80, dtype=np.uint16).reshape(60, 80) * 13)
     mask = np.zeros((60, 80), np.uint8)
     mask[10:40, 20:60] = 255
-    fake = {"label": "benign", "malignant_probability": 0.2, "threshold": 0.5,
-            "mask_png": base64.b64encode(png_bytes(mask)).decode(), "lesion": lesion_of(mask)}
+    fake = {
+        "label": "benign",
+        "malignant_probability": 0.2,
+        "threshold": 0.5,
+        "mask_png": base64.b64encode(png_bytes(mask)).decode(),
+        "lesion": lesion_of(mask),
+    }
     pixels = np.asarray(overlay(image, fake))
     red = (pixels[..., 0] == 255) & (pixels[..., 1] == 40)
     assert pixels.shape == (60, 80, 3)
@@ -233,6 +248,7 @@ def test_serve_refuses_a_bad_checkpoint_before_starting_anything(tmp_path, capsy
 
 
 # ---------- the Serve config file ----------
+
 
 def test_config_file_is_a_valid_serve_config_whose_import_path_builds():
     from ray.serve import Application

@@ -1,4 +1,5 @@
 """Case-level, stratified, seeded splits and folds (jobs.data.splits)."""
+
 from __future__ import annotations
 
 import random
@@ -7,8 +8,8 @@ from collections import defaultdict
 import pytest
 
 from jobs.data.dataset import TEST_FOLD
-from jobs.errors import BusnetError
 from jobs.data.splits import assign, case_labels
+from jobs.errors import BusnetError
 
 
 def _rows(n_cases: int = 60, seed: int = 1) -> tuple[list[str], list[int]]:
@@ -76,12 +77,15 @@ def test_tiny_datasets_fall_back_to_unstratified_holdouts():
     assert {f for s, f in zip(split, fold) if s == "train"} == {0, 1}
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"val": 0.5, "test": 0.5, "folds": 5}, "summing to less than 1"),
-    ({"val": -0.1, "test": 0.2, "folds": 5}, "shares"),
-    ({"val": 0.1, "test": 0.2, "folds": 1}, "at least 2 folds"),
-    ({"val": 0.0, "test": 0.0, "folds": 5}, "needs at least 5 cases"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"val": 0.5, "test": 0.5, "folds": 5}, "summing to less than 1"),
+        ({"val": -0.1, "test": 0.2, "folds": 5}, "shares"),
+        ({"val": 0.1, "test": 0.2, "folds": 1}, "at least 2 folds"),
+        ({"val": 0.0, "test": 0.0, "folds": 5}, "needs at least 5 cases"),
+    ],
+)
 def test_bad_parameters_are_one_line_errors(kwargs, message):
     with pytest.raises(BusnetError, match=message):
         assign(["a", "b", "c", "d"], [0, 1, 0, 1], seed=0, **kwargs)

@@ -1,12 +1,13 @@
 """Storage URIs (jobs.storage): local, file:// and s3:// on the local S3 server; clear errors."""
+
 from __future__ import annotations
 
 import boto3
 import pytest
 
-from tests.conftest import free_port
 from jobs import storage
 from jobs.errors import BusnetError
+from tests.conftest import free_port
 
 
 def _folder(root, files: dict[str, bytes]):
@@ -66,11 +67,14 @@ def test_unreachable_endpoint_is_named(s3_server, monkeypatch):
         storage.read_bytes("s3://some-bucket/data/manifest.json")
 
 
-@pytest.mark.parametrize("uri, message", [
-    ("gs://bucket/x", "unsupported storage URI"),
-    ("s3:///x", "no bucket"),
-    ("", "empty path"),
-])
+@pytest.mark.parametrize(
+    "uri, message",
+    [
+        ("gs://bucket/x", "unsupported storage URI"),
+        ("s3:///x", "no bucket"),
+        ("", "empty path"),
+    ],
+)
 def test_bad_uris(uri, message):
     with pytest.raises(BusnetError, match=message):
         storage.filesystem(uri)
@@ -85,8 +89,10 @@ def test_bad_endpoint_setting(monkeypatch):
 def test_access_denied_is_explained(s3_server, s3_bucket, monkeypatch):
     """moto accepts any key, so the denial comes from a bucket policy that refuses everyone."""
     name = s3_bucket[5:]
-    policy = ('{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*",'
-              f'"Action":"s3:GetObject","Resource":"arn:aws:s3:::{name}/*"}}]}}')
+    policy = (
+        '{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Principal":"*",'
+        f'"Action":"s3:GetObject","Resource":"arn:aws:s3:::{name}/*"}}]}}'
+    )
     client = boto3.client("s3", endpoint_url=s3_server)
     client.put_object(Bucket=name, Key="secret", Body=b"x")
     client.put_bucket_policy(Bucket=name, Policy=policy)

@@ -1,4 +1,5 @@
 """busnet synth: BUSI layout, cases.csv, masks, determinism, sizes, class signal, CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -11,9 +12,9 @@ from PIL import Image
 from scipy import ndimage
 
 from jobs.cli import main
-from jobs.errors import BusnetError
 from jobs.data.synth import generate
 from jobs.data.synth.lesion import draw_lesion
+from jobs.errors import BusnetError
 
 SMALL = {"min_size": 96, "max_size": 160}
 
@@ -75,8 +76,8 @@ def test_images_and_masks(dataset):
         assert set(np.unique(mask)) <= {0, 255} and (mask == 255).sum() >= 4
         lesion = mask == 255
         ring = ndimage.binary_dilation(lesion, iterations=6) & ~lesion
-        assert image[lesion].mean() < image[ring].mean()                    # lesions are hypoechoic
-        assert image.std() > 10                                             # not a flat picture
+        assert image[lesion].mean() < image[ring].mean()  # lesions are hypoechoic
+        assert image.std() > 10  # not a flat picture
         shapes.append(image.shape)
     for height, width in shapes:
         assert SMALL["min_size"] <= min(height, width) and max(height, width) <= SMALL["max_size"]
@@ -101,9 +102,9 @@ def test_refuses_a_foreign_folder_unless_forced(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "keep me"
     summary = generate(tmp_path, 2, seed=0, force=True, **SMALL)
     assert summary["images"] == 2
-    generate(tmp_path, 2, seed=0, **SMALL)                                   # same parameters: allowed
+    generate(tmp_path, 2, seed=0, **SMALL)  # same parameters: allowed
     with pytest.raises(BusnetError, match="not empty"):
-        generate(tmp_path, 3, seed=0, **SMALL)                               # different ones: refused
+        generate(tmp_path, 3, seed=0, **SMALL)  # different ones: refused
 
 
 def test_class_signal_exists_but_classes_overlap():
@@ -116,18 +117,21 @@ def test_class_signal_exists_but_classes_overlap():
     assert np.median(posterior[0]) > 0 > np.median(posterior[1])
     # Overlap: taller-than-wide benign and wider-than-tall malignant lesions both exist.
     assert 0.02 < (aspect[0] > 1).mean() < 0.3 and 0.15 < (aspect[1] < 0.85).mean() < 0.6
-    assert 0.05 < (posterior[0] < 0).mean() and 0.05 < (posterior[1] > 0).mean()
+    assert (posterior[0] < 0).mean() > 0.05 and (posterior[1] > 0).mean() > 0.05
     # AUC of one trait alone stays well below 1 (Mann-Whitney).
     auc = (aspect[1][:, None] > aspect[0][None, :]).mean()
     assert 0.65 < auc < 0.95
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--n", "0"], "n must be a positive"),
-    (["--n", "3", "--min-size", "200", "--max-size", "150"], "max_size"),
-    (["--n", "3", "--malignant-fraction", "1.5"], "malignant_fraction"),
-    (["--n", "3", "--images-per-case", "3", "2"], "images_per_case"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--n", "0"], "n must be a positive"),
+        (["--n", "3", "--min-size", "200", "--max-size", "150"], "max_size"),
+        (["--n", "3", "--malignant-fraction", "1.5"], "malignant_fraction"),
+        (["--n", "3", "--images-per-case", "3", "2"], "images_per_case"),
+    ],
+)
 def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):
     assert main(["synth", "--out", str(tmp_path / "out"), "--seed", "0", *argv]) == 1
     err = capsys.readouterr().err
@@ -136,8 +140,23 @@ def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):
 
 
 def test_cli_writes_dataset(tmp_path, capsys):
-    code = main(["synth", "--out", str(tmp_path / "cli"), "--n", "4", "--seed", "3",
-                 "--min-size", "96", "--max-size", "128", "--malignant-fraction", "0.5"])
+    code = main(
+        [
+            "synth",
+            "--out",
+            str(tmp_path / "cli"),
+            "--n",
+            "4",
+            "--seed",
+            "3",
+            "--min-size",
+            "96",
+            "--max-size",
+            "128",
+            "--malignant-fraction",
+            "0.5",
+        ]
+    )
     assert code == 0
     assert "wrote 4 images" in capsys.readouterr().out
     assert len(_read_cases(tmp_path / "cli")) == 4

@@ -4,6 +4,7 @@ The metrics a run reports are checked against metrics this test recomputes itsel
 published checkpoint with `models.load_checkpoint`, decodes the val split with `models.preprocess`
 (no Ray, no training code) and scores it with `models.metrics`.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,19 @@ MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json
 
 def _config(data: str, out: Path, **changes) -> TrainConfig:
     """Tiny hybrid at 64 px, 2 epochs, a learning rate that moves in 2 epochs, CPUs that leave Ray Data room."""
-    base = dict(data=data, out=str(out), name="run", preset="tiny", input_size=64, epochs=2, lr=1e-3,
-                workers=1, cpus_per_worker=0.5, keep=2, metric="val_loss")
+    base = dict(
+        data=data,
+        out=str(out),
+        name="run",
+        preset="tiny",
+        input_size=64,
+        epochs=2,
+        lr=1e-3,
+        workers=1,
+        cpus_per_worker=0.5,
+        keep=2,
+        metric="val_loss",
+    )
     return TrainConfig(**{**base, **changes})
 
 
@@ -76,8 +88,9 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
     from jobs.data.dataset import read_manifest
 
     marker = tmp_path / "crashed"
-    outcome = train(_config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1,
-                            crash_once_marker=str(marker)))
+    outcome = train(
+        _config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1, crash_once_marker=str(marker))
+    )
     run = tmp_path / "run"
     assert marker.exists()  # a worker really exited in epoch 2
     state = _train_state(run / "epoch-0003")
@@ -116,8 +129,9 @@ def _without_masks(source: str, target: Path) -> str:
     from jobs.storage import publish_dir
 
     table = read_table(source)
-    table = table.set_column(table.schema.get_field_index("mask"), SCHEMA.field("mask"),
-                             pa.nulls(table.num_rows, pa.binary()))
+    table = table.set_column(
+        table.schema.get_field_index("mask"), SCHEMA.field("mask"), pa.nulls(table.num_rows, pa.binary())
+    )
     staging = target.parent / "staging"
     (staging / "data").mkdir(parents=True)
     pq.write_table(table, staging / "data" / "part-00000.parquet")
@@ -142,8 +156,23 @@ def test_clear_errors_before_any_worker_starts(synthetic_dataset, tmp_path):
 def test_more_workers_than_the_cluster_holds_is_refused(ray_local, synthetic_dataset, tmp_path, capsys):
     from jobs.cli import main
 
-    code = main(["train", "--data", synthetic_dataset, "--out", str(tmp_path), "--workers", "8",
-                 "--batch-size", "1", "--input-size", "64", "--metric", "val_loss"])
+    code = main(
+        [
+            "train",
+            "--data",
+            synthetic_dataset,
+            "--out",
+            str(tmp_path),
+            "--workers",
+            "8",
+            "--batch-size",
+            "1",
+            "--input-size",
+            "64",
+            "--metric",
+            "val_loss",
+        ]
+    )
     assert code == 1
     error = capsys.readouterr().err.strip()
     assert "8 training workers needs 8 CPUs" in error and len(error.splitlines()) == 1
@@ -181,6 +210,9 @@ def _empty_mask_dice(data_uri: str) -> float:
     from models.preprocess import decode_mask, preprocess_mask
 
     rows = read_table(data_uri, columns=["mask", "split"]).to_pydict()
-    true = [preprocess_mask(decode_mask(m), 64)[0] for m, s in zip(rows["mask"], rows["split"])
-            if s == "val" and m is not None]
+    true = [
+        preprocess_mask(decode_mask(m), 64)[0]
+        for m, s in zip(rows["mask"], rows["split"])
+        if s == "val" and m is not None
+    ]
     return segmentation_metrics(true, [np.zeros_like(t) for t in true])["dsc"]

@@ -1,5 +1,6 @@
 """busnet tune: options refused before any trial starts. The search itself, its table and best/ are
 checked end to end in tests/test_demo.py (the demo's tune stage), so the suite runs one search."""
+
 from __future__ import annotations
 
 import pytest
@@ -10,8 +11,18 @@ from jobs.train.tune import TuneOptions, tune_run
 
 
 def _base(data: str, out) -> TrainConfig:
-    return TrainConfig(data=data, out=str(out), preset="tiny", input_size=64, epochs=2, lr=1e-3, workers=1,
-                       cpus_per_worker=0.5, keep=1, metric="val_loss")
+    return TrainConfig(
+        data=data,
+        out=str(out),
+        preset="tiny",
+        input_size=64,
+        epochs=2,
+        lr=1e-3,
+        workers=1,
+        cpus_per_worker=0.5,
+        keep=1,
+        metric="val_loss",
+    )
 
 
 def test_hyperopt_without_the_package_says_how_to_get_it(synthetic_dataset, tmp_path):
@@ -23,11 +34,14 @@ def test_hyperopt_without_the_package_says_how_to_get_it(synthetic_dataset, tmp_
         tune_run(_base(synthetic_dataset, tmp_path), TuneOptions(search="hyperopt"))
 
 
-@pytest.mark.parametrize("options, message", [
-    (TuneOptions(samples=0), "must be at least 1"),
-    (TuneOptions(grace_period=0), "must be at least 1"),
-    (TuneOptions(search="grid"), "choose one of random, optuna, hyperopt"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (TuneOptions(samples=0), "must be at least 1"),
+        (TuneOptions(grace_period=0), "must be at least 1"),
+        (TuneOptions(search="grid"), "choose one of random, optuna, hyperopt"),
+    ],
+)
 def test_bad_options_are_refused_before_any_trial(synthetic_dataset, tmp_path, options, message):
     with pytest.raises(BusnetError, match=message):
         tune_run(_base(synthetic_dataset, tmp_path), options)

@@ -5,6 +5,7 @@ decode + preprocess (`jobs.data.pipeline.decode_batch`, 256 px by default); the 
 it through CPU tasks and iterates the batches to the end. Ray's start-up is not timed: a short
 warm-up pass of both runs first.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ ITER_BATCH_ROWS = 32
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="URI", help="dataset directory (path, file://, s3://)")
     parser.add_argument("--size", type=int, default=256, help="preprocessed image side in pixels (default 256)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="time only the first N images (default: all)")
+    parser.add_argument(
+        "--limit", type=int, default=None, metavar="N", help="time only the first N images (default: all)"
+    )
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -51,9 +53,12 @@ def run(args: argparse.Namespace) -> int | None:
     if ray_images != plain_images:
         raise BusnetError(f"{args.data}: Ray Data read {ray_images} images, the plain loop {plain_images}")
     result = {
-        "data": args.data, "size": args.size, "images": ray_images,
+        "data": args.data,
+        "size": args.size,
+        "images": ray_images,
         "ray_cpus": int(ray.cluster_resources().get("CPU", 0)),
-        "ray_data_seconds": ray_seconds, "plain_seconds": plain_seconds,
+        "ray_data_seconds": ray_seconds,
+        "plain_seconds": plain_seconds,
         "ray_data_images_per_s": ray_images / ray_seconds,
         "plain_images_per_s": plain_images / plain_seconds,
         "speedup": plain_seconds / ray_seconds,
@@ -84,7 +89,8 @@ def plain_pass(fs, files: list[str], preprocessing, limit: int | None) -> int:
 
     rows = 0
     for record_batch in pads.dataset(files, filesystem=fs, format="parquet").to_batches(
-            columns=ROW_COLUMNS, batch_size=ITER_BATCH_ROWS):
+        columns=ROW_COLUMNS, batch_size=ITER_BATCH_ROWS
+    ):
         if limit is not None:
             record_batch = record_batch.slice(0, limit - rows)
         batch = {name: record_batch.column(name).to_numpy(zero_copy_only=False) for name in ROW_COLUMNS}
@@ -105,8 +111,9 @@ def _progress(message: str) -> None:
 
 
 def _print_table(result: dict) -> None:
-    print(f"data: {result['data']}  images: {result['images']}  size: {result['size']} px  "
-          f"Ray CPUs: {result['ray_cpus']}")
+    print(
+        f"data: {result['data']}  images: {result['images']}  size: {result['size']} px  Ray CPUs: {result['ray_cpus']}"
+    )
     print(f"{'pipeline':<28}{'seconds':>10}{'images/s':>12}")
     for name, key in (("Ray Data (streaming tasks)", "ray_data"), ("plain loop (1 process)", "plain")):
         print(f"{name:<28}{result[key + '_seconds']:>10.3f}{result[key + '_images_per_s']:>12.2f}")

@@ -4,6 +4,7 @@
 `max_requests` were sent or `duration_s` passed, whichever comes first. A separate process (and
 asyncio with aiohttp inside it) keeps the load generator from competing with the driver's GIL.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,22 @@ import time
 import aiohttp
 
 
-def drive(url: str, body: bytes, content_type: str, concurrency: int, max_requests: int,
-          duration_s: float, timeout_s: float = 60.0) -> dict:
+def drive(
+    url: str,
+    body: bytes,
+    content_type: str,
+    concurrency: int,
+    max_requests: int,
+    duration_s: float,
+    timeout_s: float = 60.0,
+) -> dict:
     """Run the load; returns latencies of successful requests, error count and a few error texts."""
     return asyncio.run(_drive(url, body, content_type, concurrency, max_requests, duration_s, timeout_s))
 
 
-async def _drive(url: str, body: bytes, content_type: str, concurrency: int, max_requests: int,
-                 duration_s: float, timeout_s: float) -> dict:
+async def _drive(
+    url: str, body: bytes, content_type: str, concurrency: int, max_requests: int, duration_s: float, timeout_s: float
+) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
     sent = 0
@@ -45,5 +54,9 @@ async def _drive(url: str, body: bytes, content_type: str, concurrency: int, max
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
         await asyncio.gather(*(client(session) for _ in range(concurrency)))
-    return {"latencies_s": latencies, "errors": len(errors), "error_samples": errors[:3],
-            "elapsed_s": time.perf_counter() - start}
+    return {
+        "latencies_s": latencies,
+        "errors": len(errors),
+        "error_samples": errors[:3],
+        "elapsed_s": time.perf_counter() - start,
+    }

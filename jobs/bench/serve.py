@@ -9,6 +9,7 @@ level is bounded by --requests and --duration.
 Example:
   busnet bench serve --concurrency 1,4,16 --requests 200 --duration 20
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,16 +25,18 @@ APP_NAME = "busnet-bench"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", metavar="URI",
-                        help="checkpoint to serve (default: a fresh tiny model saved to a temp dir)")
+    parser.add_argument(
+        "--checkpoint", metavar="URI", help="checkpoint to serve (default: a fresh tiny model saved to a temp dir)"
+    )
     parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts (default 1,4,16)")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level (default 200)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per level at most (default 20)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="the replica's largest batch (default 16)")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="batch fill wait (default 5 ms)")
     parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs (and torch threads) of the replica")
-    parser.add_argument("--image", metavar="PATH",
-                        help="image to send (default: a synthetic 500x500 8-bit PNG, BUSI-sized)")
+    parser.add_argument(
+        "--image", metavar="PATH", help="image to send (default: a synthetic 500x500 8-bit PNG, BUSI-sized)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,15 +54,24 @@ def run(args: argparse.Namespace) -> int:
         checkpoint = args.checkpoint or _tiny_checkpoint(Path(tmp) / "tiny")
         threads = max(1, round(args.cpus_per_replica))
         bare = bare_forward(checkpoint, args.max_batch_size, threads, max(2.0, args.duration / 4))
-        _log(args, f"bare forward: {bare['images_per_s']:.1f} images/s (batch {bare['batch_size']}, "
-                   f"{threads} thread(s))")
+        _log(
+            args, f"bare forward: {bare['images_per_s']:.1f} images/s (batch {bare['batch_size']}, {threads} thread(s))"
+        )
         init_ray()
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         try:
-            serve.run(build_app(checkpoint, max_batch_size=args.max_batch_size,
-                                batch_wait_ms=args.batch_wait_ms, num_cpus=args.cpus_per_replica),
-                      name=APP_NAME, route_prefix="/", blocking=False)
+            serve.run(
+                build_app(
+                    checkpoint,
+                    max_batch_size=args.max_batch_size,
+                    batch_wait_ms=args.batch_wait_ms,
+                    num_cpus=args.cpus_per_replica,
+                ),
+                name=APP_NAME,
+                route_prefix="/",
+                blocking=False,
+            )
             url = f"http://127.0.0.1:{port}"
             info = requests.get(f"{url}/v1/model", timeout=30).json()
             results = [_level(url, body, c, args, bare["images_per_s"]) for c in levels]
@@ -67,23 +79,30 @@ def run(args: argparse.Namespace) -> int:
                 _log(args, f"concurrency {row['concurrency']}: {row['requests_per_s']:.1f} req/s")
         finally:
             serve.shutdown()
-    report = {"checkpoint": args.checkpoint or "fresh tiny model", "model": info["model"]["name"],
-              "preset": info["model"]["preset"], "input_size": info["config"]["preprocessing"]["size"],
-              "image": image_desc, "replicas": 1, "cpus_per_replica": args.cpus_per_replica,
-              "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
-              "bare_forward": bare, "levels": results}
+    report = {
+        "checkpoint": args.checkpoint or "fresh tiny model",
+        "model": info["model"]["name"],
+        "preset": info["model"]["preset"],
+        "input_size": info["config"]["preprocessing"]["size"],
+        "image": image_desc,
+        "replicas": 1,
+        "cpus_per_replica": args.cpus_per_replica,
+        "max_batch_size": args.max_batch_size,
+        "batch_wait_ms": args.batch_wait_ms,
+        "bare_forward": bare,
+        "levels": results,
+    }
     print(json.dumps(report) if args.json else _table(report))
     return 0
 
 
-def bare_forward(checkpoint: str, batch_size: int, threads: int, budget_s: float,
-                 max_iterations: int = 200) -> dict:
+def bare_forward(checkpoint: str, batch_size: int, threads: int, budget_s: float, max_iterations: int = 200) -> dict:
     """Images/s of the model's batched forward pass alone (no HTTP, decoding or postprocessing)."""
     import numpy as np
     import torch
 
     from models import load_checkpoint
-    from serve.predictor import load_model, forward
+    from serve.predictor import forward, load_model
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -99,8 +118,12 @@ def bare_forward(checkpoint: str, batch_size: int, threads: int, budget_s: float
         elapsed = time.perf_counter() - start
     finally:
         torch.set_num_threads(previous)
-    return {"batch_size": batch_size, "threads": threads, "iterations": iterations,
-            "images_per_s": iterations * batch_size / elapsed}
+    return {
+        "batch_size": batch_size,
+        "threads": threads,
+        "iterations": iterations,
+        "images_per_s": iterations * batch_size / elapsed,
+    }
 
 
 def _level(url: str, body: bytes, concurrency: int, args: argparse.Namespace, bare_ips: float) -> dict:
@@ -123,8 +146,12 @@ def _level(url: str, body: bytes, concurrency: int, args: argparse.Namespace, ba
     batches = after["batches"] - before["batches"]
     rps = len(latencies) / load["elapsed_s"]
     return {
-        "concurrency": concurrency, "requests": len(latencies), "errors": load["errors"],
-        "error_samples": load["error_samples"], "elapsed_s": load["elapsed_s"], "requests_per_s": rps,
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": load["errors"],
+        "error_samples": load["error_samples"],
+        "elapsed_s": load["elapsed_s"],
+        "requests_per_s": rps,
         "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
         "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else None,
         "mean_batch_size": (after["requests"] - before["requests"]) / batches if batches else None,
@@ -144,12 +171,15 @@ def _table(report: dict) -> str:
         f"{'mean batch':>10} {'vs bare':>8}",
     ]
     for row in report["levels"]:
+
         def fmt(value, spec):
             return format(value, spec) if value is not None else "-"
+
         lines.append(
             f"{row['concurrency']:>11} {row['requests']:>8} {row['errors']:>6} {row['requests_per_s']:>8.1f} "
             f"{fmt(row['p50_ms'], '>8.1f')} {fmt(row['p99_ms'], '>8.1f')} "
-            f"{fmt(row['mean_batch_size'], '>10.2f')} {row['vs_bare_forward']:>8.3f}")
+            f"{fmt(row['mean_batch_size'], '>10.2f')} {row['vs_bare_forward']:>8.3f}"
+        )
     return "\n".join(lines)
 
 

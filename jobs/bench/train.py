@@ -7,6 +7,7 @@ through Ray Data tasks into a Ray Train worker. Steady-state images/s is timed a
 steps; the Ray path's wall time (start of the worker group and of the pipeline included) is shown
 apart. The ratio ray/bare is the platform's overhead (below 1) or its gain from decoding in parallel.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,16 +19,18 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default=None,
-                        help="dataset URI (default: a 40-image synthetic dataset made in a temp folder)")
+    parser.add_argument(
+        "--data", default=None, help="dataset URI (default: a 40-image synthetic dataset made in a temp folder)"
+    )
     parser.add_argument("--preset", default="tiny", choices=("tiny", "small", "paper"))
     parser.add_argument("--variant", default="hybrid", choices=("hybrid", "hybrid_noaaa", "mt_estan", "swin"))
     parser.add_argument("--input-size", type=int, default=None, help="input side (default: the preset's)")
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per path (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
-                        help="torch threads in both paths (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count() or 1, help="torch threads in both paths (default: all cores)"
+    )
 
 
 def _model_and_optimizer(config: dict):
@@ -78,7 +81,8 @@ def bare_loop(data_uri: str, config: dict) -> dict:
 
     model, optimizer = _model_and_optimizer(config)
     table = read_table(data_uri, columns=ROW_COLUMNS + ["split", "fold"]).filter(
-        split_filter("train", None).to_pyarrow())
+        split_filter("train", None).to_pyarrow()
+    )
     rows = table.to_pydict()
     preprocessing = Preprocessing.from_dict(config["preprocessing"])
     augmenter, size = Augmenter("cpu"), config["batch_size"]
@@ -126,11 +130,14 @@ def ray_path(data_uri: str, config: dict, storage_dir: str) -> dict:
     from jobs.train.loop import TRAIN_COLUMNS
     from models.preprocess import Preprocessing
 
-    dataset = read_split(data_uri, "train", preprocessing=Preprocessing.from_dict(config["preprocessing"]),
-                         shuffle=False).select_columns(TRAIN_COLUMNS)
+    dataset = read_split(
+        data_uri, "train", preprocessing=Preprocessing.from_dict(config["preprocessing"]), shuffle=False
+    ).select_columns(TRAIN_COLUMNS)
     dataset.context.enable_progress_bars = False
     trainer = TorchTrainer(
-        _ray_worker, train_loop_config=config, datasets={"train": dataset},
+        _ray_worker,
+        train_loop_config=config,
+        datasets={"train": dataset},
         scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
         run_config=ray.train.RunConfig(name="bench-train", storage_path=storage_dir),
     )
@@ -162,25 +169,39 @@ def run(args: argparse.Namespace) -> int | None:
         model = build_model(args.preset, args.variant, **overrides)
     except ValueError as exc:
         raise BusnetError(str(exc)) from exc
-    config = {"preset": args.preset, "variant": args.variant, "overrides": model.config["overrides"],
-              "preprocessing": Preprocessing(size=model.input_size).to_dict(), "steps": args.steps,
-              "warmup": args.warmup, "batch_size": args.batch_size, "threads": args.threads}
+    config = {
+        "preset": args.preset,
+        "variant": args.variant,
+        "overrides": model.config["overrides"],
+        "preprocessing": Preprocessing(size=model.input_size).to_dict(),
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "batch_size": args.batch_size,
+        "threads": args.threads,
+    }
     del model
     input_size = config["preprocessing"]["size"]
     with tempfile.TemporaryDirectory(prefix="busnet-bench-train-") as scratch:
         data = args.data or _synthetic_dataset(scratch)
         bare = bare_loop(data, config)
         if not args.json:  # the first row now: the Ray path takes a while to start
-            print(f"training throughput: {args.preset}/{args.variant} at {input_size} px, batch {args.batch_size}, "
-                  f"{args.steps} timed steps, {args.threads} torch thread(s)")
+            print(
+                f"training throughput: {args.preset}/{args.variant} at {input_size} px, batch {args.batch_size}, "
+                f"{args.steps} timed steps, {args.threads} torch thread(s)"
+            )
             print(f"{'path':<34}{'images/s':>10}")
             print(f"{'bare PyTorch loop (1 process)':<34}{bare['images_per_s']:>10.2f}", flush=True)
         init_ray()
         ray_result = ray_path(data, config, os.path.join(scratch, "runs"))
     report = {
-        "preset": args.preset, "variant": args.variant, "input_size": input_size,
-        "batch_size": args.batch_size, "steps": args.steps, "threads": args.threads,
-        "bare_images_per_s": bare["images_per_s"], "ray_images_per_s": ray_result["images_per_s"],
+        "preset": args.preset,
+        "variant": args.variant,
+        "input_size": input_size,
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "threads": args.threads,
+        "bare_images_per_s": bare["images_per_s"],
+        "ray_images_per_s": ray_result["images_per_s"],
         "ratio_ray_to_bare": ray_result["images_per_s"] / bare["images_per_s"],
         "ray_wall_seconds": ray_result["wall_seconds"],
     }

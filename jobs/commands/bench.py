@@ -4,6 +4,7 @@ data:  images/s through the Ray Data pipeline vs. a plain single-process loop ov
 train: training images/s of a bare PyTorch loop vs. Ray Train + Ray Data (the platform's overhead).
 serve: closed-loop HTTP load at several concurrencies: requests/s, p50/p99 latency, mean batch size.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ def _available() -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for name, module in _available().items():
-        bench = sub.add_parser(name, help=(module.__doc__ or name).strip().splitlines()[0].replace("%", "%%"),
-                               description=module.__doc__)
+        bench = sub.add_parser(
+            name, help=(module.__doc__ or name).strip().splitlines()[0].replace("%", "%%"), description=module.__doc__
+        )
         module.add_arguments(bench)
         bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         bench.set_defaults(_bench=module.run)

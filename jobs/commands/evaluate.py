@@ -7,6 +7,7 @@ confusion.png, overlays.png (best and worst segmentations).
 
 example: busnet evaluate --data runs/data --checkpoint runs/train/demo/best --out runs/eval
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,25 +18,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset URI (path, file://, s3://) made by busnet ingest")
     parser.add_argument("--checkpoint", required=True, help="checkpoint directory URI (e.g. a run's best/)")
     parser.add_argument("--out", required=True, help="folder or storage URI for the report files")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"),
-                        help="split to evaluate (default: test)")
-    parser.add_argument("--fold", type=int, default=None,
-                        help="cross-validation fold K: --split val is then fold K's held-out part")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="decision threshold on the malignant probability (default: the checkpoint's)")
-    parser.add_argument("--bootstrap", type=int, default=1000,
-                        help="bootstrap resamples for the 95%% intervals; 0 turns them off (default: 1000)")
+    parser.add_argument(
+        "--split", default="test", choices=("train", "val", "test"), help="split to evaluate (default: test)"
+    )
+    parser.add_argument(
+        "--fold", type=int, default=None, help="cross-validation fold K: --split val is then fold K's held-out part"
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="decision threshold on the malignant probability (default: the checkpoint's)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap resamples for the 95%% intervals; 0 turns them off (default: 1000)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--batch-size", type=int, default=16, help="inference batch size (default: 16)")
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from jobs.evaluate.run import evaluate
     from jobs.evaluate.report import render_summary
+    from jobs.evaluate.run import evaluate
 
-    metrics = evaluate(args.data, args.checkpoint, args.out, split=args.split, fold=args.fold,
-                       threshold=args.threshold, n_bootstrap=args.bootstrap, seed=args.seed,
-                       batch_size=args.batch_size,
-                       progress=lambda message: print(f"busnet evaluate: {message}", file=sys.stderr, flush=True))
+    metrics = evaluate(
+        args.data,
+        args.checkpoint,
+        args.out,
+        split=args.split,
+        fold=args.fold,
+        threshold=args.threshold,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        progress=lambda message: print(f"busnet evaluate: {message}", file=sys.stderr, flush=True),
+    )
     print(render_summary(metrics))
     return 0

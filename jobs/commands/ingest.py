@@ -10,6 +10,7 @@ is replaced atomically. Same input and seed -> same rows, splits and content has
 
     busnet ingest --source busi=data/Dataset_BUSI_with_GT --source synthetic=data/synth --out data/ds
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,17 @@ def _source(text: str) -> tuple[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", action="append", type=_source, required=True, metavar="NAME=PATH",
-                        help="a source to ingest (repeat for several): busi, busis, datasetb, hmss, folder, synthetic")
-    parser.add_argument("--out", required=True, metavar="URI", help="dataset URI: path, file:///path or s3://bucket/prefix")
+    parser.add_argument(
+        "--source",
+        action="append",
+        type=_source,
+        required=True,
+        metavar="NAME=PATH",
+        help="a source to ingest (repeat for several): busi, busis, datasetb, hmss, folder, synthetic",
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="URI", help="dataset URI: path, file:///path or s3://bucket/prefix"
+    )
     parser.add_argument("--val", type=float, default=0.1, help="share of cases for validation (default 0.1)")
     parser.add_argument("--test", type=float, default=0.2, help="share of cases held out for test (default 0.2)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds over train+val cases (default 5)")
@@ -45,8 +54,17 @@ def run(args: argparse.Namespace) -> int | None:
     if args.workers is not None and args.workers < 1:
         raise BusnetError(f"--workers {args.workers}: must be at least 1")
     started = time.perf_counter()
-    manifest = ingest(args.source, args.out, val=args.val, test=args.test, folds=args.folds, seed=args.seed,
-                      strict=args.strict, shard_mb=args.shard_mb, workers=args.workers)
+    manifest = ingest(
+        args.source,
+        args.out,
+        val=args.val,
+        test=args.test,
+        folds=args.folds,
+        seed=args.seed,
+        strict=args.strict,
+        shard_mb=args.shard_mb,
+        workers=args.workers,
+    )
     print(summary(manifest))
     print(f"wrote {args.out} in {time.perf_counter() - started:.1f} s")
     return 0

@@ -7,6 +7,7 @@ lesion contour drawn in red. Exits 1 if any image failed (its line says why).
 Example:
   busnet predict --url http://127.0.0.1:8000 scans/*.png --overlay overlays/
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,11 +19,11 @@ from jobs.errors import BusnetError
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG, JPEG or BMP files")
-    parser.add_argument("--url", default="http://127.0.0.1:8000",
-                        help="the service (default http://127.0.0.1:8000)")
+    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)")
     parser.add_argument("--overlay", metavar="DIR", help="write <name>.overlay.png files with the mask contour here")
-    parser.add_argument("--json", action="store_true",
-                        help="print each answer as one JSON line (with a `file` field) instead")
+    parser.add_argument(
+        "--json", action="store_true", help="print each answer as one JSON line (with a `file` field) instead"
+    )
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait per image (default 60)")
 
 
@@ -46,8 +47,7 @@ def run(args: argparse.Namespace) -> int:
                 overlay(path.read_bytes(), answer).save(written)
         except PredictionFailed as exc:
             failed += 1
-            print(json.dumps({"file": name, "error": str(exc)}) if args.json else f"{name}: error: {exc}",
-                  flush=True)
+            print(json.dumps({"file": name, "error": str(exc)}) if args.json else f"{name}: error: {exc}", flush=True)
             continue
         if args.json:
             print(json.dumps({"file": name, **answer, "overlay": str(written) if written else None}), flush=True)

@@ -8,6 +8,7 @@ Example:
   busnet serve --checkpoint runs/tune/best --port 8000
   curl -H 'Content-Type: image/png' --data-binary @scan.png http://127.0.0.1:8000/v1/predict
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,24 +22,42 @@ from jobs.errors import BusnetError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, metavar="URI",
-                        help="checkpoint directory: path, file:// or s3:// (e.g. <run>/best)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        metavar="URI",
+        help="checkpoint directory: path, file:// or s3:// (e.g. <run>/best)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
     scaling = parser.add_mutually_exclusive_group()
     scaling.add_argument("--replicas", type=int, default=1, metavar="N", help="fixed number of replicas (default 1)")
-    scaling.add_argument("--autoscale", action="store_true",
-                         help="autoscale between 1 and --max-replicas replicas on requests in flight")
+    scaling.add_argument(
+        "--autoscale", action="store_true", help="autoscale between 1 and --max-replicas replicas on requests in flight"
+    )
     parser.add_argument("--max-replicas", type=int, default=4, help="upper bound with --autoscale (default 4)")
-    parser.add_argument("--gpu", action="store_true",
-                        help="one GPU per replica; inference in bf16 (or fp16 where bf16 is missing)")
-    parser.add_argument("--cpus-per-replica", type=float, default=1.0,
-                        help="CPUs Ray reserves per replica; torch uses as many threads (default 1)")
+    parser.add_argument(
+        "--gpu", action="store_true", help="one GPU per replica; inference in bf16 (or fp16 where bf16 is missing)"
+    )
+    parser.add_argument(
+        "--cpus-per-replica",
+        type=float,
+        default=1.0,
+        help="CPUs Ray reserves per replica; torch uses as many threads (default 1)",
+    )
     parser.add_argument("--max-batch-size", type=int, default=8, help="largest dynamic batch (default 8)")
-    parser.add_argument("--batch-wait-ms", type=float, default=10.0,
-                        help="how long a batch waits to fill before it runs (default 10 ms)")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
-                        help="auto: bf16/fp16 on GPU, fp32 on CPU")
+    parser.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=10.0,
+        help="how long a batch waits to fill before it runs (default 10 ms)",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "fp16", "bf16"),
+        default="auto",
+        help="auto: bf16/fp16 on GPU, fp32 on CPU",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,9 +74,15 @@ def run(args: argparse.Namespace) -> int:
     print(f"busnet serve: checkpoint {args.checkpoint} ({model_name}) OK; starting Ray Serve", flush=True)
     init_ray()
     app = build_app(
-        args.checkpoint, replicas=args.replicas, autoscale=args.autoscale, max_replicas=args.max_replicas,
-        gpu=args.gpu, num_cpus=args.cpus_per_replica, max_batch_size=args.max_batch_size,
-        batch_wait_ms=args.batch_wait_ms, precision=args.precision,
+        args.checkpoint,
+        replicas=args.replicas,
+        autoscale=args.autoscale,
+        max_replicas=args.max_replicas,
+        gpu=args.gpu,
+        num_cpus=args.cpus_per_replica,
+        max_batch_size=args.max_batch_size,
+        batch_wait_ms=args.batch_wait_ms,
+        precision=args.precision,
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -11,6 +11,7 @@ example:
   busnet train --data ./busnet-work/dataset --out ./busnet-work/runs --name tiny1 --workers 2 \\
       --epochs 5 --lr 1e-3 --input-size 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,9 +23,15 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, tuned: bool = False)
     """Flags shared by `busnet train` and `busnet tune` (tune searches w1/alpha/gamma itself)."""
     parser.add_argument("--data", required=True, help="dataset URI (path, file:// or s3://) made by busnet ingest")
     parser.add_argument("--out", required=True, help="output URI: runs go to OUT/NAME/")
-    parser.add_argument("--preset", default="tiny", choices=("tiny", "small", "paper"), help="network size (default tiny)")
-    parser.add_argument("--variant", default="hybrid", choices=("hybrid", "hybrid_noaaa", "mt_estan", "swin"),
-                        help="network variant of the paper's ablation (default hybrid)")
+    parser.add_argument(
+        "--preset", default="tiny", choices=("tiny", "small", "paper"), help="network size (default tiny)"
+    )
+    parser.add_argument(
+        "--variant",
+        default="hybrid",
+        choices=("hybrid", "hybrid_noaaa", "mt_estan", "swin"),
+        help="network variant of the paper's ablation (default hybrid)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="Ray Train workers (data-parallel, default 1)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL, bf16 autocast)")
     parser.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per worker (default 1)")
@@ -35,16 +42,25 @@ def add_train_arguments(parser: argparse.ArgumentParser, *, tuned: bool = False)
         parser.add_argument("--w1", type=float, default=3.0, help="focal loss weight in w1*Focal + Dice (default 3)")
         parser.add_argument("--alpha", type=float, default=0.5, help="focal loss alpha (default 0.5)")
         parser.add_argument("--gamma", type=float, default=2.0, help="focal loss gamma (default 2)")
-    parser.add_argument("--fold", type=int, default=None,
-                        help="hold out fold K of train+val for validation (default: the stored val split)")
+    parser.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="hold out fold K of train+val for validation (default: the stored val split)",
+    )
     parser.add_argument("--pretrained-cnn", default=None, help="timm ResNet weight file (path or URI)")
     parser.add_argument("--pretrained-swin", default=None, help="timm Swin V2 weight file (path or URI)")
     parser.add_argument("--input-size", type=int, default=None, help="input side in pixels (default: the preset's)")
     parser.add_argument("--keep", type=int, default=3, help="checkpoints kept per run, best by --metric (default 3)")
-    parser.add_argument("--metric", default="val_auc",
-                        help="validation metric that picks the best checkpoint (default val_auc)")
-    parser.add_argument("--max-failures", type=int, default=2,
-                        help="worker group restarts from the last checkpoint before giving up (default 2)")
+    parser.add_argument(
+        "--metric", default="val_auc", help="validation metric that picks the best checkpoint (default val_auc)"
+    )
+    parser.add_argument(
+        "--max-failures",
+        type=int,
+        default=2,
+        help="worker group restarts from the last checkpoint before giving up (default 2)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
 
 
@@ -59,8 +75,9 @@ def run(args: argparse.Namespace) -> int | None:
     if args.name is not None and ("/" in args.name or not args.name.strip()):
         raise BusnetError(f"--name {args.name!r}: use a plain name without '/'")
     outcome = train(config_from_args(args))
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in outcome.best_metrics.items()
-                      if k.startswith("val_") and isinstance(v, float))
+    shown = ", ".join(
+        f"{k}={v:.4g}" for k, v in outcome.best_metrics.items() if k.startswith("val_") and isinstance(v, float)
+    )
     print(f"best checkpoint (epoch {outcome.best_metrics.get('epoch')}): {outcome.best_uri}")
     print(f"  {shown}")
     return 0

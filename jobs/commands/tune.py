@@ -10,6 +10,7 @@ example:
   busnet tune --data ./busnet-work/dataset --out ./busnet-work/tune --samples 4 --epochs 3 \\
       --lr 1e-3 --input-size 64
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,10 +21,15 @@ from jobs.commands.train import add_train_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=8, help="trials to run (default 8)")
     parser.add_argument("--max-concurrent", type=int, default=1, help="trials running at once (default 1)")
-    parser.add_argument("--search", default="random", choices=("random", "optuna", "hyperopt"),
-                        help="search algorithm (default random; hyperopt needs `pip install hyperopt`)")
-    parser.add_argument("--grace-period", type=int, default=1,
-                        help="epochs every trial runs before ASHA may stop it (default 1)")
+    parser.add_argument(
+        "--search",
+        default="random",
+        choices=("random", "optuna", "hyperopt"),
+        help="search algorithm (default random; hyperopt needs `pip install hyperopt`)",
+    )
+    parser.add_argument(
+        "--grace-period", type=int, default=1, help="epochs every trial runs before ASHA may stop it (default 1)"
+    )
     add_train_arguments(parser, tuned=True)
 
 
@@ -31,12 +37,15 @@ def run(args: argparse.Namespace) -> int | None:
     from jobs.train.driver import config_from_args
     from jobs.train.tune import TuneOptions, format_table, tune_run
 
-    options = TuneOptions(samples=args.samples, max_concurrent=args.max_concurrent, search=args.search,
-                          grace_period=args.grace_period)
+    options = TuneOptions(
+        samples=args.samples, max_concurrent=args.max_concurrent, search=args.search, grace_period=args.grace_period
+    )
     outcome = tune_run(config_from_args(args), options)
     print(format_table(outcome.rows, args.metric))
     print(f"results: {outcome.results_uri}.csv, {outcome.results_uri}.json")
     best = outcome.best
-    print(f"best trial {best['trial']} (w1={best['w1']:.3g}, alpha={best['alpha']:.3g}, gamma={best['gamma']:.3g}, "
-          f"{args.metric}={best[args.metric]:.4g}): {outcome.best_uri}")
+    print(
+        f"best trial {best['trial']} (w1={best['w1']:.3g}, alpha={best['alpha']:.3g}, gamma={best['gamma']:.3g}, "
+        f"{args.metric}={best[args.metric]:.4g}): {outcome.best_uri}"
+    )
     return 0

@@ -7,10 +7,11 @@ sample's parameters once and applies them to both the image and its mask; the ma
 with nearest neighbour, so it stays exactly binary. Pixels shifted in from outside repeat the
 border (`padding_mode="border"`, Keras' default `fill_mode="nearest"`), for image and mask alike.
 """
+
 from __future__ import annotations
 
-import torch
 import kornia.augmentation as K
+import torch
 
 ROTATION_DEGREES = 20.0
 SHIFT_FRACTION = 0.2
@@ -41,10 +42,16 @@ class Augmenter:
         ).to(self.device)
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if images.ndim != 4 or masks.ndim != 4 or images.shape[0] != masks.shape[0] \
-                or images.shape[-2:] != masks.shape[-2:] or masks.shape[1] != 1:
-            raise ValueError(f"expected images [B,C,S,S] and masks [B,1,S,S], got "
-                             f"{tuple(images.shape)} and {tuple(masks.shape)}")
+        if (
+            images.ndim != 4
+            or masks.ndim != 4
+            or images.shape[0] != masks.shape[0]
+            or images.shape[-2:] != masks.shape[-2:]
+            or masks.shape[1] != 1
+        ):
+            raise ValueError(
+                f"expected images [B,C,S,S] and masks [B,1,S,S], got {tuple(images.shape)} and {tuple(masks.shape)}"
+            )
         images = images.to(self.device, non_blocking=True)
         masks = masks.to(self.device, non_blocking=True)
         if self.seed is None:

@@ -6,6 +6,7 @@
 
 Readers go through this module so that an incomplete or missing dataset fails in one clear line.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,19 +25,21 @@ LABELS = ("benign", "malignant")  # label 0, label 1
 SPLITS = ("train", "val", "test")
 TEST_FOLD = -1  # the fold of test rows: folds cover train+val only
 
-SCHEMA = pa.schema([
-    pa.field("image_id", pa.string(), nullable=False),
-    pa.field("source", pa.string(), nullable=False),
-    pa.field("case_id", pa.string(), nullable=False),
-    pa.field("label", pa.int8(), nullable=False),
-    pa.field("image", pa.binary(), nullable=False),
-    pa.field("mask", pa.binary(), nullable=True),
-    pa.field("height", pa.int32(), nullable=False),
-    pa.field("width", pa.int32(), nullable=False),
-    pa.field("sha256", pa.string(), nullable=False),
-    pa.field("split", pa.string(), nullable=False),
-    pa.field("fold", pa.int8(), nullable=False),
-])
+SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("case_id", pa.string(), nullable=False),
+        pa.field("label", pa.int8(), nullable=False),
+        pa.field("image", pa.binary(), nullable=False),
+        pa.field("mask", pa.binary(), nullable=True),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("sha256", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("fold", pa.int8(), nullable=False),
+    ]
+)
 
 
 def shard_name(index: int) -> str:
@@ -48,16 +51,19 @@ def read_manifest(uri: str) -> dict:
     storage.check_bucket(uri)
     if not storage.is_complete(uri):
         if storage.exists(storage.join(uri, MANIFEST)):
-            raise BusnetError(f"{uri}: dataset is incomplete (no {storage.COMPLETE_MARKER} marker; "
-                              "an ingestion was interrupted: run busnet ingest again)")
+            raise BusnetError(
+                f"{uri}: dataset is incomplete (no {storage.COMPLETE_MARKER} marker; "
+                "an ingestion was interrupted: run busnet ingest again)"
+            )
         raise BusnetError(f"{uri}: no dataset here (no {MANIFEST}; create one with busnet ingest)")
     try:
         manifest = json.loads(storage.read_bytes(storage.join(uri, MANIFEST)))
     except json.JSONDecodeError as exc:
         raise BusnetError(f"{uri}/{MANIFEST}: not valid JSON ({exc})") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise BusnetError(f"{uri}/{MANIFEST}: format_version {manifest.get('format_version')!r}, "
-                          f"this busnet reads {FORMAT_VERSION}")
+        raise BusnetError(
+            f"{uri}/{MANIFEST}: format_version {manifest.get('format_version')!r}, this busnet reads {FORMAT_VERSION}"
+        )
     return manifest
 
 

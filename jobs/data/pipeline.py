@@ -11,6 +11,7 @@ different per epoch), and it moves the PNG/JPEG bytes (tens to hundreds of KB a 
 decoded ~1 MB float arrays. `randomize_block_order` would only permute Parquet shards, which for a
 dataset of one or a few shards is nearly no shuffle at all.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,15 @@ FILTER_COLUMNS = ["split", "fold"]
 DECODE_BATCH_ROWS = 16
 
 
-def read_split(data_uri: str, split: str, *, fold: int | None = None, preprocessing: Preprocessing,
-               shuffle: bool = False, seed: int | None = None) -> ray.data.Dataset:
+def read_split(
+    data_uri: str,
+    split: str,
+    *,
+    fold: int | None = None,
+    preprocessing: Preprocessing,
+    shuffle: bool = False,
+    seed: int | None = None,
+) -> ray.data.Dataset:
     """A lazy Dataset of one split, decoded and preprocessed.
 
     Rows: image float32 [3,S,S], mask float32 [1,S,S] (zeros when absent), has_mask bool,
@@ -70,8 +78,9 @@ def read_parquet_files(fs, files: list[str], columns: list[str]) -> ray.data.Dat
 
 def decoded(ds: ray.data.Dataset, preprocessing: Preprocessing) -> ray.data.Dataset:
     """Encoded rows -> training rows, in streaming CPU tasks of a few rows each."""
-    return ds.map_batches(decode_batch, fn_kwargs={"preprocessing": preprocessing},
-                          batch_size=DECODE_BATCH_ROWS, batch_format="numpy")
+    return ds.map_batches(
+        decode_batch, fn_kwargs={"preprocessing": preprocessing}, batch_size=DECODE_BATCH_ROWS, batch_format="numpy"
+    )
 
 
 def split_filter(split: str, fold: int | None) -> Expr:
@@ -110,9 +119,12 @@ def decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> 
             raise BusnetError(f"image {image_id}: {exc}") from exc
         has_mask.append(mask_bytes is not None)
     return {
-        "image": np.stack(images), "mask": np.stack(masks), "has_mask": np.array(has_mask, bool),
-        "label": np.array(batch["label"], np.float32), "image_id": np.array(batch["image_id"], object),
-        "source": np.array(batch["source"], object), "height": np.array(batch["height"], np.int64),
+        "image": np.stack(images),
+        "mask": np.stack(masks),
+        "has_mask": np.array(has_mask, bool),
+        "label": np.array(batch["label"], np.float32),
+        "image_id": np.array(batch["image_id"], object),
+        "source": np.array(batch["source"], object),
+        "height": np.array(batch["height"], np.int64),
         "width": np.array(batch["width"], np.int64),
     }
-

@@ -6,10 +6,11 @@ the cases, stratified by each case's label), then val from the rest; folds cover
 (StratifiedGroupKFold over images grouped by case), test rows get fold TEST_FOLD (-1).
 Cases are sorted before splitting, so the same rows and seed always give the same assignment.
 """
+
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 import warnings
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 
 import numpy as np
@@ -48,8 +49,9 @@ def check(*, val: float, test: float, folds: int) -> None:
         raise BusnetError(f"--folds {folds}: need at least 2 folds")
 
 
-def assign(case_ids: Sequence[str], labels: Sequence[int], *, val: float, test: float,
-           folds: int, seed: int) -> tuple[list[str], list[int]]:
+def assign(
+    case_ids: Sequence[str], labels: Sequence[int], *, val: float, test: float, folds: int, seed: int
+) -> tuple[list[str], list[int]]:
     """(split, fold) for each row, given each row's case id and label."""
     check(val=val, test=test, folds=folds)
     by_case = case_labels(case_ids, labels)
@@ -63,8 +65,10 @@ def assign(case_ids: Sequence[str], labels: Sequence[int], *, val: float, test: 
     rows = [i for i, s in enumerate(split) if s != "test"]
     groups = np.array([case_ids[i] for i in rows])
     if len(set(groups)) < folds:
-        raise BusnetError(f"--folds {folds} needs at least {folds} cases outside the test split; "
-                          f"there are {len(set(groups))}: lower --folds or --test")
+        raise BusnetError(
+            f"--folds {folds} needs at least {folds} cases outside the test split; "
+            f"there are {len(set(groups))}: lower --folds or --test"
+        )
     order = np.argsort(groups, kind="stable")  # independent of the caller's row order
     y = np.array([int(labels[rows[i]]) for i in order])
     for k, members in enumerate(_folds(y, groups[order], folds, seed)):

@@ -1,5 +1,6 @@
 """Batch inference for `busnet evaluate`: a Ray Data callable class that loads the checkpoint once
 per actor and turns batches of preprocessed images into probabilities, masks and per-image scores."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,7 +31,8 @@ class BatchPredictor:
         with torch.inference_mode():
             outputs = self.model(images)
         result = {
-            "image_id": batch["image_id"], "source": batch["source"],
+            "image_id": batch["image_id"],
+            "source": batch["source"],
             "label": np.asarray(batch["label"]).astype(np.int8),
             "prob": torch.sigmoid(outputs["logits"].float()).cpu().numpy().astype(np.float64),
             "has_mask": np.asarray(batch["has_mask"], dtype=bool),
@@ -39,8 +41,10 @@ class BatchPredictor:
             return result
         predicted = (torch.sigmoid(outputs["mask_logits"].float()) > MASK_THRESHOLD).cpu().numpy()[:, 0]
         truth = np.asarray(batch["mask"])[:, 0] > 0.5
-        scores = [segmentation_metrics(truth[i:i + 1], predicted[i:i + 1]) if has else None
-                  for i, has in enumerate(result["has_mask"])]
+        scores = [
+            segmentation_metrics(truth[i : i + 1], predicted[i : i + 1]) if has else None
+            for i, has in enumerate(result["has_mask"])
+        ]
         result["dsc"] = np.array([s["dsc"] if s else np.nan for s in scores], dtype=np.float64)
         result["ji"] = np.array([s["ji"] if s else np.nan for s in scores], dtype=np.float64)
         result["pred_mask"] = predicted.astype(np.uint8)

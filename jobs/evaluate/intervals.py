@@ -17,9 +17,10 @@ Intervals are percentile intervals. A resample in which a metric is undefined (n
 drawn for Sens, a single class for AUC, no mask for DSC) is left out of that metric's interval;
 `valid` says how many resamples remained.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -65,8 +66,9 @@ def weighted_auc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> 
     return _ratio(numerator, cum_pos[:, -1] * cum_neg[:, -1])
 
 
-def classification_replicates(labels: np.ndarray, probs: np.ndarray, threshold: float,
-                              weights: np.ndarray) -> dict[str, np.ndarray]:
+def classification_replicates(
+    labels: np.ndarray, probs: np.ndarray, threshold: float, weights: np.ndarray
+) -> dict[str, np.ndarray]:
     """Acc, Sens, Spec, F1, AUC, FNR, FPR for each row of `weights` (NaN where undefined).
 
     A probability >= threshold is called malignant, as `models.metrics` does.
@@ -109,9 +111,17 @@ def percentile_interval(replicates: np.ndarray, level: float = 0.95) -> dict:
     return {"low": float(low), "high": float(high), "valid": int(finite.size)}
 
 
-def confidence_intervals(labels: np.ndarray, probs: np.ndarray, threshold: float,
-                         case_ids: Sequence[str], *, per_image: dict[str, np.ndarray] | None = None,
-                         n_resamples: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, dict]:
+def confidence_intervals(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    threshold: float,
+    case_ids: Sequence[str],
+    *,
+    per_image: dict[str, np.ndarray] | None = None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, dict]:
     """Intervals for the classification metrics and for the mean of each `per_image` array.
 
     `per_image` maps a metric name (e.g. "dsc", "ji") to one value per image, NaN for images that

@@ -4,6 +4,7 @@ Numbers come from `jobs.evaluate.run`'s metrics dict; this module only lays them
 decimal and F1 as a fraction (the paper's units), each with its bootstrap 95% interval, the paper's
 own rows beside ours, and three figures: roc.png, confusion.png, overlays.png.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,18 +13,30 @@ import numpy as np
 
 from jobs.evaluate.results import OverlayCase, OverlayPool, Predictions
 
-COLUMNS = (("acc", "Acc"), ("sens", "Sens"), ("spec", "Spec"), ("f1", "F1"), ("auc", "AUC"),
-           ("fnr", "FNR"), ("fpr", "FPR"), ("dsc", "DSC"), ("ji", "JI"))
+COLUMNS = (
+    ("acc", "Acc"),
+    ("sens", "Sens"),
+    ("spec", "Spec"),
+    ("f1", "F1"),
+    ("auc", "AUC"),
+    ("fnr", "FNR"),
+    ("fpr", "FPR"),
+    ("dsc", "DSC"),
+    ("ji", "JI"),
+)
 SEGMENTATION_KEYS = ("dsc", "ji")
 # Paper Tables 2 and 3 (3,320 images of HMSS, BUSI, BUSIS, Dataset B), in the paper's units.
 PAPER_ROWS = {
     "hybrid": ("Hybrid-MT-ESTAN (paper, Table 2)", (82.8, 86.4, 79.2, 0.86, 82.8, 13.6, 20.8, 84.1, 75.7)),
-    "hybrid_noaaa": ("MT-ESTAN + Swin, no AAA (paper, Table 3)", (80.3, 84.2, 76.3, 0.83, 80.2, 15.8, 23.7, 82.3, 73.6)),
+    "hybrid_noaaa": (
+        "MT-ESTAN + Swin, no AAA (paper, Table 3)",
+        (80.3, 84.2, 76.3, 0.83, 80.2, 15.8, 23.7, 82.3, 73.6),
+    ),
     "mt_estan": ("MT-ESTAN (paper, Table 2)", (78.6, 83.7, 72.6, 0.83, 78.2, 16.3, 27.4, 78.2, 69.3)),
     "swin": ("Swin Transformer (paper, Table 2)", (77.4, 72.6, 82.5, 0.74, 77.6, 27.4, 17.5, None, None)),
 }
-GROUND_TRUTH_COLOUR = "#00e676"   # green, solid line
-PREDICTION_COLOUR = "#ff4081"     # pink, dashed line: the two differ in hue and in line style
+GROUND_TRUTH_COLOUR = "#00e676"  # green, solid line
+PREDICTION_COLOUR = "#ff4081"  # pink, dashed line: the two differ in hue and in line style
 
 
 def write_report(out_dir: Path, metrics: dict, predictions: Predictions, overlays: OverlayPool) -> list[str]:
@@ -77,7 +90,8 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
         "",
         "Percent, F1 as a fraction (the paper's units). In brackets: 95% bootstrap interval "
         f"({boot['resamples']} resamples of whole cases, seed {boot['seed']}, percentile method)."
-        if boot["resamples"] else "Percent, F1 as a fraction (the paper's units). Bootstrap intervals were turned off.",
+        if boot["resamples"]
+        else "Percent, F1 as a fraction (the paper's units). Bootstrap intervals were turned off.",
         "",
     ]
     lines += table_lines(metrics)
@@ -87,7 +101,7 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
         "roc.png": "ROC curve; the dot is the operating point at the decision threshold.",
         "confusion.png": "Confusion matrix at the decision threshold: counts and percent of each true class.",
         "overlays.png": "Best and worst segmentations by Dice, at the model's input resolution: ground "
-                        "truth solid green, prediction dashed pink and shaded.",
+        "truth solid green, prediction dashed pink and shaded.",
     }
     for figure in figures:
         lines += [f"![{figure[:-4]}]({figure})", "", captions[figure], ""]
@@ -110,8 +124,9 @@ def table_lines(metrics: dict) -> list[str]:
     own = PAPER_ROWS.get(model.get("variant"), PAPER_ROWS["hybrid"])
     for title, values in dict.fromkeys([own, PAPER_ROWS["hybrid"]]):
         paper = dict(zip((k for k, _ in COLUMNS), values))
-        cells = ["-" if paper[k] is None else (f"{paper[k]:.2f}" if k == "f1" else f"{paper[k]:.1f}")
-                 for k, _ in columns]
+        cells = [
+            "-" if paper[k] is None else (f"{paper[k]:.2f}" if k == "f1" else f"{paper[k]:.1f}") for k, _ in columns
+        ]
         lines.append(f"| *{title}* | - | " + " | ".join(cells) + " |")
     return lines
 
@@ -138,7 +153,8 @@ def _notes(metrics: dict, has_branch: bool) -> list[str]:
             f"DSC and JI are per-image means over the images with a ground-truth mask, scored at the "
             f"model's input resolution (ground truth zero-padded to a square and resized with nearest "
             f"neighbour; prediction = sigmoid > {metrics['mask_threshold']}). An image where both masks "
-            "are empty counts as a perfect match. Images without a mask count for classification only.")
+            "are empty counts as a perfect match. Images without a mask count for classification only."
+        )
     else:
         notes.append(f"DSC and JI: {segmentation['reason']}.")
     for name, group in [("all", metrics["overall"]), *metrics["per_source"].items()]:
@@ -147,14 +163,22 @@ def _notes(metrics: dict, has_branch: bool) -> list[str]:
     if boot["resamples"]:
         notes.append(
             "Intervals resample whole cases (patients), so images of one case stay together; "
-            + ("here every case has one image, so this equals the image bootstrap."
-               if boot["max_images_per_case"] == 1 else
-               f"here a case has up to {boot['max_images_per_case']} images."))
-        notes.append("A resample in which a metric is undefined (no benign or no malignant image "
-                     "drawn, no mask) is left out of that metric's interval; metrics.json says how "
-                     "many resamples each interval used (`valid`).")
-    undefined = [k for k, entry in metrics["overall"]["metrics"].items()
-                 if k not in SEGMENTATION_KEYS and (entry is None or entry.get("value") is None)]
+            + (
+                "here every case has one image, so this equals the image bootstrap."
+                if boot["max_images_per_case"] == 1
+                else f"here a case has up to {boot['max_images_per_case']} images."
+            )
+        )
+        notes.append(
+            "A resample in which a metric is undefined (no benign or no malignant image "
+            "drawn, no mask) is left out of that metric's interval; metrics.json says how "
+            "many resamples each interval used (`valid`)."
+        )
+    undefined = [
+        k
+        for k, entry in metrics["overall"]["metrics"].items()
+        if k not in SEGMENTATION_KEYS and (entry is None or entry.get("value") is None)
+    ]
     if undefined:
         notes.append(f"n/a for {', '.join(undefined)}: undefined on this split (e.g. one class only).")
     return notes
@@ -180,18 +204,37 @@ def plot_roc(path: Path, predictions: Predictions, metrics: dict) -> None:
         text = f"{name} (n={group['n']}): AUC {auc['value']:.3f}"
         if auc.get("low") is not None:
             text += f" [{auc['low']:.3f}, {auc['high']:.3f}]"
-        ax.plot(fpr, tpr, linewidth=2.2 if index == 0 else 1.2, alpha=1.0 if index == 0 else 0.8,
-                color="black" if index == 0 else None, label=text)
+        ax.plot(
+            fpr,
+            tpr,
+            linewidth=2.2 if index == 0 else 1.2,
+            alpha=1.0 if index == 0 else 0.8,
+            color="black" if index == 0 else None,
+            label=text,
+        )
     overall = metrics["overall"]["metrics"]
     if overall["sens"]["value"] is not None and overall["spec"]["value"] is not None:
         x, y = 1 - overall["spec"]["value"], overall["sens"]["value"]
-        ax.plot([x], [y], marker="o", markersize=9, color="#d62728", zorder=5, clip_on=False,
-                label=f"threshold {metrics['threshold']:.2f}: sens {y:.0%}, spec {1 - x:.0%}")
+        ax.plot(
+            [x],
+            [y],
+            marker="o",
+            markersize=9,
+            color="#d62728",
+            zorder=5,
+            clip_on=False,
+            label=f"threshold {metrics['threshold']:.2f}: sens {y:.0%}, spec {1 - x:.0%}",
+        )
     else:
         ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
-    ax.set(xlim=(-0.01, 1.01), ylim=(-0.01, 1.01), aspect="equal",
-           xlabel="false positive rate (1 - specificity)", ylabel="true positive rate (sensitivity)",
-           title=f"ROC, {metrics['evaluated']['split']} split")
+    ax.set(
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+        aspect="equal",
+        xlabel="false positive rate (1 - specificity)",
+        ylabel="true positive rate (sensitivity)",
+        title=f"ROC, {metrics['evaluated']['split']} split",
+    )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=7.5, framealpha=0.9)
     fig.tight_layout()
@@ -212,13 +255,23 @@ def plot_confusion(path: Path, confusion: dict, threshold: float) -> None:
     for row in range(2):
         for col in range(2):
             colour = "white" if share[row, col] > 0.55 else "black"
-            ax.text(col, row, f"{names[row][col]}\n{counts[row, col]}\n{share[row, col]:.1%}",
-                    ha="center", va="center", color=colour, fontsize=12)
+            ax.text(
+                col,
+                row,
+                f"{names[row][col]}\n{counts[row, col]}\n{share[row, col]:.1%}",
+                ha="center",
+                va="center",
+                color=colour,
+                fontsize=12,
+            )
     ax.set_xticks([0, 1], ["benign", "malignant"])
     ax.set_yticks([0, 1], [f"benign\n(n={totals[0, 0]})", f"malignant\n(n={totals[1, 0]})"])
     accuracy = np.trace(counts) / max(counts.sum(), 1)
-    ax.set(xlabel="predicted", ylabel="true",
-           title=f"Confusion matrix, threshold {threshold:.2f}\naccuracy {accuracy:.1%} of {counts.sum()} images")
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title=f"Confusion matrix, threshold {threshold:.2f}\naccuracy {accuracy:.1%} of {counts.sum()} images",
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -231,18 +284,28 @@ def plot_overlays(path: Path, overlays: OverlayPool) -> None:
 
     rows = [("best Dice", overlays.best), ("worst Dice", overlays.worst)]
     width = max(len(overlays.best), len(overlays.worst))
-    fig, axes = plt.subplots(2, width, figsize=(2.8 * width + 0.4, 7.0), dpi=120, squeeze=False,
-                             layout="constrained")
+    fig, axes = plt.subplots(2, width, figsize=(2.8 * width + 0.4, 7.0), dpi=120, squeeze=False, layout="constrained")
     for row, (title, cases) in enumerate(rows):
         for col in range(width):
             ax = axes[row, col]
             ax.axis("off")
             if col < len(cases):
                 _draw_case(ax, cases[col])
-        axes[row, 0].text(-0.06, 0.5, title, transform=axes[row, 0].transAxes, rotation=90,
-                          ha="right", va="center", fontsize=12, fontweight="bold")
-    handles = [Line2D([], [], color=GROUND_TRUTH_COLOUR, linewidth=2, label="ground truth"),
-               Line2D([], [], color=PREDICTION_COLOUR, linewidth=2, linestyle="--", label="prediction")]
+        axes[row, 0].text(
+            -0.06,
+            0.5,
+            title,
+            transform=axes[row, 0].transAxes,
+            rotation=90,
+            ha="right",
+            va="center",
+            fontsize=12,
+            fontweight="bold",
+        )
+    handles = [
+        Line2D([], [], color=GROUND_TRUTH_COLOUR, linewidth=2, label="ground truth"),
+        Line2D([], [], color=PREDICTION_COLOUR, linewidth=2, linestyle="--", label="prediction"),
+    ]
     fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
     fig.savefig(path)
     plt.close(fig)
@@ -253,15 +316,28 @@ def _draw_case(ax, case: OverlayCase) -> None:
     from matplotlib.colors import ListedColormap
 
     ax.imshow(case.image, cmap="gray", vmin=0, vmax=255, interpolation="bilinear")
-    ax.imshow(np.ma.masked_equal(case.predicted, 0), cmap=ListedColormap([PREDICTION_COLOUR]),
-              alpha=0.25, interpolation="nearest")
+    ax.imshow(
+        np.ma.masked_equal(case.predicted, 0),
+        cmap=ListedColormap([PREDICTION_COLOUR]),
+        alpha=0.25,
+        interpolation="nearest",
+    )
     # Padding by one empty pixel closes the outline of a region that touches the image border.
     side = np.arange(-1, case.image.shape[0] + 1), np.arange(-1, case.image.shape[1] + 1)
-    for mask, colour, style in ((case.predicted, PREDICTION_COLOUR, "dashed"),
-                                (case.truth, GROUND_TRUTH_COLOUR, "solid")):
+    for mask, colour, style in (
+        (case.predicted, PREDICTION_COLOUR, "dashed"),
+        (case.truth, GROUND_TRUTH_COLOUR, "solid"),
+    ):
         if mask.any():
-            ax.contour(side[1], side[0], np.pad(mask.astype(float), 1), levels=[0.5], colors=[colour],
-                       linewidths=1.8, linestyles=style)
+            ax.contour(
+                side[1],
+                side[0],
+                np.pad(mask.astype(float), 1),
+                levels=[0.5],
+                colors=[colour],
+                linewidths=1.8,
+                linestyles=style,
+            )
     ax.set_xlim(-0.5, case.image.shape[1] - 0.5)
     ax.set_ylim(case.image.shape[0] - 0.5, -0.5)
     label = "malignant" if case.label else "benign"

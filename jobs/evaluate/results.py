@@ -2,6 +2,7 @@
 
 Kept apart from `run` so that `report` can read these types without importing the evaluation driver.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ OVERLAYS_PER_KIND = 4
 @dataclass
 class OverlayCase:
     """One image of the overlay figure, at the model's input resolution."""
+
     image_id: str
     label: int
     prob: float
@@ -27,6 +29,7 @@ class OverlayCase:
 @dataclass
 class OverlayPool:
     """The k best and k worst segmentations seen so far (trivial both-empty matches left out)."""
+
     k: int = OVERLAYS_PER_KIND
     best: list[OverlayCase] = field(default_factory=list)
     worst: list[OverlayCase] = field(default_factory=list)
@@ -35,9 +38,15 @@ class OverlayPool:
         for i in np.flatnonzero(batch["has_mask"]):
             if not (batch["true_mask"][i].any() or batch["pred_mask"][i].any()):
                 continue
-            case = OverlayCase(str(batch["image_id"][i]), int(batch["label"][i]), float(batch["prob"][i]),
-                               float(batch["dsc"][i]), batch["display"][i].copy(),
-                               batch["true_mask"][i].copy(), batch["pred_mask"][i].copy())
+            case = OverlayCase(
+                str(batch["image_id"][i]),
+                int(batch["label"][i]),
+                float(batch["prob"][i]),
+                float(batch["dsc"][i]),
+                batch["display"][i].copy(),
+                batch["true_mask"][i].copy(),
+                batch["pred_mask"][i].copy(),
+            )
             self.best = sorted(self.best + [case], key=lambda c: (-c.dsc, c.image_id))[: self.k]
             self.worst = sorted(self.worst + [case], key=lambda c: (c.dsc, c.image_id))[: self.k]
 
@@ -46,6 +55,7 @@ class OverlayPool:
 class Predictions:
     """One entry per evaluated image; dsc/ji are None for a model without segmentation and NaN
     for images without a ground-truth mask."""
+
     image_id: np.ndarray
     case_id: np.ndarray
     source: np.ndarray

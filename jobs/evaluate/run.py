@@ -12,36 +12,53 @@ predicted mask (sigmoid > 0.5) on the same S x S grid, the space in which the ne
 validated. DSC and JI ignore true-negative pixels, so the zero padding does not inflate them. Images
 without a ground-truth mask (e.g. HMSS) count for classification only.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
 from jobs import storage
+from jobs.errors import BusnetError
 from jobs.evaluate.inference import BatchPredictor
 from jobs.evaluate.intervals import confidence_intervals
 from jobs.evaluate.results import MASK_THRESHOLD, OverlayPool, Predictions
-from jobs.errors import BusnetError
 
 CLASSIFICATION = ("acc", "sens", "spec", "f1", "auc", "fnr", "fpr")
 SEGMENTATION = ("dsc", "ji")
 PROGRESS_EVERY_S = 5.0
 CPU_ACTORS = 2
-KEPT_COLUMNS = {"image_id": str, "source": str, "label": np.int8, "prob": np.float64,
-                "has_mask": bool, "dsc": np.float64, "ji": np.float64}
+KEPT_COLUMNS = {
+    "image_id": str,
+    "source": str,
+    "label": np.int8,
+    "prob": np.float64,
+    "has_mask": bool,
+    "dsc": np.float64,
+    "ji": np.float64,
+}
 
 
-def evaluate(data_uri: str, checkpoint_uri: str, out_dir: str, split: str = "test", *,
-             fold: int | None = None, threshold: float | None = None, n_bootstrap: int = 1000,
-             seed: int = 0, batch_size: int = 16,
-             progress: Callable[[str], None] | None = None) -> dict:
+def evaluate(
+    data_uri: str,
+    checkpoint_uri: str,
+    out_dir: str,
+    split: str = "test",
+    *,
+    fold: int | None = None,
+    threshold: float | None = None,
+    n_bootstrap: int = 1000,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Evaluate `checkpoint_uri` on `split` of `data_uri`; write metrics.json, predictions.csv,
     report.md and the plots to `out_dir` (a local folder or storage URI); return the metrics."""
     from jobs.evaluate import report
@@ -62,17 +79,30 @@ def evaluate(data_uri: str, checkpoint_uri: str, out_dir: str, split: str = "tes
 
     init_ray()
     started = time.monotonic()
-    say(f"evaluating {checkpoint_uri} ({model_config.get('preset')}/{model_config.get('variant')}, "
-        f"{model_config.get('input_size')} px) on the {split!r} split of {data_uri}")
+    say(
+        f"evaluating {checkpoint_uri} ({model_config.get('preset')}/{model_config.get('variant')}, "
+        f"{model_config.get('input_size')} px) on the {split!r} split of {data_uri}"
+    )
     columns, overlays = _predict(data_uri, checkpoint_uri, split, fold, config, batch_size, say)
-    predictions = Predictions(case_id=_case_ids(data_uri, columns["image_id"]),
-                              dsc=columns.pop("dsc", None), ji=columns.pop("ji", None), **columns)
+    predictions = Predictions(
+        case_id=_case_ids(data_uri, columns["image_id"]),
+        dsc=columns.pop("dsc", None),
+        ji=columns.pop("ji", None),
+        **columns,
+    )
     elapsed = time.monotonic() - started
     say(f"predicted {len(predictions.image_id)} images in {elapsed:.1f} s; bootstrapping {n_bootstrap} resamples")
 
     evaluated = _what_was_evaluated(data_uri, checkpoint_uri, split, fold, config)
-    metrics = build_metrics(predictions, evaluated, threshold=threshold, threshold_source=threshold_source,
-                            has_segmentation=has_segmentation, n_bootstrap=n_bootstrap, seed=seed)
+    metrics = build_metrics(
+        predictions,
+        evaluated,
+        threshold=threshold,
+        threshold_source=threshold_source,
+        has_segmentation=has_segmentation,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+    )
     metrics["inference_seconds"] = round(elapsed, 2)
     with tempfile.TemporaryDirectory(prefix="busnet-evaluate-") as scratch:
         local = Path(scratch) if storage.is_remote(out_dir) else Path(storage.filesystem(out_dir)[1])
@@ -87,9 +117,18 @@ def evaluate(data_uri: str, checkpoint_uri: str, out_dir: str, split: str = "tes
     return metrics
 
 
-def build_metrics(predictions: Predictions, evaluated: dict, *, threshold: float, threshold_source: str,
-                  has_segmentation: bool, n_bootstrap: int, seed: int) -> dict:
+def build_metrics(
+    predictions: Predictions,
+    evaluated: dict,
+    *,
+    threshold: float,
+    threshold_source: str,
+    has_segmentation: bool,
+    n_bootstrap: int,
+    seed: int,
+) -> dict:
     """The metrics.json content: point estimates and intervals, overall and per source."""
+
     def group(selected: np.ndarray) -> dict:
         return _group_metrics(predictions, selected, threshold, has_segmentation, n_bootstrap, seed)
 
@@ -101,11 +140,18 @@ def build_metrics(predictions: Predictions, evaluated: dict, *, threshold: float
         "threshold_source": threshold_source,
         "mask_threshold": MASK_THRESHOLD,
         "segmentation": _segmentation_status(predictions, has_segmentation),
-        "bootstrap": {"resamples": n_bootstrap, "seed": seed, "level": 0.95, "method": "percentile",
-                      "unit": "case", "max_images_per_case": _max_images_per_case(predictions.case_id)},
+        "bootstrap": {
+            "resamples": n_bootstrap,
+            "seed": seed,
+            "level": 0.95,
+            "method": "percentile",
+            "unit": "case",
+            "max_images_per_case": _max_images_per_case(predictions.case_id),
+        },
         "overall": group(np.ones(len(predictions.label), bool)),
-        "per_source": {source: group(predictions.source == source)
-                       for source in sorted(set(predictions.source.tolist()))},
+        "per_source": {
+            source: group(predictions.source == source) for source in sorted(set(predictions.source.tolist()))
+        },
         "predictions_file": "predictions.csv",
     }
 
@@ -128,8 +174,15 @@ def _load_config(checkpoint_uri: str) -> tuple[dict, bool]:
     return config, bool(model.has_segmentation)
 
 
-def _predict(data_uri: str, checkpoint_uri: str, split: str, fold: int | None, config: dict,
-             batch_size: int, say: Callable[[str], None]) -> tuple[dict[str, np.ndarray], OverlayPool]:
+def _predict(
+    data_uri: str,
+    checkpoint_uri: str,
+    split: str,
+    fold: int | None,
+    config: dict,
+    batch_size: int,
+    say: Callable[[str], None],
+) -> tuple[dict[str, np.ndarray], OverlayPool]:
     """Stream the split through the predictor actors; keep the numbers per image (KEPT_COLUMNS)
     and the overlay candidates."""
     import ray
@@ -137,13 +190,14 @@ def _predict(data_uri: str, checkpoint_uri: str, split: str, fold: int | None, c
     from jobs.data.pipeline import read_split
     from models.preprocess import Preprocessing
 
-    dataset = read_split(data_uri, split, fold=fold,
-                         preprocessing=Preprocessing.from_dict(config["preprocessing"]))
+    dataset = read_split(data_uri, split, fold=fold, preprocessing=Preprocessing.from_dict(config["preprocessing"]))
     # One actor per GPU of the cluster, else one or two CPU actors (the decode tasks need CPUs too).
     gpus = int(ray.cluster_resources().get("GPU", 0))
     predicted = dataset.map_batches(
-        BatchPredictor, fn_constructor_kwargs={"checkpoint_uri": checkpoint_uri},
-        batch_size=batch_size, batch_format="numpy",
+        BatchPredictor,
+        fn_constructor_kwargs={"checkpoint_uri": checkpoint_uri},
+        batch_size=batch_size,
+        batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=gpus or CPU_ACTORS),
         **({"num_gpus": 1} if gpus else {"num_cpus": 1}),
     )
@@ -176,17 +230,21 @@ def _case_ids(data_uri: str, image_ids: np.ndarray) -> np.ndarray:
     return np.array([lookup.get(i) or i for i in image_ids.tolist()], dtype=str)
 
 
-def _what_was_evaluated(data_uri: str, checkpoint_uri: str, split: str, fold: int | None,
-                        config: dict) -> dict:
+def _what_was_evaluated(data_uri: str, checkpoint_uri: str, split: str, fold: int | None, config: dict) -> dict:
     from jobs.data.dataset import read_manifest
 
     manifest = read_manifest(data_uri)
     return {
-        "data": data_uri, "split": split, "fold": fold,
+        "data": data_uri,
+        "split": split,
+        "fold": fold,
         "dataset_content_hash": manifest.get("content_hash"),
-        "checkpoint": checkpoint_uri, "model": config["model"],
-        "preprocessing": config["preprocessing"], "weights_sha256": config.get("weights_sha256"),
-        "lineage": config.get("lineage", {}), "checkpoint_metrics": config.get("metrics", {}),
+        "checkpoint": checkpoint_uri,
+        "model": config["model"],
+        "preprocessing": config["preprocessing"],
+        "weights_sha256": config.get("weights_sha256"),
+        "lineage": config.get("lineage", {}),
+        "checkpoint_metrics": config.get("metrics", {}),
     }
 
 
@@ -197,18 +255,31 @@ def _segmentation_status(predictions: Predictions, has_segmentation: bool) -> di
         reason = "n/a: no image of this split has a ground-truth mask"
     else:
         reason = None
-    return {"evaluated": reason is None, "reason": reason, "model_has_segmentation": has_segmentation,
-            "resolution": "model input (S x S after zero padding and nearest resize)"}
+    return {
+        "evaluated": reason is None,
+        "reason": reason,
+        "model_has_segmentation": has_segmentation,
+        "resolution": "model input (S x S after zero padding and nearest resize)",
+    }
 
 
-def _group_metrics(predictions: Predictions, selected: np.ndarray, threshold: float,
-                   has_segmentation: bool, n_bootstrap: int, seed: int) -> dict:
+def _group_metrics(
+    predictions: Predictions,
+    selected: np.ndarray,
+    threshold: float,
+    has_segmentation: bool,
+    n_bootstrap: int,
+    seed: int,
+) -> dict:
     """Point estimates (models.metrics) and bootstrap intervals for one group of images."""
     from models.metrics import classification_metrics
 
     labels, probs = predictions.label[selected], predictions.prob[selected]
-    point = {k: _defined(v) for k, v in classification_metrics(labels, probs, threshold=threshold).items()
-             if k in CLASSIFICATION}
+    point = {
+        k: _defined(v)
+        for k, v in classification_metrics(labels, probs, threshold=threshold).items()
+        if k in CLASSIFICATION
+    }
     with_mask = predictions.has_mask[selected]
     per_image = {}
     segmentation_note = None
@@ -220,22 +291,38 @@ def _group_metrics(predictions: Predictions, selected: np.ndarray, threshold: fl
         for key, values in (("dsc", predictions.dsc), ("ji", predictions.ji)):
             per_image[key] = values[selected]
             point[key] = float(np.nanmean(per_image[key]))
-    intervals = (confidence_intervals(labels, probs, threshold, predictions.case_id[selected],
-                                      per_image=per_image, n_resamples=n_bootstrap, seed=seed)
-                 if n_bootstrap else {})
+    intervals = (
+        confidence_intervals(
+            labels,
+            probs,
+            threshold,
+            predictions.case_id[selected],
+            per_image=per_image,
+            n_resamples=n_bootstrap,
+            seed=seed,
+        )
+        if n_bootstrap
+        else {}
+    )
     predicted = probs >= threshold
     positive = labels.astype(bool)
     return {
         "n": int(selected.sum()),
-        "n_benign": int((~positive).sum()), "n_malignant": int(positive.sum()),
+        "n_benign": int((~positive).sum()),
+        "n_malignant": int(positive.sum()),
         "n_cases": len(set(predictions.case_id[selected].tolist())),
         "n_with_mask": int(with_mask.sum()) if has_segmentation else 0,
-        "confusion": {"tp": int((positive & predicted).sum()), "fn": int((positive & ~predicted).sum()),
-                      "tn": int((~positive & ~predicted).sum()), "fp": int((~positive & predicted).sum())},
+        "confusion": {
+            "tp": int((positive & predicted).sum()),
+            "fn": int((positive & ~predicted).sum()),
+            "tn": int((~positive & ~predicted).sum()),
+            "fp": int((~positive & predicted).sum()),
+        },
         "segmentation_note": segmentation_note,
         "metrics": {
             key: {"value": point[key], **intervals.get(key, {"low": None, "high": None, "valid": 0})}
-            if key in point else None
+            if key in point
+            else None
             for key in CLASSIFICATION + SEGMENTATION
         },
     }
@@ -249,14 +336,33 @@ def _defined(value: float) -> float | None:
 def _write_predictions_csv(path: Path, predictions: Predictions, threshold: float) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["image_id", "case_id", "source", "label", "malignant_probability",
-                         "predicted_label", "correct", "has_mask", "dsc", "ji"])
+        writer.writerow(
+            [
+                "image_id",
+                "case_id",
+                "source",
+                "label",
+                "malignant_probability",
+                "predicted_label",
+                "correct",
+                "has_mask",
+                "dsc",
+                "ji",
+            ]
+        )
         for i in range(len(predictions.image_id)):
             predicted = int(predictions.prob[i] >= threshold)
             seg = [predictions.dsc[i], predictions.ji[i]] if predictions.dsc is not None else [np.nan, np.nan]
-            writer.writerow([
-                predictions.image_id[i], predictions.case_id[i], predictions.source[i],
-                int(predictions.label[i]), f"{predictions.prob[i]:.6f}", predicted,
-                int(predicted == predictions.label[i]), int(predictions.has_mask[i]),
-                *("" if np.isnan(v) else f"{v:.6f}" for v in seg),
-            ])
+            writer.writerow(
+                [
+                    predictions.image_id[i],
+                    predictions.case_id[i],
+                    predictions.source[i],
+                    int(predictions.label[i]),
+                    f"{predictions.prob[i]:.6f}",
+                    predicted,
+                    int(predicted == predictions.label[i]),
+                    int(predictions.has_mask[i]),
+                    *("" if np.isnan(v) else f"{v:.6f}" for v in seg),
+                ]
+            )

@@ -12,6 +12,7 @@ manager snapshot there and hands the latest checkpoint to the workers, which con
 epoch and the saved optimizer state. `FailureConfig(max_failures)` restarts a failed worker group the
 same way, so a worker that dies costs at most the epoch in progress.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,8 +28,18 @@ from jobs import storage
 from jobs.errors import BusnetError
 from jobs.train.state import TRAIN_STATE_FILES
 
-METRICS = ("val_auc", "val_acc", "val_sens", "val_spec", "val_f1", "val_fnr", "val_fpr", "val_dsc", "val_ji",
-           "val_loss")
+METRICS = (
+    "val_auc",
+    "val_acc",
+    "val_sens",
+    "val_spec",
+    "val_f1",
+    "val_fnr",
+    "val_fpr",
+    "val_dsc",
+    "val_ji",
+    "val_loss",
+)
 LOWER_IS_BETTER = ("val_fnr", "val_fpr", "val_loss")
 DATA_CPU_RESERVE = 1.0  # CPUs Ray Data must keep for decoding, or it stalls (REFERENCE.md section 4)
 
@@ -104,8 +115,13 @@ def prepare(config: TrainConfig) -> Prepared:
     manifest = read_manifest(config.data)
     splits = split_summary(config.data, config.fold)
     _check_data(config, splits, model.has_segmentation)
-    return Prepared(model_config=model.config, preprocessing=Preprocessing(size=model.input_size).to_dict(),
-                    has_segmentation=model.has_segmentation, content_hash=manifest["content_hash"], splits=splits)
+    return Prepared(
+        model_config=model.config,
+        preprocessing=Preprocessing(size=model.input_size).to_dict(),
+        has_segmentation=model.has_segmentation,
+        content_hash=manifest["content_hash"],
+        splits=splits,
+    )
 
 
 def _validate_options(config: TrainConfig) -> None:
@@ -132,9 +148,11 @@ def split_summary(data_uri: str, fold: int | None) -> dict[str, dict[str, int]]:
     summary = {}
     for split in ("train", "val"):
         rows = table.filter(split_filter(split, fold).to_pyarrow())
-        summary[split] = {"images": rows.num_rows,
-                          "malignant": int(pc.sum(pc.equal(rows["label"], 1)).as_py() or 0),
-                          "with_mask": rows.num_rows - rows["mask"].null_count}
+        summary[split] = {
+            "images": rows.num_rows,
+            "malignant": int(pc.sum(pc.equal(rows["label"], 1)).as_py() or 0),
+            "with_mask": rows.num_rows - rows["mask"].null_count,
+        }
     return summary
 
 
@@ -145,15 +163,21 @@ def _check_data(config: TrainConfig, splits: dict, has_segmentation: bool) -> No
             hint = " (is --fold within the dataset's folds?)" if config.fold is not None else ""
             raise BusnetError(f"{where}: the {split} split is empty{hint}")
     if has_segmentation and splits["train"]["with_mask"] == 0:
-        raise BusnetError(f"{where}: no training image has a mask, but variant {config.variant!r} learns "
-                          "segmentation; use --variant swin or a dataset with masks")
+        raise BusnetError(
+            f"{where}: no training image has a mask, but variant {config.variant!r} learns "
+            "segmentation; use --variant swin or a dataset with masks"
+        )
     val = splits["val"]
     if config.metric == "val_auc" and val["malignant"] in (0, val["images"]):
-        raise BusnetError(f"{where}: the val split has only one class, so val_auc is undefined; "
-                          "use --metric val_loss or a dataset with both classes in val")
+        raise BusnetError(
+            f"{where}: the val split has only one class, so val_auc is undefined; "
+            "use --metric val_loss or a dataset with both classes in val"
+        )
     if splits["train"]["images"] < config.workers * config.batch_size:
-        raise BusnetError(f"{where}: {splits['train']['images']} training images cannot fill one batch of "
-                          f"{config.batch_size} on each of {config.workers} workers")
+        raise BusnetError(
+            f"{where}: {splits['train']['images']} training images cannot fill one batch of "
+            f"{config.batch_size} on each of {config.workers} workers"
+        )
 
 
 def check_cluster(cpus_needed: float, gpus_needed: float, what: str) -> None:
@@ -164,34 +188,76 @@ def check_cluster(cpus_needed: float, gpus_needed: float, what: str) -> None:
     cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if os.environ.get("RAY_ADDRESS") and (gpus_needed > gpus or cpus_needed + DATA_CPU_RESERVE > cpus):
         # A joined cluster may autoscale (KubeRay, the VM launcher): wait for it instead of refusing.
-        print(f"{what} needs {gpus_needed:g} GPUs and {cpus_needed + DATA_CPU_RESERVE:g} CPUs; the cluster has "
-              f"{gpus:g} and {cpus:g} now: waiting for the autoscaler", flush=True)
+        print(
+            f"{what} needs {gpus_needed:g} GPUs and {cpus_needed + DATA_CPU_RESERVE:g} CPUs; the cluster has "
+            f"{gpus:g} and {cpus:g} now: waiting for the autoscaler",
+            flush=True,
+        )
         return
     if gpus_needed > gpus:
         raise BusnetError(f"{what} needs {gpus_needed:g} GPUs, the Ray cluster has {gpus:g}")
     if cpus_needed + DATA_CPU_RESERVE > cpus:
-        raise BusnetError(f"{what} needs {cpus_needed:g} CPUs plus {DATA_CPU_RESERVE:g} for Ray Data, the Ray "
-                          f"cluster has {cpus:g}: lower --workers or --cpus-per-worker")
+        raise BusnetError(
+            f"{what} needs {cpus_needed:g} CPUs plus {DATA_CPU_RESERVE:g} for Ray Data, the Ray "
+            f"cluster has {cpus:g}: lower --workers or --cpus-per-worker"
+        )
 
 
 def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: str | None = None) -> dict:
     """The plain-values config each worker gets (see `jobs.train.loop`)."""
-    hyperparameters = {k: getattr(config, k) for k in (
-        "preset", "variant", "workers", "epochs", "batch_size", "lr", "w1", "alpha", "gamma", "fold",
-        "input_size", "metric", "seed", "pretrained_cnn", "pretrained_swin")}
+    hyperparameters = {
+        k: getattr(config, k)
+        for k in (
+            "preset",
+            "variant",
+            "workers",
+            "epochs",
+            "batch_size",
+            "lr",
+            "w1",
+            "alpha",
+            "gamma",
+            "fold",
+            "input_size",
+            "metric",
+            "seed",
+            "pretrained_cnn",
+            "pretrained_swin",
+        )
+    }
     return {
-        "preset": config.preset, "variant": config.variant, "overrides": prepared.model_config["overrides"],
-        "pretrained_cnn": config.pretrained_cnn, "pretrained_swin": config.pretrained_swin,
-        "preprocessing": prepared.preprocessing, "epochs": config.epochs, "batch_size": config.batch_size,
-        "lr": config.lr, "w1": config.w1, "alpha": config.alpha, "gamma": config.gamma, "seed": config.seed,
+        "preset": config.preset,
+        "variant": config.variant,
+        "overrides": prepared.model_config["overrides"],
+        "pretrained_cnn": config.pretrained_cnn,
+        "pretrained_swin": config.pretrained_swin,
+        "preprocessing": prepared.preprocessing,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "lr": config.lr,
+        "w1": config.w1,
+        "alpha": config.alpha,
+        "gamma": config.gamma,
+        "seed": config.seed,
         "crash_once_marker": config.crash_once_marker,
-        "lineage": {"dataset": {"uri": config.data, "content_hash": prepared.content_hash},
-                    "hyperparameters": hyperparameters, "run_name": name, "trial_id": trial_id},
+        "lineage": {
+            "dataset": {"uri": config.data, "content_hash": prepared.content_hash},
+            "hyperparameters": hyperparameters,
+            "run_name": name,
+            "trial_id": trial_id,
+        },
     }
 
 
-def fit(config: TrainConfig, prepared: Prepared, *, name: str, storage_uri: str, callbacks: list | None = None,
-        trial_id: str | None = None):
+def fit(
+    config: TrainConfig,
+    prepared: Prepared,
+    *,
+    name: str,
+    storage_uri: str,
+    callbacks: list | None = None,
+    trial_id: str | None = None,
+):
     """Build the datasets and the TorchTrainer, and run it; returns Ray Train's `Result`."""
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -202,10 +268,12 @@ def fit(config: TrainConfig, prepared: Prepared, *, name: str, storage_uri: str,
 
     preprocessing = Preprocessing.from_dict(prepared.preprocessing)
     datasets = {
-        "train": read_split(config.data, "train", fold=config.fold, preprocessing=preprocessing, shuffle=True,
-                            seed=config.seed).select_columns(TRAIN_COLUMNS),
-        "val": read_split(config.data, "val", fold=config.fold, preprocessing=preprocessing
-                          ).select_columns(TRAIN_COLUMNS),
+        "train": read_split(
+            config.data, "train", fold=config.fold, preprocessing=preprocessing, shuffle=True, seed=config.seed
+        ).select_columns(TRAIN_COLUMNS),
+        "val": read_split(config.data, "val", fold=config.fold, preprocessing=preprocessing).select_columns(
+            TRAIN_COLUMNS
+        ),
     }
     for dataset in datasets.values():
         dataset.context.enable_progress_bars = False  # the epoch lines are the progress; bars would bury them
@@ -214,15 +282,19 @@ def fit(config: TrainConfig, prepared: Prepared, *, name: str, storage_uri: str,
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config(config, prepared, name, trial_id),
-        scaling_config=ray.train.ScalingConfig(num_workers=config.workers, use_gpu=config.gpu,
-                                               resources_per_worker=resources),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=config.workers, use_gpu=config.gpu, resources_per_worker=resources
+        ),
         run_config=ray.train.RunConfig(
-            name=name, storage_path=path, storage_filesystem=fs,
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep,
-                                                         checkpoint_score_attribute=config.metric,
-                                                         checkpoint_score_order=config.mode()),
+            name=name,
+            storage_path=path,
+            storage_filesystem=fs,
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=config.keep, checkpoint_score_attribute=config.metric, checkpoint_score_order=config.mode()
+            ),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-            callbacks=callbacks or []),
+            callbacks=callbacks or [],
+        ),
         datasets=datasets,
         # Validation runs on rank 0 over the whole val split; only the training data is sharded.
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
@@ -278,16 +350,22 @@ def train(config: TrainConfig) -> TrainOutcome:
     gpus = config.workers if config.gpu else 0
     check_cluster(config.workers * config.cpus_per_worker, gpus, f"{config.workers} training workers")
     splits = prepared.splits
-    print(f"[busnet train] run {name}: {splits['train']['images']} training / {splits['val']['images']} "
-          f"validation images, {config.workers} worker(s), {config.epochs} epochs -> "
-          f"{storage.join(config.out, name)}", flush=True)
+    print(
+        f"[busnet train] run {name}: {splits['train']['images']} training / {splits['val']['images']} "
+        f"validation images, {config.workers} worker(s), {config.epochs} epochs -> "
+        f"{storage.join(config.out, name)}",
+        flush=True,
+    )
     result = fit_or_explain(config, prepared, name=name, storage_uri=config.out)
     checkpoint, metrics = best_of(result, config.metric, config.mode())
     best_uri = storage.join(config.out, name, "best")
     publish_checkpoint(checkpoint, best_uri)
-    return TrainOutcome(run_uri=storage.join(config.out, name), best_uri=best_uri, best_metrics=metrics,
-                        epochs_reported=len(result.metrics_dataframe) if result.metrics_dataframe is not None
-                        else 0)
+    return TrainOutcome(
+        run_uri=storage.join(config.out, name),
+        best_uri=best_uri,
+        best_metrics=metrics,
+        epochs_reported=len(result.metrics_dataframe) if result.metrics_dataframe is not None else 0,
+    )
 
 
 def config_from_args(args) -> TrainConfig:

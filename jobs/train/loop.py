@@ -10,6 +10,7 @@ Resume (same run folder, or a worker group restarted after a failure) starts fro
 the last reported checkpoint: a failure costs at most the epoch in progress (and the one before it
 when the worker dies within the 2 s in which Ray Train's controller collects a report).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,13 @@ def train_loop_per_worker(config: dict) -> None:
     use_bf16 = device.type == "cuda"
     torch.manual_seed(config["seed"] * 1000 + rank)
 
-    model = build_model(config["preset"], config["variant"], **config["overrides"],
-                        pretrained_cnn=config.get("pretrained_cnn"), pretrained_swin=config.get("pretrained_swin"))
+    model = build_model(
+        config["preset"],
+        config["variant"],
+        **config["overrides"],
+        pretrained_cnn=config.get("pretrained_cnn"),
+        pretrained_swin=config.get("pretrained_swin"),
+    )
     state = {"epoch": 0, "epochs_run": [], "starts": []}
     checkpoint = ray.train.get_checkpoint()
     optimizer_state_dir = None
@@ -64,8 +70,9 @@ def train_loop_per_worker(config: dict) -> None:
 
     augmenter = Augmenter(device)
     for epoch in range(first_epoch, config["epochs"] + 1):
-        train_loss, images_per_s = _train_one_epoch(model, optimizer, augmenter, config, epoch, rank, world,
-                                                    device, use_bf16)
+        train_loss, images_per_s = _train_one_epoch(
+            model, optimizer, augmenter, config, epoch, rank, world, device, use_bf16
+        )
         metrics = {"epoch": epoch, "train_loss": train_loss, "images_per_s": images_per_s}
         state = {**state, "epoch": epoch, "epochs_run": [*state["epochs_run"], epoch]}
         if rank == 0:
@@ -74,14 +81,18 @@ def train_loop_per_worker(config: dict) -> None:
             _print_progress(metrics, config["epochs"])
             with tempfile.TemporaryDirectory(prefix="busnet-ckpt-") as directory:
                 _write_checkpoint(plain_model, optimizer, directory, preprocessing, threshold, metrics, state, config)
-                ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory),
-                                 checkpoint_dir_name=f"epoch-{epoch:04d}")
+                ray.train.report(
+                    metrics,
+                    checkpoint=ray.train.Checkpoint.from_directory(directory),
+                    checkpoint_dir_name=f"epoch-{epoch:04d}",
+                )
         else:
             ray.train.report(metrics)
 
 
-def _train_one_epoch(model, optimizer, augmenter, config: dict, epoch: int, rank: int, world: int,
-                     device: torch.device, use_bf16: bool) -> tuple[float, float]:
+def _train_one_epoch(
+    model, optimizer, augmenter, config: dict, epoch: int, rank: int, world: int, device: torch.device, use_bf16: bool
+) -> tuple[float, float]:
     """One pass over this worker's shard; returns (mean loss, images/s) over all workers."""
     import ray.train
 
@@ -90,15 +101,23 @@ def _train_one_epoch(model, optimizer, augmenter, config: dict, epoch: int, rank
     model.train()
     loss_sum, images, started = 0.0, 0, time.perf_counter()
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=config["batch_size"], drop_last=True, device=device)
+        batch_size=config["batch_size"], drop_last=True, device=device
+    )
     for step, batch in enumerate(batches):
         _maybe_crash(config.get("crash_once_marker"), epoch, step, rank, world)
         images_batch, masks = augmenter(batch["image"], batch["mask"])
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             outputs = model(images_batch)
         outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
-        loss = multitask_loss(outputs, batch["label"], masks, w1=config["w1"], alpha=config["alpha"],
-                              gamma=config["gamma"], has_mask=batch["has_mask"]).total
+        loss = multitask_loss(
+            outputs,
+            batch["label"],
+            masks,
+            w1=config["w1"],
+            alpha=config["alpha"],
+            gamma=config["gamma"],
+            has_mask=batch["has_mask"],
+        ).total
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -117,8 +136,9 @@ def _train_one_epoch(model, optimizer, augmenter, config: dict, epoch: int, rank
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, shard, config: dict, device: torch.device, use_bf16: bool = False
-             ) -> tuple[dict[str, float], float]:
+def validate(
+    model: torch.nn.Module, shard, config: dict, device: torch.device, use_bf16: bool = False
+) -> tuple[dict[str, float], float]:
     """Every metric of `models.metrics` (+ val_loss) on the whole val split, at the threshold chosen there."""
     from models.losses import multitask_loss
     from models.metrics import choose_threshold, classification_metrics, segmentation_metrics
@@ -130,8 +150,15 @@ def validate(model: torch.nn.Module, shard, config: dict, device: torch.device, 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             outputs = model(batch["image"])
         outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
-        loss = multitask_loss(outputs, batch["label"], batch["mask"], w1=config["w1"], alpha=config["alpha"],
-                              gamma=config["gamma"], has_mask=batch["has_mask"]).total
+        loss = multitask_loss(
+            outputs,
+            batch["label"],
+            batch["mask"],
+            w1=config["w1"],
+            alpha=config["alpha"],
+            gamma=config["gamma"],
+            has_mask=batch["has_mask"],
+        ).total
         loss_sum += float(loss) * len(batch["label"])
         probs.append(torch.sigmoid(outputs["logits"]).cpu().numpy())
         labels.append(batch["label"].cpu().numpy())
@@ -160,13 +187,15 @@ def robust_threshold(probs: np.ndarray, chosen: float) -> float:
     return float((chosen + lower.max()) / 2) if lower.size else chosen
 
 
-def _write_checkpoint(model, optimizer, directory: str, preprocessing, threshold: float, metrics: dict,
-                      state: dict, config: dict) -> None:
+def _write_checkpoint(
+    model, optimizer, directory: str, preprocessing, threshold: float, metrics: dict, state: dict, config: dict
+) -> None:
     from models import save_checkpoint
 
     lineage = {**config["lineage"], "epoch": metrics["epoch"]}
-    save_checkpoint(model, directory, preprocessing=preprocessing, threshold=threshold, metrics=metrics,
-                    lineage=lineage)
+    save_checkpoint(
+        model, directory, preprocessing=preprocessing, threshold=threshold, metrics=metrics, lineage=lineage
+    )
     save_train_state(directory, optimizer, state)
 
 

@@ -4,6 +4,7 @@ Kept pickle-free like the model itself: the optimizer's tensors go to `optimizer
 hyperparameters and non-tensor entries plus the epoch history to `train_state.json`. These two files
 sit beside the model files in every checkpoint Ray Train keeps; the published `best/` leaves them out.
 """
+
 from __future__ import annotations
 
 import json

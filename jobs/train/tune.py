@@ -10,6 +10,7 @@ which is published to `<out>/best/` (complete before visible).
 On a small machine the trial actor itself reserves only a sliver of CPU and `max_concurrent` bounds
 the trials in flight, so Ray Data always keeps CPUs to decode with (no resource-budget hang).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,8 +53,14 @@ def _trial(params: dict, base: TrainConfig, prepared: Prepared, trials_uri: str)
 
     trial_id = tune.get_context().get_trial_id()
     config = dataclasses.replace(base, w1=params["w1"], alpha=params["alpha"], gamma=params["gamma"])
-    fit_or_explain(config, prepared, name=f"trial-{trial_id}", storage_uri=trials_uri,
-                   callbacks=[TuneReportCallback()], trial_id=trial_id)
+    fit_or_explain(
+        config,
+        prepared,
+        name=f"trial-{trial_id}",
+        storage_uri=trials_uri,
+        callbacks=[TuneReportCallback()],
+        trial_id=trial_id,
+    )
 
 
 def _search_algorithm(search: str, seed: int, max_concurrent: int):
@@ -90,24 +97,39 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
     prepared = prepare(base)
     init_ray()
     per_trial = TRIAL_CPUS + base.workers * base.cpus_per_worker
-    check_cluster(options.max_concurrent * per_trial, options.max_concurrent * base.workers * base.gpu,
-                  f"{options.max_concurrent} concurrent trial(s) of {base.workers} worker(s)")
+    check_cluster(
+        options.max_concurrent * per_trial,
+        options.max_concurrent * base.workers * base.gpu,
+        f"{options.max_concurrent} concurrent trial(s) of {base.workers} worker(s)",
+    )
     trials_uri = storage.join(base.out, "trials")
     fs, path = storage.filesystem(base.out)
     trainable = tune.with_resources(
-        tune.with_parameters(_trial, base=base, prepared=prepared, trials_uri=trials_uri), {"cpu": TRIAL_CPUS})
+        tune.with_parameters(_trial, base=base, prepared=prepared, trials_uri=trials_uri), {"cpu": TRIAL_CPUS}
+    )
     tuner = tune.Tuner(
         trainable,
         param_space={name: tune.uniform(low, high) for name, (low, high) in SEARCH_RANGES.items()},
         tune_config=tune.TuneConfig(
-            metric=base.metric, mode=base.mode(), search_alg=search_alg, num_samples=options.samples,
+            metric=base.metric,
+            mode=base.mode(),
+            search_alg=search_alg,
+            num_samples=options.samples,
             max_concurrent_trials=options.max_concurrent,
-            scheduler=ASHAScheduler(time_attr="training_iteration", max_t=base.epochs,
-                                    grace_period=min(options.grace_period, base.epochs), reduction_factor=2)),
+            scheduler=ASHAScheduler(
+                time_attr="training_iteration",
+                max_t=base.epochs,
+                grace_period=min(options.grace_period, base.epochs),
+                reduction_factor=2,
+            ),
+        ),
         run_config=tune.RunConfig(name="tune", storage_path=path, storage_filesystem=fs),
     )
-    print(f"[busnet tune] {options.samples} trial(s), {options.max_concurrent} at a time, {options.search} search "
-          f"over {', '.join(SEARCH_RANGES)}, ASHA on {base.metric} -> {base.out}", flush=True)
+    print(
+        f"[busnet tune] {options.samples} trial(s), {options.max_concurrent} at a time, {options.search} search "
+        f"over {', '.join(SEARCH_RANGES)}, ASHA on {base.metric} -> {base.out}",
+        flush=True,
+    )
     grid = tuner.fit()
     rows = [_trial_row(result, base.metric, base.mode()) for result in grid]
     sign = -1 if base.mode() == "max" else 1
@@ -127,8 +149,10 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
 
 def _trial_row(result, metric: str, mode: str) -> dict:
     """One trial at its best epoch: id, w1/alpha/gamma, epochs run, that epoch's metrics and checkpoint."""
-    row = {"trial": result.metrics.get("trial_id") if result.metrics else None,
-           **{k: result.config.get(k) for k in SEARCH_RANGES}}
+    row = {
+        "trial": result.metrics.get("trial_id") if result.metrics else None,
+        **{k: result.config.get(k) for k in SEARCH_RANGES},
+    }
     if result.error is not None:
         from jobs.train.driver import failure_summary
 
@@ -138,9 +162,13 @@ def _trial_row(result, metric: str, mode: str) -> dict:
         return row
     history = history.dropna(subset=[metric])
     at_best = history.loc[history[metric].idxmax() if mode == "max" else history[metric].idxmin()]
-    row.update(epochs=int(history["epoch"].max()), best_epoch=int(at_best["epoch"]),
-               **{k: float(at_best[k]) for k in TABLE_METRICS if k in at_best and _is_number(at_best[k])},
-               threshold=float(at_best["threshold"]), checkpoint_path=at_best.get("checkpoint_path"))
+    row.update(
+        epochs=int(history["epoch"].max()),
+        best_epoch=int(at_best["epoch"]),
+        **{k: float(at_best[k]) for k in TABLE_METRICS if k in at_best and _is_number(at_best[k])},
+        threshold=float(at_best["threshold"]),
+        checkpoint_path=at_best.get("checkpoint_path"),
+    )
     row["trial"] = row["trial"] or at_best.get("trial_id")
     return row
 
@@ -157,8 +185,10 @@ def _columns(rows: list[dict]) -> list[str]:
 def format_table(rows: list[dict], metric: str) -> str:
     """The results table for the console: one line per trial, best first by `metric`."""
     columns = [c for c in _columns(rows) if c != "checkpoint_path"]
+
     def cell(value) -> str:
         return f"{value:.4g}" if isinstance(value, float) else ("" if value is None else str(value))
+
     body = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(line[i]) for line in body)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
@@ -174,7 +204,14 @@ def _save_results(rows: list[dict], best: dict, base: TrainConfig, options: Tune
     writer.writeheader()
     writer.writerows(rows)
     storage.write_bytes(f"{results_uri}.csv", buffer.getvalue().encode())
-    document = {"metric": base.metric, "mode": base.mode(), "search": options.search,
-                "search_ranges": SEARCH_RANGES, "samples": options.samples, "epochs": base.epochs,
-                "best": best, "trials": rows}
+    document = {
+        "metric": base.metric,
+        "mode": base.mode(),
+        "search": options.search,
+        "search_ranges": SEARCH_RANGES,
+        "samples": options.samples,
+        "epochs": base.epochs,
+        "best": best,
+        "trials": rows,
+    }
     storage.write_bytes(f"{results_uri}.json", json.dumps(document, indent=1, default=str).encode())

@@ -7,6 +7,7 @@ encode.py   decode, validate, crop, union masks, encode: Candidate -> row or Rej
 writer.py   bounded-size Parquet shards, then the split/fold columns
 run.py      the orchestration: scan, encode in a thread pool, de-duplicate, split, write, publish
 """
+
 from jobs.data.ingest.run import ingest
 
 __all__ = ["ingest"]

@@ -5,6 +5,7 @@ The image is stored as found when it is PNG or JPEG and not cropped (nothing los
 cost; readers decode it with the same decode_image); cropped or BMP images are stored as PNG of the
 decoded pixels. Masks are the union of the candidate's mask files, stored as PNG 0/255.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -84,7 +85,6 @@ def _mask_union(candidate: Candidate, height: int, width: int) -> np.ndarray:
     for path in candidate.masks:
         mask = _decoded(decode_mask, _read(path), f"mask {path.name}")
         if mask.shape != union.shape:
-            raise _Unusable(f"mask {path.name} is {mask.shape[1]}x{mask.shape[0]}, "
-                            f"the image {width}x{height}")
+            raise _Unusable(f"mask {path.name} is {mask.shape[1]}x{mask.shape[0]}, the image {width}x{height}")
         union |= mask
     return union

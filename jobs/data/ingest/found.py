@@ -1,9 +1,9 @@
 """What a source adapter reports for each file it looks at."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _LABELS = {"benign": 0, "b": 0, "0": 0, "malignant": 1, "m": 1, "1": 1}
@@ -51,7 +51,7 @@ class Skipped:
     reason: str
 
 
-Found = Union[Candidate, Reject, Skipped]
+Found = Candidate | Reject | Skipped
 
 
 def parse_label(value: object) -> int | None:

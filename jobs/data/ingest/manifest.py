@@ -3,6 +3,7 @@
 The content hash covers every row's identity, labels, image and mask digests, size, split and fold,
 in row order: two datasets with the same hash hold the same rows in the same splits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,12 +26,20 @@ def content_hash(meta: Sequence[dict], split: Sequence[str], fold: Sequence[int]
 
 def _tally(rows: list[tuple[dict, str]]) -> dict:
     labels = Counter(LABELS[m["label"]] for m, _ in rows)
-    return {"images": len(rows), "cases": len({m["case_id"] for m, _ in rows}),
-            **{name: labels.get(name, 0) for name in LABELS}}
+    return {
+        "images": len(rows),
+        "cases": len({m["case_id"] for m, _ in rows}),
+        **{name: labels.get(name, 0) for name in LABELS},
+    }
 
 
-def counts(meta: Sequence[dict], split: Sequence[str], fold: Sequence[int],
-           rejects: Sequence[dict], skipped: dict[str, Counter]) -> dict:
+def counts(
+    meta: Sequence[dict],
+    split: Sequence[str],
+    fold: Sequence[int],
+    rejects: Sequence[dict],
+    skipped: dict[str, Counter],
+) -> dict:
     by_source, by_split, by_fold = defaultdict(list), defaultdict(list), defaultdict(list)
     for row, s, f in zip(meta, split, fold):
         by_source[row["source"]].append((row, s))
@@ -50,8 +59,16 @@ def counts(meta: Sequence[dict], split: Sequence[str], fold: Sequence[int],
     }
 
 
-def build(meta: Sequence[dict], split: Sequence[str], fold: Sequence[int], *, rejects: list[dict],
-          skipped: dict[str, Counter], params: dict, files: list[str]) -> dict:
+def build(
+    meta: Sequence[dict],
+    split: Sequence[str],
+    fold: Sequence[int],
+    *,
+    rejects: list[dict],
+    skipped: dict[str, Counter],
+    params: dict,
+    files: list[str],
+) -> dict:
     return {
         "format_version": FORMAT_VERSION,
         "num_rows": len(meta),
@@ -76,6 +93,8 @@ def summary(manifest: dict, max_rejects: int = 20) -> str:
     lines += [f"  {r['source']}: {r['file']}: {r['reason']}" for r in rejects[:max_rejects]]
     if len(rejects) > max_rejects:
         lines.append(f"  ... {len(rejects) - max_rejects} more in manifest.json")
-    lines.append(f"{manifest['num_rows']} rows in {len(manifest['files'])} shard(s); "
-                 f"content hash {manifest['content_hash'][:16]}")
+    lines.append(
+        f"{manifest['num_rows']} rows in {len(manifest['files'])} shard(s); "
+        f"content hash {manifest['content_hash'][:16]}"
+    )
     return "\n".join(lines)

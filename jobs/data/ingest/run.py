@@ -6,6 +6,7 @@ and splits are seeded; the same input always gives the same rows, splits and con
 The dataset is staged in a local temporary folder and published with jobs.storage.publish_dir,
 so a crash never leaves something a reader takes for a whole dataset.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,11 +24,11 @@ from tqdm import tqdm
 from jobs import storage
 from jobs.data import splits
 from jobs.data.dataset import MANIFEST
-from jobs.errors import BusnetError
 from jobs.data.ingest import adapters, manifest
 from jobs.data.ingest.encode import encode
 from jobs.data.ingest.found import Candidate, Reject, Skipped
 from jobs.data.ingest.writer import ShardWriter, add_splits
+from jobs.errors import BusnetError
 
 
 def _local_sources(sources: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]]) -> list[tuple[str, Path]]:
@@ -91,9 +92,19 @@ def _scan(sources: list[tuple[str, Path]], rejects: _Rejects) -> tuple[list[Cand
     return [candidates[k] for k in sorted(candidates)], skipped
 
 
-def ingest(sources: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]], out: str, *,
-           val: float = 0.1, test: float = 0.2, folds: int = 5, seed: int = 0, strict: bool = False,
-           shard_mb: float = 64.0, workers: int | None = None, progress: bool = True) -> dict:
+def ingest(
+    sources: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]],
+    out: str,
+    *,
+    val: float = 0.1,
+    test: float = 0.2,
+    folds: int = 5,
+    seed: int = 0,
+    strict: bool = False,
+    shard_mb: float = 64.0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict:
     """Ingest `sources` ({name: path}, names from jobs.data.ingest.adapters) into the dataset at `out`.
 
     Returns the manifest (also written as <out>/manifest.json). Raises BusnetError on bad
@@ -112,32 +123,51 @@ def ingest(sources: Mapping[str, str | Path] | Iterable[tuple[str, str | Path]],
         spool = ShardWriter(Path(tmp) / "spool", max_bytes=int(shard_mb * 1024 * 1024))
         meta: list[dict] = []
         first_of: dict[str, str] = {}
-        with ThreadPoolExecutor(workers) as pool, \
-                tqdm(total=len(candidates), desc="ingest", unit="img", disable=not progress) as bar:
+        with (
+            ThreadPoolExecutor(workers) as pool,
+            tqdm(total=len(candidates), desc="ingest", unit="img", disable=not progress) as bar,
+        ):
             for candidate, row in zip(candidates, _ordered_map(pool, encode, candidates, 4 * workers)):
                 bar.update()
                 if isinstance(row, Reject):
                     rejects.add(row)
                 elif row["sha256"] in first_of:
-                    rejects.add(Reject(candidate.source, str(candidate.image),
-                                       f"duplicate image: same bytes as {first_of[row['sha256']]}"))
+                    rejects.add(
+                        Reject(
+                            candidate.source,
+                            str(candidate.image),
+                            f"duplicate image: same bytes as {first_of[row['sha256']]}",
+                        )
+                    )
                 else:
                     first_of[row["sha256"]] = row["image_id"]
                     spool.add(row)
                     meta.append(_meta(row))
         spool.close()
         if not meta:
-            raise BusnetError(f"no images ingested ({len(rejects.items)} rejected); "
-                              + (f"first: {rejects.items[0]['file']}: {rejects.items[0]['reason']}"
-                                 if rejects.items else "the sources hold no labelled images"))
-        split, fold = splits.assign([m["case_id"] for m in meta], [m["label"] for m in meta],
-                                    val=val, test=test, folds=folds, seed=seed)
+            raise BusnetError(
+                f"no images ingested ({len(rejects.items)} rejected); "
+                + (
+                    f"first: {rejects.items[0]['file']}: {rejects.items[0]['reason']}"
+                    if rejects.items
+                    else "the sources hold no labelled images"
+                )
+            )
+        split, fold = splits.assign(
+            [m["case_id"] for m in meta], [m["label"] for m in meta], val=val, test=test, folds=folds, seed=seed
+        )
         staging = Path(tmp) / "dataset"
         files = add_splits(spool, staging, split, fold)
-        params = {"sources": {name: str(path) for name, path in resolved}, "val": val, "test": test,
-                  "folds": folds, "seed": seed, "strict": strict, "shard_mb": shard_mb}
-        result = manifest.build(meta, split, fold, rejects=rejects.items, skipped=skipped,
-                                params=params, files=files)
+        params = {
+            "sources": {name: str(path) for name, path in resolved},
+            "val": val,
+            "test": test,
+            "folds": folds,
+            "seed": seed,
+            "strict": strict,
+            "shard_mb": shard_mb,
+        }
+        result = manifest.build(meta, split, fold, rejects=rejects.items, skipped=skipped, params=params, files=files)
         (staging / MANIFEST).write_text(json.dumps(result, indent=1) + "\n")
         storage.publish_dir(staging, out)
     return result

@@ -1,4 +1,5 @@
 """Label tables as shipped (CSV or Excel), read into rows keyed by normalised column names."""
+
 from __future__ import annotations
 
 import csv

@@ -4,6 +4,7 @@ Splits are decided by case over all ingested rows, so they are known only after 
 read. Pass 1 spools encoded rows into shards without the split/fold columns (memory stays at one
 shard); pass 2 rewrites each shard with its split and fold columns in the dataset's schema.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -55,8 +56,8 @@ def add_splits(spool: ShardWriter, out_dir: Path, split: Sequence[str], fold: Se
     names, start = [], 0
     for index, (path, count) in enumerate(zip(spool.files, spool.counts)):
         table = pq.read_table(path, schema=SPOOL_SCHEMA)
-        table = table.append_column(SCHEMA.field("split"), pa.array(split[start:start + count], pa.string()))
-        table = table.append_column(SCHEMA.field("fold"), pa.array(fold[start:start + count], pa.int8()))
+        table = table.append_column(SCHEMA.field("split"), pa.array(split[start : start + count], pa.string()))
+        table = table.append_column(SCHEMA.field("fold"), pa.array(fold[start : start + count], pa.int8()))
         name = shard_name(index)
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.select(SCHEMA.names).cast(SCHEMA), out_dir / name)

@@ -7,6 +7,7 @@ dark floor). The output is an echo map in dB (0 dB = bright glandular tissue, be
 once per case on a canvas wider than the image, so that each view of the case is a shifted window
 onto one breast.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,8 +22,8 @@ LAYERS = ("skin", "fat", "glandular", "retromammary", "muscle", "chest_wall")
 
 @dataclass(frozen=True)
 class Anatomy:
-    echo_db: np.ndarray          # float32 [H, W]
-    boundaries: np.ndarray       # float32 [len(LAYERS) - 1, W]: row where each next layer starts
+    echo_db: np.ndarray  # float32 [H, W]
+    boundaries: np.ndarray  # float32 [len(LAYERS) - 1, W]: row where each next layer starts
 
     def zone(self, layer: str) -> tuple[np.ndarray, np.ndarray]:
         """Top and bottom row (per column) of one layer."""
@@ -35,20 +36,25 @@ class Anatomy:
 
 def _boundaries(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Wavy, roughly horizontal interfaces that share a tilt and an undulation."""
-    thickness = np.array([
-        rng.uniform(0.025, 0.045),                              # skin
-        rng.uniform(0.06, 0.3),                                 # subcutaneous fat
-        rng.uniform(0.25, 0.55),                                # fibroglandular
-        rng.uniform(0.03, 0.10),                                # retromammary fat
-        rng.uniform(0.08, 0.20),                                # pectoralis
-    ]) * height
+    thickness = (
+        np.array(
+            [
+                rng.uniform(0.025, 0.045),  # skin
+                rng.uniform(0.06, 0.3),  # subcutaneous fat
+                rng.uniform(0.25, 0.55),  # fibroglandular
+                rng.uniform(0.03, 0.10),  # retromammary fat
+                rng.uniform(0.08, 0.20),  # pectoralis
+            ]
+        )
+        * height
+    )
     x = np.arange(width) - width / 2
     tilt = rng.normal(0, 0.1) * x
     common = smooth_curve(rng, width, rng.uniform(0.15, 0.4) * width) * rng.uniform(0.01, 0.06) * height
     rows = []
     for k, base in enumerate(np.cumsum(thickness)):
         own = smooth_curve(rng, width, rng.uniform(0.05, 0.2) * width) * rng.uniform(0.003, 0.03) * height
-        rows.append(base + min(1.0, k / 1.5) * (tilt + common + own))   # the skin line stays nearly flat
+        rows.append(base + min(1.0, k / 1.5) * (tilt + common + own))  # the skin line stays nearly flat
     bounds = np.array(rows, np.float32)
     bounds[0] = np.maximum(bounds[0], 3)
     for k in range(1, len(bounds)):
@@ -60,10 +66,11 @@ def make_anatomy(rng: np.random.Generator, height: int, width: int) -> Anatomy:
     """Draw one breast's echo map (dB) of `height` x `width` pixels."""
     bounds = _boundaries(rng, height, width)
     rows = np.arange(height, dtype=np.float32)[:, None]
-    index = (rows >= bounds[:, None, :]).sum(axis=0)            # layer index per pixel
+    index = (rows >= bounds[:, None, :]).sum(axis=0)  # layer index per pixel
     scale = height / 500
 
-    #                       skin  fat                      glandular               retro     muscle                  chest wall
+    # layers:               skin  fat                      glandular               retro     muscle
+    # (then chest wall)
     level = np.array([-1.0, rng.uniform(-13, -8), rng.uniform(-4, 0), -12.0, rng.uniform(-11, -6), -10.0], np.float32)
     streak_gain = np.array([4.0, 3.0, rng.uniform(4, 8), 3.0, 1.0, 3.0], np.float32)
     lobule_gain = np.array([0.0, 0.0, rng.uniform(6, 12), 0.0, 0.0, 0.0], np.float32)
@@ -89,21 +96,25 @@ def make_anatomy(rng: np.random.Generator, height: int, width: int) -> Anatomy:
     # Cooper's ligaments: thin bright curves along the zero set of an elongated smooth field.
     lig_field = smooth_noise(rng, (height, width), (rng.uniform(7, 12) * scale, rng.uniform(25, 45) * scale))
     lig_strength = np.clip(smooth_noise(rng, (height, width), (20 * scale, 20 * scale)) * 0.6 + 0.6, 0, 1)
-    ligaments = np.exp(-(lig_field / 0.15) ** 2) * lig_strength
+    ligaments = np.exp(-((lig_field / 0.15) ** 2)) * lig_strength
 
     slope = rng.uniform(-0.3, 0.3)
-    muscle_top = ndimage.gaussian_filter1d(bounds[3], 0.2 * width)       # striations ignore small wiggles
+    muscle_top = ndimage.gaussian_filter1d(bounds[3], 0.2 * width)  # striations ignore small wiggles
     muscle_coord = rows - muscle_top[None, :] + slope * np.arange(width, dtype=np.float32)[None, :]
     striation_envelope = np.clip(smooth_noise(rng, (height, width), (4 * scale, 25 * scale)) + 0.5, 0, None)
     striations = np.log1p(streaks(rng, muscle_coord, rng.uniform(0.8, 1.6) * scale) * striation_envelope)
 
-    texture = (2.0 * smooth_noise(rng, (height, width), (3 * scale, 8 * scale))
-               + rng.uniform(2, 4.5) * smooth_noise(rng, (height, width), (15 * scale, 40 * scale)))
-    echo = (level[index] + texture
-            + streak_gain[index] * (plane_streaks - 0.4)
-            - lobule_gain[index] * lobules
-            + ligament_gain[index] * ligaments
-            + striation_gain[index] * (striations - 0.5))
+    texture = 2.0 * smooth_noise(rng, (height, width), (3 * scale, 8 * scale)) + rng.uniform(2, 4.5) * smooth_noise(
+        rng, (height, width), (15 * scale, 40 * scale)
+    )
+    echo = (
+        level[index]
+        + texture
+        + streak_gain[index] * (plane_streaks - 0.4)
+        - lobule_gain[index] * lobules
+        + ligament_gain[index] * ligaments
+        + striation_gain[index] * (striations - 0.5)
+    )
     echo = ndimage.gaussian_filter(echo, 0.8 * max(scale, 0.5))
 
     # Bright interfaces: dermis, fasciae around the muscle, the chest wall.
@@ -114,7 +125,6 @@ def make_anatomy(rng: np.random.Generator, height: int, width: int) -> Anatomy:
         first = int(np.clip(bound.min() - 4 * line_width, 0, height))
         last = int(np.clip(bound.max() + 4 * line_width + 1, 0, height))
         band = rows[first:last] - bound[None, :]
-        echo[first:last] += strength * lateral[None, :] * np.exp(-(band / line_width) ** 2)
-    echo[: max(2, int(0.012 * height))] += 6.0                     # probe-skin contact
+        echo[first:last] += strength * lateral[None, :] * np.exp(-((band / line_width) ** 2))
+    echo[: max(2, int(0.012 * height))] += 6.0  # probe-skin contact
     return Anatomy(echo_db=echo.astype(np.float32), boundaries=bounds)
-

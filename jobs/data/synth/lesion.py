@@ -7,6 +7,7 @@ enhancement; high suspicion gives an irregular or spiculated, taller-than-wide m
 margins and posterior shadowing. So the classes differ in distribution, not by a rule, and some
 benign lesions look malignant and the other way round.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -17,32 +18,32 @@ from scipy import ndimage
 from jobs.data.synth.noise import smooth_curve, smooth_noise
 
 ANGLES = np.linspace(-np.pi, np.pi, 721)
-SUSPICION_BETA = {0: (2.2, 4.0), 1: (4.0, 2.2)}       # (a, b) of the Beta per label
+SUSPICION_BETA = {0: (2.2, 4.0), 1: (4.0, 2.2)}  # (a, b) of the Beta per label
 
 
 @dataclass(frozen=True)
 class Lesion:
     label: int
     suspicion: float
-    half_width: float            # px, before the view's scale
-    radius: np.ndarray           # [len(ANGLES)] unit-free radius multiplier around an ellipse
-    aspect: float                # height / width; > 1 is taller-than-wide
-    tilt: float                  # radians
-    margin_blur: float           # px; large = ill-defined margin
-    darkness_db: float           # how much less echo inside than in the tissue around
-    heterogeneity_db: float      # internal echo variation
-    posterior_db: float          # > 0 enhancement, < 0 shadowing
-    capsule_db: float            # thin bright rim (circumscribed)
-    halo_db: float               # thick echogenic rim (infiltrative)
+    half_width: float  # px, before the view's scale
+    radius: np.ndarray  # [len(ANGLES)] unit-free radius multiplier around an ellipse
+    aspect: float  # height / width; > 1 is taller-than-wide
+    tilt: float  # radians
+    margin_blur: float  # px; large = ill-defined margin
+    darkness_db: float  # how much less echo inside than in the tissue around
+    heterogeneity_db: float  # internal echo variation
+    posterior_db: float  # > 0 enhancement, < 0 shadowing
+    capsule_db: float  # thin bright rim (circumscribed)
+    halo_db: float  # thick echogenic rim (infiltrative)
     calcifications: int
-    center_x: float              # fraction of the canvas width
-    depth: float                 # fraction of the glandular layer (0 top, 1 bottom)
+    center_x: float  # fraction of the canvas width
+    depth: float  # fraction of the glandular layer (0 top, 1 bottom)
 
 
 def draw_lesion(rng: np.random.Generator, label: int, image_width: int) -> Lesion:
     """Draw one lesion's traits for a case."""
     z = float(rng.beta(*SUSPICION_BETA[label]))
-    if rng.random() < 0.07:                             # a few very small lesions
+    if rng.random() < 0.07:  # a few very small lesions
         size = rng.uniform(0.025, 0.05)
     else:
         size = float(np.exp(rng.normal(np.log(0.11 + 0.02 * label), 0.35)))
@@ -50,32 +51,37 @@ def draw_lesion(rng: np.random.Generator, label: int, image_width: int) -> Lesio
     aspect = float(np.exp(rng.normal(np.log(0.55) + z * (np.log(1.3) - np.log(0.55)), 0.18)))
 
     harmonics = np.arange(2, 25)
-    irregular = 0.015 + 0.14 * z ** 1.5 * rng.uniform(0.4, 1.4)
-    amplitude = irregular * harmonics ** -0.9 * rng.rayleigh(1.0, harmonics.size)
+    irregular = 0.015 + 0.14 * z**1.5 * rng.uniform(0.4, 1.4)
+    amplitude = irregular * harmonics**-0.9 * rng.rayleigh(1.0, harmonics.size)
     phase = rng.uniform(0, 2 * np.pi, harmonics.size)
     radius = 1 + (amplitude[:, None] * np.cos(harmonics[:, None] * ANGLES[None, :] + phase[:, None])).sum(axis=0)
-    if rng.random() < 0.3 * (1 - z):                    # gentle macrolobulation (fibroadenoma-like)
+    if rng.random() < 0.3 * (1 - z):  # gentle macrolobulation (fibroadenoma-like)
         k = rng.integers(2, 5)
         radius += rng.uniform(0.04, 0.1) * np.cos(k * ANGLES + rng.uniform(0, 2 * np.pi))
-    if rng.random() < 1.6 * max(z - 0.45, 0):           # spicules
+    if rng.random() < 1.6 * max(z - 0.45, 0):  # spicules
         for theta in rng.uniform(-np.pi, np.pi, rng.integers(4, 14)):
             width = rng.uniform(0.02, 0.07)
             gap = np.angle(np.exp(1j * (ANGLES - theta)))
-            radius += rng.uniform(0.15, 0.6) * np.exp(-(gap / width) ** 2)
+            radius += rng.uniform(0.15, 0.6) * np.exp(-((gap / width) ** 2))
     radius = np.clip(radius, 0.4, None)
 
     cyst = rng.random() < 0.35 * (1 - z) ** 2
     return Lesion(
-        label=label, suspicion=z, half_width=half_width, radius=radius.astype(np.float32),
-        aspect=aspect, tilt=float(rng.normal(0, 0.25 * (1 - z) + 0.1)),
-        margin_blur=float(max(0.6, (0.02 + 0.25 * z ** 2 * rng.uniform(0.4, 1.4)) * half_width)),
+        label=label,
+        suspicion=z,
+        half_width=half_width,
+        radius=radius.astype(np.float32),
+        aspect=aspect,
+        tilt=float(rng.normal(0, 0.25 * (1 - z) + 0.1)),
+        margin_blur=float(max(0.6, (0.02 + 0.25 * z**2 * rng.uniform(0.4, 1.4)) * half_width)),
         darkness_db=float(rng.uniform(20, 26) if cyst else rng.uniform(8, 15) + 3 * z),
         heterogeneity_db=float(1.0 if cyst else rng.uniform(1, 3) + 2 * z),
         posterior_db=float(np.clip(rng.normal(15 - 32 * z, 5) + (4 if cyst else 0), -18, 12)),
         capsule_db=float(rng.uniform(3, 8) if rng.random() < 0.6 * (1 - z) else 0.0),
         halo_db=float(rng.uniform(3, 6) if rng.random() < 0.6 * max(z - 0.4, 0) else 0.0),
         calcifications=int(rng.poisson(4) if rng.random() < 0.4 * z else 0),
-        center_x=float(rng.uniform(0.3, 0.7)), depth=float(rng.uniform(0.15, 0.7)),
+        center_x=float(rng.uniform(0.3, 0.7)),
+        depth=float(rng.uniform(0.15, 0.7)),
     )
 
 
@@ -102,7 +108,7 @@ def rasterize(lesion: Lesion, center: tuple[float, float], shape: tuple[int, int
     dy = np.arange(top, bottom, dtype=np.float32)[:, None] - cy
     dx = np.arange(left, right, dtype=np.float32)[None, :] - cx
     cos, sin = np.cos(lesion.tilt), np.sin(lesion.tilt)
-    u, v = dx * cos + dy * sin, -dx * sin + dy * cos           # lesion frame: u along its width
+    u, v = dx * cos + dy * sin, -dx * sin + dy * cos  # lesion frame: u along its width
     theta = np.arctan2(v, u)
     ellipse = a * b / np.sqrt((b * np.cos(theta)) ** 2 + (a * np.sin(theta)) ** 2)
     inside = np.hypot(u, v) <= ellipse * np.interp(theta, ANGLES, lesion.radius)
@@ -144,7 +150,7 @@ def imprint(echo_db: np.ndarray, mask: np.ndarray, lesion: Lesion, rng: np.rando
     for _ in range(lesion.calcifications):
         pick = rng.integers(rows.size)
         r, c = rows[pick] - top, cols[pick] - left
-        region[max(r - 1, 0):r + 1, max(c - 1, 0):c + 2] += rng.uniform(15, 25)
+        region[max(r - 1, 0) : r + 1, max(c - 1, 0) : c + 2] += rng.uniform(15, 25)
 
     # Posterior acoustic features: a column below the lesion, following its lower contour.
     thickness = mask.sum(axis=0).astype(np.float32)
@@ -152,7 +158,7 @@ def imprint(echo_db: np.ndarray, mask: np.ndarray, lesion: Lesion, rng: np.rando
     bottom_row = np.where(covered, height - 1 - np.argmax(mask[::-1], axis=0), 0).astype(np.float32)
     bottom_row = np.interp(np.arange(width), np.flatnonzero(covered), bottom_row[covered])
     coverage = ndimage.gaussian_filter1d(np.sqrt(thickness / thickness.max()), 0.1 * lesion.half_width + 1)
-    if lesion.posterior_db < 0:                                 # shadows come in streaks
+    if lesion.posterior_db < 0:  # shadows come in streaks
         coverage *= np.clip(1 + 0.35 * smooth_curve(rng, width, 3 * scale + 1), 0.3, 1.6)
     columns = np.flatnonzero(coverage > 1e-3)
     first, last = columns.min(), columns.max() + 1

@@ -3,6 +3,7 @@
 Low-frequency fields are drawn on a coarse grid and upsampled linearly, so a
 field with a 60 px correlation length costs no more than one with 2 px: the generator stays fast at 800 px.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -30,17 +31,17 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: tuple[
     coarse_shape = [-(-n // f) + 1 for n, f in zip(shape, factors)]
     field = rng.standard_normal(coarse_shape, dtype=np.float32)
     field = ndimage.gaussian_filter(field, [s / f for s, f in zip(sigma, factors)], mode="wrap", truncate=3.0)
-    field = (field - field.mean()) / (field.std() + 1e-6)          # normalised while still small
+    field = (field - field.mean()) / (field.std() + 1e-6)  # normalised while still small
     for axis in (0, 1):
         if factors[axis] > 1:
             field = _upsample(field, shape[axis], factors[axis], axis)
-    return field[:shape[0], :shape[1]]
+    return field[: shape[0], : shape[1]]
 
 
 def smooth_curve(rng: np.random.Generator, length: int, sigma: float) -> np.ndarray:
     """A 1-D smooth random curve (zero mean, unit std): wavy boundaries and lateral envelopes."""
     pad = int(3 * sigma) + 1
-    values = ndimage.gaussian_filter1d(rng.standard_normal(length + 2 * pad), sigma)[pad:pad + length]
+    values = ndimage.gaussian_filter1d(rng.standard_normal(length + 2 * pad), sigma)[pad : pad + length]
     values = values - values.mean()
     return (values / (values.std() + 1e-9)).astype(np.float32)
 

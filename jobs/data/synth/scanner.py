@@ -5,6 +5,7 @@ than axially); its envelope is Rayleigh-distributed and spatially correlated wit
 grains, like real speckle. It multiplies the echo (adds in dB); `speckle_weight` < 1 mimics the
 scanner's compounding and speckle reduction, which make real images less grainy than raw speckle.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,15 +19,16 @@ from jobs.data.synth.noise import smooth_curve
 @dataclass(frozen=True)
 class Settings:
     """Machine settings for one view (the operator's knobs)."""
-    psf: tuple[float, float]          # (axial, lateral) speckle size in px
-    speckle_weight: float             # 1 = raw speckle, lower = compounded / speckle-reduced
-    attenuation_db: float             # residual loss over the full depth after TGC
-    tgc_db: np.ndarray                # slider offsets at evenly spaced depths
+
+    psf: tuple[float, float]  # (axial, lateral) speckle size in px
+    speckle_weight: float  # 1 = raw speckle, lower = compounded / speckle-reduced
+    attenuation_db: float  # residual loss over the full depth after TGC
+    tgc_db: np.ndarray  # slider offsets at evenly spaced depths
     dynamic_range_db: float
     gain_db: float
     gamma: float
-    field_of_view: str                # "linear" or "trapezoid"
-    fov_slope: float                  # trapezoid: how far the side edges lean in per row
+    field_of_view: str  # "linear" or "trapezoid"
+    fov_slope: float  # trapezoid: how far the side edges lean in per row
 
 
 def draw_settings(rng: np.random.Generator, height: int) -> Settings:
@@ -50,7 +52,9 @@ def scan(echo_db: np.ndarray, settings: Settings, rng: np.random.Generator) -> n
     real = ndimage.gaussian_filter(rng.standard_normal(echo_db.shape, dtype=np.float32), settings.psf, truncate=3.0)
     imag = ndimage.gaussian_filter(rng.standard_normal(echo_db.shape, dtype=np.float32), settings.psf, truncate=3.0)
     # Incoherent averaging over a small neighbourhood (compounding) fills the deepest speckle nulls.
-    intensity = ndimage.gaussian_filter(real * real + imag * imag, (0.5 * settings.psf[0], 0.5 * settings.psf[1]), truncate=3.0)
+    intensity = ndimage.gaussian_filter(
+        real * real + imag * imag, (0.5 * settings.psf[0], 0.5 * settings.psf[1]), truncate=3.0
+    )
     speckle_db = np.log10(intensity + 1e-12)
     speckle_db *= np.float32(10 * settings.speckle_weight)
     speckle_db -= speckle_db.mean()
@@ -64,8 +68,12 @@ def scan(echo_db: np.ndarray, settings: Settings, rng: np.random.Generator) -> n
     image_db += lateral_db.astype(np.float32)[None, :]
 
     top = np.percentile(image_db[::3, ::3], 99.5) + settings.gain_db
-    image = np.clip((image_db - np.float32(top - settings.dynamic_range_db)) / np.float32(settings.dynamic_range_db), 0, 1)
-    image = ndimage.gaussian_filter(image ** np.float32(settings.gamma), (0.6, 1.0), truncate=3.0)  # the scanner's smoothing
+    image = np.clip(
+        (image_db - np.float32(top - settings.dynamic_range_db)) / np.float32(settings.dynamic_range_db), 0, 1
+    )
+    image = ndimage.gaussian_filter(
+        image ** np.float32(settings.gamma), (0.6, 1.0), truncate=3.0
+    )  # the scanner's smoothing
     image = np.clip(image * 255 + 0.5, 0, 255).astype(np.uint8)
     return image * field_of_view(settings, height, width)
 
@@ -76,6 +84,6 @@ def field_of_view(settings: Settings, height: int, width: int) -> np.ndarray:
     if settings.field_of_view == "trapezoid":
         rows = np.arange(height)[:, None]
         cols = np.arange(width)[None, :]
-        inset = (height - rows) * settings.fov_slope * 0.5          # narrow at the skin, wide at depth
+        inset = (height - rows) * settings.fov_slope * 0.5  # narrow at the skin, wide at depth
         inside = ((cols >= inset) & (cols < width - inset)).astype(np.uint8)
     return inside

@@ -1,4 +1,5 @@
 """Write a synthetic dataset in BUSI's folder layout, with case ids in cases.csv."""
+
 from __future__ import annotations
 
 import csv
@@ -11,21 +12,30 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from jobs.errors import BusnetError
 from jobs.data.synth.anatomy import make_anatomy
 from jobs.data.synth.lesion import Lesion, draw_lesion, imprint, rasterize, view_of
 from jobs.data.synth.scanner import draw_settings, field_of_view, scan
+from jobs.errors import BusnetError
 
 CLASS_NAMES = ("benign", "malignant")
 PARAMS_FILE = "synth.json"
 CASES_FILE = "cases.csv"
 FORMAT_VERSION = 1
-CANVAS_MARGIN = 0.3          # the case's breast is this much wider than one view, to shift views over it
+CANVAS_MARGIN = 0.3  # the case's breast is this much wider than one view, to shift views over it
 
 
-def generate(out_dir: str | Path, n: int, seed: int, *, min_size: int = 300, max_size: int = 800,
-             malignant_fraction: float = 0.5, images_per_case: tuple[int, int] = (1, 4),
-             force: bool = False, progress: bool = False) -> dict:
+def generate(
+    out_dir: str | Path,
+    n: int,
+    seed: int,
+    *,
+    min_size: int = 300,
+    max_size: int = 800,
+    malignant_fraction: float = 0.5,
+    images_per_case: tuple[int, int] = (1, 4),
+    force: bool = False,
+    progress: bool = False,
+) -> dict:
     """Write `n` synthetic B-mode images with lesion masks to `out_dir`; return summary counts.
 
     Layout: `benign/benign (N).png`, `benign/benign (N)_mask.png`, `malignant/malignant (N).png`, ...,
@@ -60,30 +70,42 @@ def generate(out_dir: str | Path, n: int, seed: int, *, min_size: int = 300, max
         writer.writerows(rows)
     (out / PARAMS_FILE).write_text(json.dumps(params, indent=2, sort_keys=True) + "\n")
     return {
-        "out_dir": str(out), "images": n, "cases": len(case_sizes),
-        "benign": counters[0], "malignant": counters[1],
+        "out_dir": str(out),
+        "images": n,
+        "cases": len(case_sizes),
+        "benign": counters[0],
+        "malignant": counters[1],
         "benign_cases": int(sum(1 for label in case_labels if label == 0)),
         "malignant_cases": int(sum(1 for label in case_labels if label == 1)),
     }
 
 
-def _validated(n: int, seed: int, min_size: int, max_size: int, malignant_fraction: float,
-               images_per_case: tuple[int, int]) -> dict:
+def _validated(
+    n: int, seed: int, min_size: int, max_size: int, malignant_fraction: float, images_per_case: tuple[int, int]
+) -> dict:
     if int(n) != n or n <= 0:
         raise BusnetError(f"n must be a positive number of images, got {n}")
     if min_size < 64:
         raise BusnetError(f"min_size must be at least 64 px, got {min_size}")
     if max_size < min_size + 8:
-        raise BusnetError(f"max_size must exceed min_size by at least 8 px (images are not square), "
-                          f"got min_size={min_size}, max_size={max_size}")
+        raise BusnetError(
+            f"max_size must exceed min_size by at least 8 px (images are not square), "
+            f"got min_size={min_size}, max_size={max_size}"
+        )
     if not 0 <= malignant_fraction <= 1:
         raise BusnetError(f"malignant_fraction must be within 0..1, got {malignant_fraction}")
     low, high = images_per_case
     if not 1 <= low <= high:
         raise BusnetError(f"images_per_case must be MIN MAX with 1 <= MIN <= MAX, got {low} {high}")
-    return {"format_version": FORMAT_VERSION, "n": int(n), "seed": int(seed), "min_size": int(min_size),
-            "max_size": int(max_size), "malignant_fraction": float(malignant_fraction),
-            "images_per_case": [int(low), int(high)]}
+    return {
+        "format_version": FORMAT_VERSION,
+        "n": int(n),
+        "seed": int(seed),
+        "min_size": int(min_size),
+        "max_size": int(max_size),
+        "malignant_fraction": float(malignant_fraction),
+        "images_per_case": [int(low), int(high)],
+    }
 
 
 def _prepare(out: Path, params: dict, force: bool) -> None:
@@ -97,8 +119,10 @@ def _prepare(out: Path, params: dict, force: bool) -> None:
         except (OSError, ValueError):
             same = False
         if not same:
-            raise BusnetError(f"{out} is not empty and does not hold a `busnet synth` output with these "
-                              f"parameters; choose another folder or pass --force to replace it")
+            raise BusnetError(
+                f"{out} is not empty and does not hold a `busnet synth` output with these "
+                f"parameters; choose another folder or pass --force to replace it"
+            )
     for name in CLASS_NAMES:
         shutil.rmtree(out / name, ignore_errors=True)
         (out / name).mkdir(parents=True)
@@ -146,11 +170,11 @@ def _case_images(rng: np.random.Generator, label: int, count: int, min_size: int
         row = top[col] + view.depth * (bottom[col] - top[col])
         row = float(np.clip(row, top[col] + 0.5 * half_height, height - 1.1 * half_height - 2))
         row = max(row, 0.06 * height + half_height)
-        echo = anatomy.echo_db[:, offset:offset + width]
+        echo = anatomy.echo_db[:, offset : offset + width]
         settings = draw_settings(rng, height)
         mask = rasterize(view, (row, center_col), (height, width))
         mask &= field_of_view(settings, height, width).astype(bool)
-        if not mask.any():                                      # keep at least the centre pixel
+        if not mask.any():  # keep at least the centre pixel
             mask[int(row), int(center_col)] = True
         echo = imprint(echo, mask, view, rng)
         yield scan(echo, settings, rng), mask

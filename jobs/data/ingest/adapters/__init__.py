@@ -5,6 +5,7 @@ a Candidate for each image with its label, masks and case, a Reject for each fil
 (or one for the root when the layout is not what it expects), a Skipped for files left out on purpose.
 Adding a source = adding a module here; modules starting with "_" are helpers.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,8 +13,8 @@ import pkgutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from jobs.errors import BusnetError
 from jobs.data.ingest.found import Found
+from jobs.errors import BusnetError
 
 Scanner = Callable[[Path, str], Iterator[Found]]
 

@@ -5,6 +5,7 @@
     <root>/normal/...             (no lesion: skipped and counted, as in the paper)
 The root may also be the folder that holds `Dataset_BUSI_with_GT/`.
 """
+
 from __future__ import annotations
 
 import re

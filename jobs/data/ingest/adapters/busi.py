@@ -3,6 +3,7 @@
 Each image is its own case; several mask files of one image are one lesion (their union);
 normal/ is skipped and counted.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -3,6 +3,7 @@
 Table columns: `img name` (case0001), `Ground Truth Name` (optional; default `<img name>_GT`),
 `tumor type` (B/M). The table may also be `BUSIS.xlsx`. No patient ids: each image is its own case.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

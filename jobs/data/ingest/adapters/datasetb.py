@@ -3,6 +3,7 @@
 Table columns: `Image` (the number: 1 = 000001.png) and `Type` (Benign/Malignant); the same table
 as `DatasetB.csv` works too. Each image is its own case.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

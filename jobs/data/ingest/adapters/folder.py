@@ -5,6 +5,7 @@ Columns (exact names, any order): `image` (path), `label` (benign/malignant, B/M
 `case_id` (optional: patient/case id; empty = the image is its own case). Relative paths are
 relative to the table's folder. The image id is `folder/<image path as written>`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -16,8 +17,11 @@ from jobs.data.ingest.tables import TABLE_SUFFIXES, TableError, column, read_row
 
 def scan(root: Path, source: str) -> Iterator[Found]:
     if not (root.is_file() and root.suffix.lower() in TABLE_SUFFIXES):
-        yield Reject(source, str(root), "unknown layout: the folder source is a .csv or .xlsx table "
-                                        "with columns image, label[, mask, case_id]")
+        yield Reject(
+            source,
+            str(root),
+            "unknown layout: the folder source is a .csv or .xlsx table with columns image, label[, mask, case_id]",
+        )
         return
     try:
         rows = read_rows(root)

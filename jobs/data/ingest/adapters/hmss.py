@@ -5,6 +5,7 @@ Table columns (header spellings are matched loosely: case and punctuation ignore
 without it each image is its own case), `tumor type` (benign/malignant, B/M, 0/1), and optional
 `crop box` = "left, top, right, bottom" in pixels (brackets allowed), applied before storing.
 """
+
 from __future__ import annotations
 
 import re

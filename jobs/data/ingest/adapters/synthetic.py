@@ -2,6 +2,7 @@
 
 Images that cases.csv does not list are their own case.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
