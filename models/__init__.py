@@ -1,4 +1,4 @@
-"""Hybrid-MT-ESTAN in pure PyTorch: the network, presets, losses, metrics, preprocessing, checkpoints.
+"""Hybrid-MT-ESTAN in pure PyTorch: the network, presets, losses, metrics, preprocessing, inference, checkpoints.
 
 No Ray here: `from models import build_model, load_checkpoint` is all a notebook needs. The names
 below load on first use, so `import models.preprocess` (ingestion, serving) does not pay for timm.

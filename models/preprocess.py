@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from models.inference import binarize
+
 MAX_PIXELS = 50_000_000
 FORMATS = ("PNG", "JPEG", "BMP")
 # timm's IMAGENET_DEFAULT_MEAN / _STD: what the ImageNet-pretrained ResNet and Swin expect.
@@ -185,11 +187,11 @@ def preprocess_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return _nearest_square(mask != 0, size)[None].astype(np.float32)
 
 
-def restore_mask(prob: np.ndarray, height: int, width: int, threshold: float = 0.5) -> np.ndarray:
+def restore_mask(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     """Predicted probabilities [S, S] (or [1, S, S]) -> uint8 {0, 255} mask [height, width].
 
     The inverse of the padding and resize: bilinear resize to L = max(height, width), crop the
-    padding, then prob >= threshold.
+    padding, then the one mask rule of `models.inference.binarize` (probability > 0.5).
     """
     prob = np.array(prob, dtype=np.float32)  # a writable copy
     if prob.ndim == 3 and prob.shape[0] == 1:
@@ -207,4 +209,4 @@ def restore_mask(prob: np.ndarray, height: int, width: int, threshold: float = 0
         antialias=side < prob.shape[0],
     )
     cropped = square[0, 0, :height, :width].numpy()
-    return np.where(cropped >= threshold, 255, 0).astype(np.uint8)
+    return np.where(binarize(cropped), 255, 0).astype(np.uint8)

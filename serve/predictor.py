@@ -2,8 +2,9 @@
 
 No Ray here: loading, preprocessing, the batched forward pass and postprocessing are plain
 functions, so they run the same in a replica, in `busnet bench serve` and in a notebook. The
-preprocessing is `models.preprocess`, the one training used, and the mask goes back to the input's
-own size through its inverse, `restore_mask`.
+preprocessing is `models.preprocess`, the one training used; the forward pass is
+`models.inference.predict`, the one validation and evaluation use; and the mask goes back to the
+input's own size through the preprocessing's inverse, `restore_mask`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from models.inference import predict
 from models.preprocess import MAX_PIXELS, Preprocessing, decode_image, preprocess_image, restore_mask
 
 Loader = Callable[..., "tuple[torch.nn.Module, dict]"]
-MASK_THRESHOLD = 0.5  # the segmentation threshold; the classification one comes from the checkpoint
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Building a model traces part of it with torch.fx (timm's feature extractor), which patches
 # torch.nn.Module.__call__ for the whole process while it runs: a forward pass in another thread at
@@ -87,7 +88,6 @@ def load_model(uri: str, loader: Loader, device: torch.device, precision: str = 
     dtype = resolve_dtype(precision, device)
     with _local_copy(uri) as local, _TORCH_TURNS:
         model, config = loader(local, device=str(device))
-    model.eval()
     loaded = LoadedModel(
         model=model,
         config=config,
@@ -124,18 +124,12 @@ def prepare(data: bytes, loaded: LoadedModel, max_pixels: int = MAX_PIXELS) -> P
     return PreparedImage(preprocess_image(image, loaded.preprocessing), height, width)
 
 
-@torch.inference_mode()
 def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """One batched forward pass: malignant probabilities [B] and lesion probability maps [B,S,S]
-    (None for a network without a segmentation head)."""
-    batch = torch.from_numpy(images).to(loaded.device)
-    autocast = torch.autocast(loaded.device.type, dtype=loaded.dtype, enabled=loaded.dtype != torch.float32)
-    with _TORCH_TURNS, autocast:
-        out = loaded.model(batch)
-    probs = torch.sigmoid(out["logits"].float()).cpu().numpy()
-    if out["mask_logits"] is None:
-        return probs, None
-    return probs, torch.sigmoid(out["mask_logits"].float())[:, 0].cpu().numpy()
+    """One batched forward pass at the replica's precision: malignant probabilities [B] and lesion
+    probability maps [B,S,S] (None for a network without a segmentation head)."""
+    with _TORCH_TURNS:
+        prediction = predict(loaded.model, images, loaded.device, loaded.dtype)
+    return prediction.probs, prediction.mask_probs
 
 
 def answer(loaded: LoadedModel, probability: float, mask_prob: np.ndarray | None, height: int, width: int) -> dict:
@@ -143,7 +137,7 @@ def answer(loaded: LoadedModel, probability: float, mask_prob: np.ndarray | None
     label = "malignant" if probability >= loaded.threshold else "benign"
     mask_png, lesion = None, {"area_px": None, "bbox": None}
     if mask_prob is not None:
-        mask = restore_mask(mask_prob, height, width, threshold=MASK_THRESHOLD)
+        mask = restore_mask(mask_prob, height, width)
         mask_png, lesion = encode_mask(mask), lesion_of(mask)
     return {
         "label": label,

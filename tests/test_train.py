@@ -216,3 +216,50 @@ def _empty_mask_dice(data_uri: str) -> float:
         if s == "val" and m is not None
     ]
     return segmentation_metrics(true, [np.zeros_like(t) for t in true])["dsc"]
+
+
+def test_validation_reports_the_models_own_metrics_and_loss(ray_local):
+    """`validate` on a Ray dataset against a plain forward pass + models.losses/metrics, without the step."""
+    import ray
+    import torch
+
+    from jobs.train.loop import robust_threshold, validate
+    from models import build_model
+    from models.losses import multitask_loss
+    from models.metrics import choose_threshold, classification_metrics, segmentation_metrics
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((12, 3, 64, 64)).astype(np.float32)
+    masks = np.zeros((12, 1, 64, 64), np.float32)
+    for i in range(12):
+        top, left = rng.integers(0, 40, 2)
+        masks[i, 0, top : top + 20, left : left + 24] = 1.0
+    labels, has_mask = np.arange(12) % 2, np.arange(12) % 3 != 0
+    rows = [
+        {"image": images[i], "mask": masks[i], "has_mask": bool(has_mask[i]), "label": float(labels[i])}
+        for i in range(12)
+    ]
+    torch.manual_seed(0)
+    model = build_model("tiny").train()  # validate must switch to eval itself
+    config = {"batch_size": 16, "w1": 3.0, "alpha": 0.5, "gamma": 2.0}  # one batch: Dice is over the batch
+    got, threshold = validate(model, ray.data.from_items(rows), config, torch.device("cpu"))
+
+    with torch.no_grad():
+        out = model.eval()(torch.from_numpy(images))
+    loss = multitask_loss(
+        out,
+        torch.tensor(labels, dtype=torch.float32),
+        torch.from_numpy(masks),
+        w1=3.0,
+        alpha=0.5,
+        gamma=2.0,
+        has_mask=torch.from_numpy(has_mask),
+    )
+    probs = torch.sigmoid(out["logits"]).numpy()
+    assert threshold == robust_threshold(probs, float(choose_threshold(labels, probs)))
+    expected = {f"val_{k}": v for k, v in classification_metrics(labels, probs, threshold).items()}
+    predicted = (out["mask_logits"] > 0).numpy()[has_mask, 0]
+    expected.update({f"val_{k}": v for k, v in segmentation_metrics(masks[has_mask, 0] > 0.5, predicted).items()})
+    expected["val_loss"] = float(loss.total)
+    assert set(got) == set(expected)
+    _assert_close(got, expected)

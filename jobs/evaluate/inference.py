@@ -1,11 +1,10 @@
 """Batch inference for `busnet evaluate`: a Ray Data callable class that loads the checkpoint once
-per actor and turns batches of preprocessed images into probabilities, masks and per-image scores."""
+per actor and turns batches of preprocessed images into probabilities, masks and per-image scores
+through `models.inference.predict`, the step validation and serving use too."""
 
 from __future__ import annotations
 
 import numpy as np
-
-from jobs.evaluate.results import MASK_THRESHOLD
 
 
 class BatchPredictor:
@@ -23,23 +22,20 @@ class BatchPredictor:
         self.std = np.asarray(pre["std"], dtype=np.float32)[:, None, None]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
-
+        from models.inference import binarize, predict
         from models.metrics import segmentation_metrics
 
-        images = torch.from_numpy(np.ascontiguousarray(batch["image"], dtype=np.float32)).to(self.device)
-        with torch.inference_mode():
-            outputs = self.model(images)
+        prediction = predict(self.model, batch["image"], self.device)
         result = {
             "image_id": batch["image_id"],
             "source": batch["source"],
             "label": np.asarray(batch["label"]).astype(np.int8),
-            "prob": torch.sigmoid(outputs["logits"].float()).cpu().numpy().astype(np.float64),
+            "prob": prediction.probs.astype(np.float64),
             "has_mask": np.asarray(batch["has_mask"], dtype=bool),
         }
-        if outputs["mask_logits"] is None:
+        if prediction.mask_probs is None:
             return result
-        predicted = (torch.sigmoid(outputs["mask_logits"].float()) > MASK_THRESHOLD).cpu().numpy()[:, 0]
+        predicted = binarize(prediction.mask_probs)
         truth = np.asarray(batch["mask"])[:, 0] > 0.5
         scores = [
             segmentation_metrics(truth[i : i + 1], predicted[i : i + 1]) if has else None

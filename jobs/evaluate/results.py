@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MASK_THRESHOLD = 0.5
 OVERLAYS_PER_KIND = 4
 
 

@@ -29,7 +29,8 @@ from jobs import storage
 from jobs.errors import BusnetError
 from jobs.evaluate.inference import BatchPredictor
 from jobs.evaluate.intervals import confidence_intervals
-from jobs.evaluate.results import MASK_THRESHOLD, OverlayPool, Predictions
+from jobs.evaluate.results import OverlayPool, Predictions
+from models.inference import MASK_THRESHOLD
 
 CLASSIFICATION = ("acc", "sens", "spec", "f1", "auc", "fnr", "fpr")
 SEGMENTATION = ("dsc", "ji")

@@ -135,23 +135,24 @@ def _train_one_epoch(
     return loss_total / max(image_total, 1.0), image_total / max(float(longest), 1e-9)
 
 
-@torch.no_grad()
 def validate(
     model: torch.nn.Module, shard, config: dict, device: torch.device, use_bf16: bool = False
 ) -> tuple[dict[str, float], float]:
-    """Every metric of `models.metrics` (+ val_loss) on the whole val split, at the threshold chosen there."""
+    """Every metric of `models.metrics` (+ val_loss) on the whole val split, at the threshold chosen there.
+
+    The forward pass is `models.inference.predict`, the step evaluation and serving use; the loss
+    comes from the same pass's logits."""
+    from models.inference import binarize, predict
     from models.losses import multitask_loss
     from models.metrics import choose_threshold, classification_metrics, segmentation_metrics
 
-    model.eval()
+    dtype = torch.bfloat16 if use_bf16 else None
     probs, labels = [], []
     loss_sum, seg_sums, seg_images = 0.0, {"dsc": 0.0, "ji": 0.0}, 0
     for batch in shard.iter_torch_batches(batch_size=config["batch_size"], device=device):
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            outputs = model(batch["image"])
-        outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
+        prediction = predict(model, batch["image"], device, dtype)
         loss = multitask_loss(
-            outputs,
+            prediction.outputs,
             batch["label"],
             batch["mask"],
             w1=config["w1"],
@@ -160,11 +161,11 @@ def validate(
             has_mask=batch["has_mask"],
         ).total
         loss_sum += float(loss) * len(batch["label"])
-        probs.append(torch.sigmoid(outputs["logits"]).cpu().numpy())
+        probs.append(prediction.probs)
         labels.append(batch["label"].cpu().numpy())
         has_mask = batch["has_mask"].cpu().numpy().astype(bool)
-        if outputs["mask_logits"] is not None and has_mask.any():
-            predicted = (outputs["mask_logits"] > 0).cpu().numpy()[has_mask, 0]
+        if prediction.mask_probs is not None and has_mask.any():
+            predicted = binarize(prediction.mask_probs[has_mask])
             true = (batch["mask"] > 0.5).cpu().numpy()[has_mask, 0]
             batch_seg = segmentation_metrics(true, predicted)  # mean per image over this batch
             for key in seg_sums:
