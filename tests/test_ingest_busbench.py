@@ -14,6 +14,8 @@ import pytest
 
 from jobs.data.dataset import read_table
 from jobs.data.ingest import ingest
+from jobs.data.ingest.cases import crossings
+from jobs.data.pipeline import split_filter
 from jobs.errors import BusnetError
 from tests.busbench_layouts import (
     BLOCK,
@@ -122,6 +124,11 @@ def test_combined_with_predefined_folds_is_the_benchmarks_membership(combined, t
     assert sum(1 for s in sides if s[4] == "") == 9  # folder5 lists 3,632 of the 3,641 images
     assert data.column("split").to_pylist() == [s[0] for s in sides]
     assert manifest["integrity"]["folds"]["unmatched"] == {f"folder{k}": 0 for k in range(1, 6)}
+    # `busnet train --fold 2` reads with this filter: folder3's own train and valid, not drawn ones
+    for split, side in (("train", "train"), ("val", "val"), ("test", "test")):
+        chosen = read_table(str(tmp_path / "ds"), columns=["image_id"], filters=split_filter(split, 2).to_pyarrow())
+        got = {i.split("/")[-1].removesuffix(".png") for i in chosen.column("image_id").to_pylist()}
+        assert got == fold_names(metadata("folds", "folder3"))[side]
 
 
 def test_fold_file_that_splits_a_case_is_refused(tmp_path):
@@ -148,3 +155,18 @@ def test_pixel_identical_images_are_one_image(tmp_path):
     Image.open(root / "imgs" / "2879.png").save(root / "imgs" / "3155.png", compress_level=0)
     manifest = ingest({"busbench": root}, str(tmp_path / "ds"), val=0, test=0, folds=2, progress=False)
     assert [r["reason"] for r in manifest["rejects"]] == ["duplicate image: same pixels as busbench/imgs/2879.png"]
+
+
+def test_crossing_check_names_cases_and_identical_images_on_two_sides():
+    meta = [
+        {"image_id": "a/1", "case_id": "a/p1", "pixels_sha256": "x"},
+        {"image_id": "a/2", "case_id": "a/p1", "pixels_sha256": "y"},
+        {"image_id": "a/3", "case_id": "a/p2", "pixels_sha256": "x"},
+        {"image_id": "a/4", "case_id": "a/p3", "pixels_sha256": "z"},
+    ]
+    assert crossings(meta, {"split": ["train", "train", "train", "test"]}) == {}
+    assert crossings(meta, {"fold 0": ["train", "test", "val", ""]}) == {
+        "fold 0: case": ["a/p1"],
+        "fold 0: image": ["a/1"],
+    }
+    assert crossings(meta, {"fold 1": ["train", "train", "", "test"]}) == {}  # "" is unused, not a side
