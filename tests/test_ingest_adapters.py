@@ -1,4 +1,7 @@
-"""Each source adapter on a small layout made here: ids, labels, cases, masks, crops, formats."""
+"""Each source adapter on a small layout made here: ids, labels, cases, masks, formats.
+
+HMSS, Thammasat and BUSBench's layouts are built from their real metadata in test_ingest_busbench.py.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ def _csv(path, header, *lines):
 
 
 def test_registry_lists_one_adapter_per_module():
-    assert names() == ["busi", "busis", "datasetb", "folder", "hmss", "synthetic"]
+    assert names() == ["busbench", "busi", "busis", "datasetb", "folder", "hmss", "synthetic", "thammasat"]
 
 
 def test_busi_union_of_masks_any_channel_count_and_normal_skipped(tmp_path):
@@ -111,29 +114,6 @@ def test_datasetb_labels_from_xlsx_or_csv(tmp_path, table):
     assert np.array_equal(decoded(got["datasetb/original/000002.png"]["mask"]) > 0, box_mask(25, 20, (2, 2, 10, 10)))
 
 
-def test_hmss_crop_box_cases_and_no_masks(tmp_path):
-    a = write_image(tmp_path / "imgs" / "a.jpg", 80, 60, seed=1)
-    write_image(tmp_path / "imgs" / "b.jpg", 80, 60, seed=2)
-    write_image(tmp_path / "imgs" / "c.jpg", 80, 60, seed=3)
-    _csv(
-        tmp_path / "HMSS.csv",
-        ["image name", "case id", "tumor type", "crop box"],
-        ["a.jpg", "p1", "malignant", "[10, 5, 60, 45]"],
-        ["b", "p1", "malignant", ""],
-        ["c.jpg", "p2", "benign", ""],
-    )
-
-    ingest({"hmss": tmp_path}, str(tmp_path / "ds"), **FAST)
-    got = rows(str(tmp_path / "ds"))
-    cropped, whole = got["hmss/imgs/a.jpg"], got["hmss/imgs/b.jpg"]
-    assert (cropped["width"], cropped["height"]) == (50, 40) and cropped["image"].startswith(PNG)
-    assert np.array_equal(decoded(cropped["image"]), decoded(a.read_bytes())[5:45, 10:60])
-    assert (whole["width"], whole["height"]) == (80, 60) and whole["image"].startswith(b"\xff\xd8")  # JPEG as found
-    assert cropped["case_id"] == whole["case_id"] == "hmss/p1" and got["hmss/imgs/c.jpg"]["case_id"] == "hmss/p2"
-    assert all(r["mask"] is None for r in got.values())
-    assert (cropped["label"], got["hmss/imgs/c.jpg"]["label"]) == (1, 0)
-
-
 def test_folder_csv_with_several_masks_and_cases(tmp_path):
     data = tmp_path / "hospital"
     write_image(data / "img" / "x.png", 30, 30, seed=1)
@@ -149,7 +129,7 @@ def test_folder_csv_with_several_masks_and_cases(tmp_path):
         ["img/z.png", "", "B", ""],
     )
 
-    ingest({"folder": table}, str(tmp_path / "ds"), **FAST)
+    ingest({"folder": table}, str(tmp_path / "ds"), mixed_label_cases="keep", **FAST)  # P-7 mixes labels
     got = rows(str(tmp_path / "ds"))
     x = got["folder/img/x.png"]
     assert np.array_equal(decoded(x["mask"]) > 0, box_mask(30, 30, (0, 0, 5, 5), (20, 20, 30, 30)))

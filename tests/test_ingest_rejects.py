@@ -115,7 +115,7 @@ def test_cli_summary_lists_rejects(messy, tmp_path, capsys):
 @pytest.mark.parametrize(
     "sources, message",
     [
-        ({"nosuch": "."}, "unknown source 'nosuch'; known sources: busi, busis"),
+        ({"nosuch": "."}, "unknown source 'nosuch'; known sources: busbench, busi, busis"),
         ([("busi", "a"), ("busi", "b")], "source 'busi' given twice"),
         ({"busi": "s3://bucket/raw"}, "sources are read from local folders"),
         ({}, "no --source given"),

@@ -142,7 +142,7 @@ def _without_masks(source: str, target: Path) -> str:
 
 
 def test_clear_errors_before_any_worker_starts(synthetic_dataset, tmp_path):
-    with pytest.raises(BusnetError, match="val split is empty"):
+    with pytest.raises(BusnetError, match="no fold 7"):
         train(_config(synthetic_dataset, tmp_path, fold=7))
     no_masks = _without_masks(synthetic_dataset, tmp_path / "no-masks")
     with pytest.raises(BusnetError, match="no training image has a mask"):

@@ -1,10 +1,14 @@
 """Turn BUS datasets in their own layouts into one busnet dataset (Parquet + manifest.json), split by case.
 
-Sources (NAME=PATH, repeatable): busi (Dataset_BUSI_with_GT/), busis (Original/, GT/, BUSIS562.csv),
-datasetb (original/, GT/, DatasetB.xlsx or .csv), hmss (imgs/, HMSS.csv; crop boxes applied),
-folder (a CSV with columns image, label[, mask, case_id]), synthetic (busnet synth output).
-Unusable files (corrupt image, mask of another size, no label, unknown layout, duplicate) are
-rejected with their reason, listed in manifest.json and the summary; --strict stops at the first.
+Sources (NAME=PATH, repeatable): busi (Dataset_BUSI_with_GT/), busis (Original/ or imgs/, GT/,
+BUSIS562.csv; case0001 or case1 names), datasetb (original/ or imgs/, GT/, DatasetB.xlsx or .csv),
+hmss and thammasat (imgs/ + HMSS.csv / Thammasat.csv as BUSBench publishes them; crops applied once),
+busbench (BUSBench's BUS_Combined/ folder, or its Benchmark/Datasets/ tree), folder (a CSV with
+columns image, label[, mask, case_id]), synthetic (busnet synth output).
+Unusable files (corrupt image, mask of another size, no label, unknown layout, duplicate bytes or
+pixels, a case mixing benign and malignant images unless --mixed-label-cases keep) are rejected with
+their reason, listed in manifest.json and the summary; --strict stops at the first. Splits are drawn
+by case, or taken from BUSBench's predefined folds with --folds-from DIR (folderK/{train,valid,test}.csv).
 The output (a path, file:///path or s3://bucket/prefix; S3 settings from the AWS_* environment)
 is replaced atomically. Same input and seed -> same rows, splits and content hash. Example:
 
@@ -33,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_source,
         required=True,
         metavar="NAME=PATH",
-        help="a source to ingest (repeat for several): busi, busis, datasetb, hmss, folder, synthetic",
+        help="a source to ingest (repeat for several): busi, busis, datasetb, hmss, thammasat, busbench, folder, "
+        "synthetic",
     )
     parser.add_argument(
         "--out", required=True, metavar="URI", help="dataset URI: path, file:///path or s3://bucket/prefix"
@@ -42,6 +47,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test", type=float, default=0.2, help="share of cases held out for test (default 0.2)")
     parser.add_argument("--folds", type=int, default=5, help="cross-validation folds over train+val cases (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the splits and folds (default 0)")
+    parser.add_argument(
+        "--folds-from",
+        default=None,
+        metavar="DIR",
+        help="use predefined folds (DIR/folderK/{train,valid,test}.csv, BUSBench's) instead of drawing "
+        "--val/--test/--folds; fold files that put a case on two sides are refused",
+    )
+    parser.add_argument(
+        "--mixed-label-cases",
+        default="reject",
+        metavar="reject|keep",
+        help="cases whose images carry both labels: reject all their images, or keep them (default reject)",
+    )
     parser.add_argument("--strict", action="store_true", help="fail at the first unusable file instead of rejecting it")
     parser.add_argument("--shard-mb", type=float, default=64.0, help="largest Parquet shard in MiB (default 64)")
     parser.add_argument("--workers", type=int, default=None, help="decoding threads (default: CPU count, at most 8)")
@@ -64,6 +82,8 @@ def run(args: argparse.Namespace) -> int | None:
         strict=args.strict,
         shard_mb=args.shard_mb,
         workers=args.workers,
+        mixed_label_cases=args.mixed_label_cases,
+        folds_from=args.folds_from,
     )
     print(summary(manifest))
     print(f"wrote {args.out} in {time.perf_counter() - started:.1f} s")

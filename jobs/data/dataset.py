@@ -18,12 +18,12 @@ import pyarrow.parquet as pq
 from jobs import storage
 from jobs.errors import BusnetError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: fold_splits, each fold's own train/val/test (predefined folds)
 MANIFEST = "manifest.json"
 DATA_DIR = "data"
 LABELS = ("benign", "malignant")  # label 0, label 1
 SPLITS = ("train", "val", "test")
-TEST_FOLD = -1  # the fold of test rows: folds cover train+val only
+TEST_FOLD = -1  # the fold of rows that no fold validates on (drawn splits: the test rows)
 
 SCHEMA = pa.schema(
     [
@@ -38,6 +38,8 @@ SCHEMA = pa.schema(
         pa.field("sha256", pa.string(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("fold", pa.int8(), nullable=False),
+        # element K: the row's side in fold K (train|val|test, "" = unused in that fold)
+        pa.field("fold_splits", pa.list_(pa.string()), nullable=False),
     ]
 )
 

@@ -15,6 +15,7 @@ dataset of one or a few shards is nearly no shuffle at all.
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import ray.data
 from ray.data.expressions import Expr, col
@@ -25,7 +26,7 @@ from models.preprocess import Preprocessing, decode_image, decode_mask, preproce
 
 # What decoding needs, plus what the split/fold filter needs; no other column is read.
 ROW_COLUMNS = ["image_id", "source", "label", "image", "mask", "height", "width"]
-FILTER_COLUMNS = ["split", "fold"]
+FILTER_COLUMNS = ["split", "fold_splits"]
 DECODE_BATCH_ROWS = 16
 
 
@@ -53,9 +54,10 @@ def read_split(
 def read_rows(data_uri: str, split: str, *, fold: int | None = None) -> ray.data.Dataset:
     """The still-encoded rows of one split: ROW_COLUMNS + FILTER_COLUMNS only, filtered at the reader.
 
-    fold=None uses the stored split column; fold=K makes "train" the train|val rows outside fold K
-    and "val" the train|val rows in fold K; "test" is always the stored test split. Raises
-    BusnetError for an incomplete dataset, an unknown split or fold, or a split with no rows.
+    fold=None uses the stored split column; fold=K uses fold K's own sides (the fold_splits column):
+    for drawn splits "val" is fold K of train+val, "train" the rest of train+val, "test" the stored
+    test split; for predefined folds (busnet ingest --folds-from) exactly the fold files' sides.
+    Raises BusnetError for an incomplete dataset, an unknown split or fold, or a split with no rows.
     """
     if split not in SPLITS:
         raise BusnetError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
@@ -85,23 +87,27 @@ def decoded(ds: ray.data.Dataset, preprocessing: Preprocessing) -> ray.data.Data
 
 def split_filter(split: str, fold: int | None) -> Expr:
     """The row predicate of a split (fold semantics in read_rows); Ray and pyarrow both take it."""
-    if fold is None or split == "test":
+    if fold is None:
         return col("split") == split
-    in_fold = col("fold") == fold if split == "val" else col("fold") != fold
-    return col("split").is_in(["train", "val"]) & in_fold
+    return col("fold_splits").list.get(fold) == split
 
 
 def _require_rows(data_uri: str, split: str, fold: int | None, predicate: Expr) -> None:
     """Fail before training on nothing: only the tiny split/fold columns are read here."""
     table = read_table(data_uri, columns=FILTER_COLUMNS)
-    if fold is not None:
-        cross_validated = table.filter(pc.field("split").isin(["train", "val"]))
-        folds = sorted(set(cross_validated.column("fold").to_pylist()))
-        if fold not in folds:
-            raise BusnetError(f"{data_uri}: no fold {fold}; the dataset's folds are {folds}")
+    check_fold(data_uri, table, fold)
     if table.filter(predicate.to_pyarrow()).num_rows == 0:
-        where = f"split {split!r}" + (f" of fold {fold}" if fold is not None and split != "test" else "")
+        where = f"split {split!r}" + (f" of fold {fold}" if fold is not None else "")
         raise BusnetError(f"{data_uri}: {where} is empty")
+
+
+def check_fold(data_uri: str, table: pa.Table, fold: int | None) -> None:
+    """BusnetError unless `fold` is None or one of the dataset's folds (`table` has fold_splits)."""
+    if fold is None:
+        return
+    folds = pc.min(pc.list_value_length(table.column("fold_splits"))).as_py() or 0
+    if not 0 <= fold < folds:
+        raise BusnetError(f"{data_uri}: no fold {fold}; the dataset's folds are {list(range(folds))}")
 
 
 def decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> dict[str, np.ndarray]:

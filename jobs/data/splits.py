@@ -77,6 +77,19 @@ def assign(
     return split, fold
 
 
+def fold_sides(split: Sequence[str], fold: Sequence[int], folds: int) -> list[list[str]]:
+    """Each fold's side of every row: its val side is fold K, its train side the other train|val rows, test stays."""
+    return [
+        ["test" if s == "test" else "val" if f == k else "train" for s, f in zip(split, fold)] for k in range(folds)
+    ]
+
+
+def from_fold_sides(sides: Sequence[Sequence[str]]) -> tuple[list[str], list[int]]:
+    """(split, fold) columns of predefined folds: the first fold's sides, and the fold whose val side holds the row."""
+    fold = [next((k for k, side in enumerate(sides) if side[i] == "val"), TEST_FOLD) for i in range(len(sides[0]))]
+    return list(sides[0]), fold
+
+
 def _folds(y: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     """Each fold's row indices: stratified when each class can fill the folds, else only grouped."""
     x = np.zeros(len(y))

@@ -142,9 +142,10 @@ def split_summary(data_uri: str, fold: int | None) -> dict[str, dict[str, int]]:
     import pyarrow.compute as pc
 
     from jobs.data.dataset import read_table
-    from jobs.data.pipeline import split_filter
+    from jobs.data.pipeline import FILTER_COLUMNS, check_fold, split_filter
 
-    table = read_table(data_uri, columns=["split", "fold", "label", "mask"])
+    table = read_table(data_uri, columns=[*FILTER_COLUMNS, "label", "mask"])
+    check_fold(data_uri, table, fold)
     summary = {}
     for split in ("train", "val"):
         rows = table.filter(split_filter(split, fold).to_pyarrow())

@@ -3,8 +3,10 @@
 adapters/   one module per source layout; each finds images, masks, labels and case ids
 found.py    what adapters yield: Candidate (an image to ingest), Reject, Skipped
 tables.py   reading the label tables (CSV or .xlsx) that several layouts ship
-encode.py   decode, validate, crop, union masks, encode: Candidate -> row or Reject
-writer.py   bounded-size Parquet shards, then the split/fold columns
+encode.py   decode, validate, crop (once), union masks, encode: Candidate -> row or Reject
+cases.py    case integrity: mixed-label cases and their policy, the cross-split check, images per case
+folds.py    predefined folds (--folds-from, BUSBench's folderK/{train,valid,test}.csv)
+writer.py   bounded-size Parquet shards, then the split/fold/fold_splits columns
 run.py      the orchestration: scan, encode in a thread pool, de-duplicate, split, write, publish
 """
 

@@ -4,6 +4,11 @@ Images and masks are decoded (validated) with models.preprocess, as training and
 The image is stored as found when it is PNG or JPEG and not cropped (nothing lost, no re-encoding
 cost; readers decode it with the same decode_image); cropped or BMP images are stored as PNG of the
 decoded pixels. Masks are the union of the candidate's mask files, stored as PNG 0/255.
+
+A crop box is applied once: an image larger than the box is cropped ("applied"); one already of the
+box's size was cropped before (the benchmark's notebook crops in place or writes `<name>_crop.jpg`)
+and is kept as is ("already"). Each row says which in `crop`, and `pixels_sha256` (of the decoded
+pixels and their shape) finds identical images stored in different encodings.
 """
 
 from __future__ import annotations
@@ -31,8 +36,16 @@ def png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _crop_box(box: tuple[int, int, int, int], height: int, width: int) -> tuple[slice, slice]:
+def _box_size(box: tuple[int, int, int, int]) -> tuple[int, int]:
     left, top, right, bottom = box
+    return right - left, bottom - top
+
+
+def _crop_box(box: tuple[int, int, int, int], height: int, width: int) -> tuple[slice, slice] | None:
+    """The window to cut, or None when the image already has the box's size (cropped before)."""
+    left, top, right, bottom = box
+    if _box_size(box) == (width, height):
+        return None
     if not (0 <= left < right <= width and 0 <= top < bottom <= height):
         raise _Unusable(f"crop box {box} (left, top, right, bottom) is not inside the {width}x{height} image")
     return slice(top, bottom), slice(left, right)
@@ -49,10 +62,11 @@ def encode(candidate: Candidate) -> dict | Reject:
     except _Unusable as exc:
         return Reject(candidate.source, str(candidate.image), str(exc))
     if window is not None:
-        pixels, mask = pixels[window], None if mask is None else mask[window]
-        image = png(np.ascontiguousarray(pixels))
+        pixels, mask = np.ascontiguousarray(pixels[window]), None if mask is None else mask[window]
+        image = png(pixels)
     else:
         image = data if data.startswith(_STORED_AS_FOUND) else png(pixels)
+    crop = "" if candidate.crop is None else "applied" if window is not None else "already"
     return {
         "image_id": candidate.image_id,
         "source": candidate.source,
@@ -63,6 +77,10 @@ def encode(candidate: Candidate) -> dict | Reject:
         "height": int(pixels.shape[0]),
         "width": int(pixels.shape[1]),
         "sha256": hashlib.sha256(image).hexdigest(),
+        # not stored in the Parquet rows: for the manifest and the integrity checks (jobs.data.ingest.cases)
+        "name": candidate.listed_name,
+        "crop": crop,
+        "pixels_sha256": hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest(),
     }
 
 

@@ -19,7 +19,13 @@ class Candidate:
     label: int
     case: str | None = None  # the source's case / patient id; None: the image is its own case
     masks: tuple[Path, ...] = ()  # several files are one lesion mask (their union)
-    crop: tuple[int, int, int, int] | None = None  # (left, top, right, bottom) in pixels
+    # (left, top, right, bottom) in pixels, applied once: an image already of the box's size is kept as is
+    crop: tuple[int, int, int, int] | None = None
+    name: str | None = None  # the source table's own name of the image (fold files use it); None: file stem
+
+    @property
+    def listed_name(self) -> str:
+        return self.name if self.name else Path(self.key).stem
 
     @property
     def image_id(self) -> str:

@@ -3,6 +3,10 @@
 Deterministic: candidates are processed in image-id order (source name + path inside the source),
 duplicates (same image bytes, or the same image listed twice) keep the first and reject the rest,
 and splits are seeded; the same input always gives the same rows, splits and content hash.
+Images with the same decoded pixels count as duplicates too, so no identical image can land on two
+sides; cases whose images disagree on the label are rejected (or kept, by policy) and reported, and
+an explicit check over the final assignment refuses any case or image on two sides of a split/fold.
+With `folds_from` the benchmark's predefined folds are used as listed instead of drawn ones.
 The dataset is staged in a local temporary folder and published with jobs.storage.publish_dir,
 so a crash never leaves something a reader takes for a whole dataset.
 """
@@ -24,8 +28,9 @@ from tqdm import tqdm
 from jobs import storage
 from jobs.data import splits
 from jobs.data.dataset import MANIFEST
-from jobs.data.ingest import adapters, manifest
+from jobs.data.ingest import adapters, cases, manifest
 from jobs.data.ingest.encode import encode
+from jobs.data.ingest.folds import read_folds
 from jobs.data.ingest.found import Candidate, Reject, Skipped
 from jobs.data.ingest.writer import ShardWriter, add_splits
 from jobs.errors import BusnetError
@@ -104,25 +109,32 @@ def ingest(
     shard_mb: float = 64.0,
     workers: int | None = None,
     progress: bool = True,
+    mixed_label_cases: str = "reject",
+    folds_from: str | Path | None = None,
 ) -> dict:
     """Ingest `sources` ({name: path}, names from jobs.data.ingest.adapters) into the dataset at `out`.
 
     Returns the manifest (also written as <out>/manifest.json). Raises BusnetError on bad
-    arguments, an unusable output URI, an empty result, or (strict) the first reject.
+    arguments, an unusable output URI, an empty result, (strict) the first reject, or fold files
+    (`folds_from`, jobs.data.ingest.folds) that put a case on two sides.
     """
     resolved = _local_sources(sources)
     if shard_mb <= 0:
         raise BusnetError(f"--shard-mb {shard_mb}: must be positive")
-    splits.check(val=val, test=test, folds=folds)
+    if folds_from is None:
+        splits.check(val=val, test=test, folds=folds)
     storage.check_bucket(out)  # a bad URI, missing bucket or unreachable endpoint fails before any work
     rejects = _Rejects(strict)
     candidates, skipped = _scan(resolved, rejects)
+    candidates, mixed_rejects, mixed = cases.apply_mixed_policy(candidates, mixed_label_cases)
+    for reject in mixed_rejects:
+        rejects.add(reject)
     workers = workers or min(8, os.cpu_count() or 1)
 
     with tempfile.TemporaryDirectory(prefix="busnet-ingest-") as tmp:
         spool = ShardWriter(Path(tmp) / "spool", max_bytes=int(shard_mb * 1024 * 1024))
         meta: list[dict] = []
-        first_of: dict[str, str] = {}
+        first_of: dict[str, tuple[str, str]] = {}  # pixels sha256 -> (image id, bytes sha256)
         with (
             ThreadPoolExecutor(workers) as pool,
             tqdm(total=len(candidates), desc="ingest", unit="img", disable=not progress) as bar,
@@ -131,16 +143,13 @@ def ingest(
                 bar.update()
                 if isinstance(row, Reject):
                     rejects.add(row)
-                elif row["sha256"] in first_of:
-                    rejects.add(
-                        Reject(
-                            candidate.source,
-                            str(candidate.image),
-                            f"duplicate image: same bytes as {first_of[row['sha256']]}",
-                        )
-                    )
+                elif row["pixels_sha256"] in first_of:
+                    first = first_of[row["pixels_sha256"]]
+                    same = "bytes" if row["sha256"] == first[1] else "pixels"
+                    reason = f"duplicate image: same {same} as {first[0]}"
+                    rejects.add(Reject(candidate.source, str(candidate.image), reason))
                 else:
-                    first_of[row["sha256"]] = row["image_id"]
+                    first_of[row["pixels_sha256"]] = (row["image_id"], row["sha256"])
                     spool.add(row)
                     meta.append(_meta(row))
         spool.close()
@@ -153,26 +162,61 @@ def ingest(
                     else "the sources hold no labelled images"
                 )
             )
-        split, fold = splits.assign(
-            [m["case_id"] for m in meta], [m["label"] for m in meta], val=val, test=test, folds=folds, seed=seed
-        )
+        split, fold, sides, folds_report = _assign(meta, val, test, folds, seed, folds_from)
+        crossed = cases.crossings(meta, {"split": split, **{f"fold {k}": side for k, side in enumerate(sides)}})
+        if crossed:
+            where, ids = next(iter(crossed.items()))
+            raise BusnetError(f"integrity check: {where} on two sides: {', '.join(ids[:10])}")
+        integrity = {
+            "cases": cases.images_per_case(meta),
+            "mixed_label_cases": mixed,
+            "crosses_split": {},  # checked: nothing (else the ingestion stopped above)
+            "folds": folds_report,
+        }
         staging = Path(tmp) / "dataset"
-        files = add_splits(spool, staging, split, fold)
+        files = add_splits(spool, staging, split, fold, sides)
         params = {
             "sources": {name: str(path) for name, path in resolved},
             "val": val,
             "test": test,
-            "folds": folds,
+            "folds": len(sides),
             "seed": seed,
             "strict": strict,
             "shard_mb": shard_mb,
+            "mixed_label_cases": mixed_label_cases,
+            "folds_from": None if folds_from is None else str(folds_from),
         }
-        result = manifest.build(meta, split, fold, rejects=rejects.items, skipped=skipped, params=params, files=files)
+        result = manifest.build(
+            meta,
+            split,
+            fold,
+            sides,
+            rejects=rejects.items,
+            skipped=skipped,
+            integrity=integrity,
+            params=params,
+            files=files,
+        )
         (staging / MANIFEST).write_text(json.dumps(result, indent=1) + "\n")
         storage.publish_dir(staging, out)
     return result
 
 
+def _assign(
+    meta: list[dict], val: float, test: float, folds: int, seed: int, folds_from: str | Path | None
+) -> tuple[list[str], list[int], list[list[str]], dict | None]:
+    """(split, fold, each fold's sides, folds report): drawn by case, or the predefined folds as listed."""
+    if folds_from is not None:
+        sides, report = read_folds(Path(folds_from).expanduser(), meta)
+        split, fold = splits.from_fold_sides(sides)
+        return split, fold, sides, report
+    split, fold = splits.assign(
+        [m["case_id"] for m in meta], [m["label"] for m in meta], val=val, test=test, folds=folds, seed=seed
+    )
+    return split, fold, splits.fold_sides(split, fold, folds), None
+
+
 def _meta(row: dict) -> dict:
     mask_sha = hashlib.sha256(row["mask"]).hexdigest() if row["mask"] is not None else ""
-    return {**{k: row[k] for k in manifest.META_FIELDS if k in row}, "mask_sha256": mask_sha}
+    kept = (*manifest.META_FIELDS, "name", "crop", "pixels_sha256")
+    return {**{k: row[k] for k in kept if k in row}, "mask_sha256": mask_sha}

@@ -2,7 +2,7 @@
 
 Splits are decided by case over all ingested rows, so they are known only after every image was
 read. Pass 1 spools encoded rows into shards without the split/fold columns (memory stays at one
-shard); pass 2 rewrites each shard with its split and fold columns in the dataset's schema.
+shard); pass 2 rewrites each shard with its split, fold and fold_splits columns in the dataset's schema.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 
 from jobs.data.dataset import SCHEMA, shard_name
 
-SPOOL_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in ("split", "fold")])
+SPLIT_COLUMNS = ("split", "fold", "fold_splits")
+SPOOL_SCHEMA = pa.schema([f for f in SCHEMA if f.name not in SPLIT_COLUMNS])
 _ROW_OVERHEAD = 256  # bytes of ids, hash and sizes per row, roughly
 
 
@@ -51,13 +52,19 @@ class ShardWriter:
         self._rows, self._bytes = [], 0
 
 
-def add_splits(spool: ShardWriter, out_dir: Path, split: Sequence[str], fold: Sequence[int]) -> list[str]:
-    """Write each spooled shard again under `out_dir` with its rows' split and fold; the shard names."""
+def add_splits(
+    spool: ShardWriter, out_dir: Path, split: Sequence[str], fold: Sequence[int], sides: Sequence[Sequence[str]]
+) -> list[str]:
+    """Write each spooled shard again under `out_dir` with its rows' split, fold and per-fold sides
+    (`sides[k][row]`); the shard names."""
+    per_row = [list(row_sides) for row_sides in zip(*sides)]
     names, start = [], 0
     for index, (path, count) in enumerate(zip(spool.files, spool.counts)):
         table = pq.read_table(path, schema=SPOOL_SCHEMA)
-        table = table.append_column(SCHEMA.field("split"), pa.array(split[start : start + count], pa.string()))
-        table = table.append_column(SCHEMA.field("fold"), pa.array(fold[start : start + count], pa.int8()))
+        rows = slice(start, start + count)
+        table = table.append_column(SCHEMA.field("split"), pa.array(split[rows], pa.string()))
+        table = table.append_column(SCHEMA.field("fold"), pa.array(fold[rows], pa.int8()))
+        table = table.append_column(SCHEMA.field("fold_splits"), pa.array(per_row[rows], pa.list_(pa.string())))
         name = shard_name(index)
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.select(SCHEMA.names).cast(SCHEMA), out_dir / name)

@@ -2,10 +2,13 @@
 
 Table columns: `img name` (case0001), `Ground Truth Name` (optional; default `<img name>_GT`),
 `tumor type` (B/M). The table may also be `BUSIS.xlsx`. No patient ids: each image is its own case.
+Files are matched to the table on the case number: releases name them `case0001.png` or `case1.png`
+(and `case0001_GT.bmp` or `case1_GT.bmp`); the images folder may be `Original/` or BUSBench's `imgs/`.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +16,19 @@ from jobs.data.ingest.found import Candidate, Found, Reject, images_by_stem, par
 from jobs.data.ingest.tables import TableError, column, find_table, read_rows
 
 TABLES = ("BUSIS562.csv", "BUSIS.csv", "BUSIS562.xlsx", "BUSIS.xlsx")
+_NUMBERED = re.compile(r"^(?P<prefix>[a-z]*?)0*(?P<number>\d+)(?P<suffix>_gt)?$", re.IGNORECASE)
+
+
+def number_key(stem: str) -> str:
+    """'case0001' and 'case1' -> 'case1'; 'case0001_GT' -> 'case1_gt': padding is not part of the name."""
+    match = _NUMBERED.match(stem)
+    if not match:
+        return stem.lower()
+    return f"{match['prefix'].lower()}{int(match['number'])}{(match['suffix'] or '').lower()}"
+
+
+def _by_number(files: dict[str, Path]) -> dict[str, Path]:
+    return {number_key(stem): path for stem, path in files.items()}
 
 
 def scan(root: Path, source: str) -> Iterator[Found]:
@@ -29,21 +45,22 @@ def scan(root: Path, source: str) -> Iterator[Found]:
     except TableError as exc:
         yield Reject(source, str(table), str(exc))
         return
-    images = images_by_stem(originals)
-    masks = images_by_stem(subfolder(root, "GT", "gt") or root / "GT")
+    images = _by_number(images_by_stem(originals))
+    masks = _by_number(images_by_stem(subfolder(root, "GT", "gt") or root / "GT"))
     listed: set[str] = set()
     for row in rows:
         stem = Path(row[name_col]).stem
-        path = images.get(stem)
+        path = images.get(number_key(stem))
         if path is None:
             yield Reject(source, f"{table}: {row[name_col]}", f"listed, but no such image in {originals.name}/")
             continue
-        listed.add(stem)
+        listed.add(number_key(stem))
         label = parse_label(row[type_col])
         if label is None:
             yield Reject(source, str(path), f"no label ({type_col}={row[type_col]!r} in {table.name})")
             continue
-        mask = masks.get(Path(row.get(gt_col) or f"{stem}_GT").stem)
-        yield Candidate(source, f"{originals.name}/{path.name}", path, label, masks=(mask,) if mask else ())
-    for stem in sorted(set(images) - listed):
-        yield Reject(source, str(images[stem]), f"no label: not listed in {table.name}")
+        mask = masks.get(number_key(Path(row.get(gt_col) or f"{stem}_GT").stem))
+        key = f"{originals.name}/{path.name}"
+        yield Candidate(source, key, path, label, masks=(mask,) if mask else (), name=stem)
+    for key in sorted(set(images) - listed):
+        yield Reject(source, str(images[key]), f"no label: not listed in {table.name}")
