@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from models import io as storage
+from jobs import storage
 from models.network import build_model
 from models.preprocess import Preprocessing
 
@@ -109,18 +109,19 @@ def save_checkpoint(
 def load_checkpoint(uri: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
     """(model in eval mode on `device`, config dict + "metrics" and "lineage") from a checkpoint directory.
 
-    `uri`: a local path, file:// or a storage URI such as s3://bucket/run/best (via fsspec).
-    Raises ValueError naming the file when one is missing, unreadable, tampered with or mismatched.
+    `uri`: a local path, file:// or a storage URI such as s3://bucket/run/best (jobs.storage).
+    Raises ValueError naming the file when one is missing, unreadable, tampered with or mismatched;
+    jobs.errors.BusnetError (one line) when the store itself fails: no bucket, access denied, unreachable.
     """
     uri = str(uri).rstrip("/")
     if not storage.is_remote(uri):
         return _load_local(storage.local_path(uri), uri, device)
+    storage.check_bucket(uri)
     with tempfile.TemporaryDirectory(prefix="busnet-checkpoint-") as local:
-        for name in FILES:
-            try:
-                storage.copy_to_local(storage.join(uri, name), Path(local) / name)
-            except FileNotFoundError as exc:
-                raise ValueError(f"{storage.join(uri, name)}: missing; not a busnet checkpoint directory?") from exc
+        for name in FILES:  # only these: the trainer's optimizer state may sit beside them
+            source = storage.join(uri, name)
+            if storage.is_file(source):  # a missing one is named by _load_local
+                storage.download_file(source, Path(local) / name)
         return _load_local(Path(local), uri, device)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from models.io import is_remote, local_path
+from jobs import storage
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class LoadReport:
 
 
 def read_state_dict(uri: str) -> StateDict:
-    """Tensors of a weights file (local path, file:// or any fsspec URI such as s3://)."""
+    """Tensors of a weights file (local path, file:// or s3://, read through jobs.storage)."""
     name = uri.rstrip("/").rsplit("/", 1)[-1].lower()
     if not name.endswith((".safetensors", *TORCH_SUFFIXES)):
         raise ValueError(
@@ -109,12 +109,7 @@ def _examples(keys: list[str], shown: int = 3) -> str:
 
 
 def _read_bytes(uri: str) -> bytes:
-    try:
-        if is_remote(uri):
-            import fsspec  # only for storage URIs
-
-            with fsspec.open(uri, "rb") as handle:
-                return handle.read()
-        return local_path(uri).read_bytes()
-    except (FileNotFoundError, IsADirectoryError) as error:
-        raise ValueError(f"pretrained weights {uri}: no such file") from error
+    storage.check_bucket(uri)  # a missing bucket or an unreachable store is said as such, not as a missing file
+    if not storage.is_file(uri):
+        raise ValueError(f"pretrained weights {uri}: no such file")
+    return storage.read_bytes(uri)

@@ -7,6 +7,7 @@ its endpoint and fake credentials are exported before `ray.init`.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,20 @@ def s3_bucket(s3_server, request) -> str:
     name = name.rstrip("-") + f"-{free_port()}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture
+def unreachable_endpoint(s3_server, monkeypatch) -> str:
+    """AWS_ENDPOINT_URL set to a port on 127.0.0.1 that refuses connections; yields that URL.
+
+    The port stays bound (never listening) for the whole test: one found free and then released
+    could be taken by another process before the test connects to it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{held.getsockname()[1]}"
+        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
+        yield url
 
 
 @pytest.fixture(scope="session")

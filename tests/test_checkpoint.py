@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import uuid
 from datetime import datetime, timezone
 
 import pytest
 import torch
 
+from jobs.errors import BusnetError
 from models import build_model, load_checkpoint, save_checkpoint
 from models.checkpoint import code_version
 from models.preprocess import Preprocessing
@@ -87,7 +91,7 @@ def test_s3_round_trip(swin_checkpoint, tiny_models, s3_bucket):
     import boto3
 
     bucket = s3_bucket.removeprefix("s3://")
-    client = boto3.client("s3")  # endpoint from AWS_ENDPOINT_URL, as load_checkpoint's s3fs does
+    client = boto3.client("s3")  # another S3 client (endpoint from AWS_ENDPOINT_URL); load_checkpoint's is jobs.storage
     for name in FILES:
         client.upload_file(str(swin_checkpoint / name), bucket, f"run/best/{name}")
     loaded, config = load_checkpoint(f"{s3_bucket}/run/best/")
@@ -96,6 +100,30 @@ def test_s3_round_trip(swin_checkpoint, tiny_models, s3_bucket):
     client.delete_object(Bucket=bucket, Key="run/best/lineage.json")
     with pytest.raises(ValueError, match="run/best/lineage.json: missing"):
         load_checkpoint(f"{s3_bucket}/run/best")
+
+
+def test_s3_load_needs_no_ray(swin_checkpoint, s3_bucket):
+    """`from models import load_checkpoint` on s3:// in a fresh process: the model loads, Ray is never imported."""
+    from jobs import storage
+
+    storage.publish_dir(swin_checkpoint, f"{s3_bucket}/run/best")
+    code = (
+        "import sys; from models import load_checkpoint; "
+        f"model, config = load_checkpoint({s3_bucket + '/run/best'!r}); "
+        "print(config['model']['variant'], 'ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["swin", "False"]
+
+
+def test_store_failures_are_one_line(s3_server, unreachable_endpoint):
+    with pytest.raises(BusnetError, match=f"cannot reach the S3 endpoint {unreachable_endpoint}"):
+        load_checkpoint("s3://bucket/run/best")
+
+
+def test_missing_bucket_is_named(s3_server):
+    with pytest.raises(BusnetError, match="bucket 'no-such-bucket-.*' does not exist"):
+        load_checkpoint(f"s3://no-such-bucket-{uuid.uuid4().hex[:12]}/run/best")
 
 
 def test_ddp_wrapped_model_is_unwrapped(tiny_models, tmp_path, monkeypatch):

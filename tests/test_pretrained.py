@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
 import timm
 import torch
 from safetensors.torch import save_file
 
+from jobs.errors import BusnetError
 from models.network import build_model
 
 TINY_RESNET = {"layers": (1, 1, 1, 1), "channels": (8, 16, 32, 64)}  # the tiny preset's
@@ -59,17 +61,30 @@ def test_torch_file_from_a_training_checkpoint_loads(tmp_path):
     assert_holds(model.cnn.resnet.body, weights, ignored={"fc.weight", "fc.bias"})
 
 
-def test_storage_uri_is_read_through_fsspec(s3_bucket):
-    import fsspec
+def test_s3_weights_file_is_loaded(s3_bucket):
+    import boto3
+    from safetensors.torch import save
 
     weights = timm_weights("resnet26", seed=4, **TINY_RESNET)
     uri = f"{s3_bucket}/weights/resnet.safetensors"
-    with fsspec.open(uri, "wb") as handle:
-        from safetensors.torch import save
-
-        handle.write(save(weights))
+    # Written by another S3 client (endpoint from AWS_ENDPOINT_URL), read through jobs.storage.
+    boto3.client("s3").put_object(Bucket=s3_bucket[5:], Key="weights/resnet.safetensors", Body=save(weights))
     model = build_model("tiny", "mt_estan", pretrained_cnn=uri)
     assert_holds(model.cnn.resnet.body, weights, ignored={"fc.weight", "fc.bias"})
+    with pytest.raises(ValueError, match=f"pretrained weights {s3_bucket}/weights/absent.safetensors: no such file"):
+        build_model("tiny", "mt_estan", pretrained_cnn=f"{s3_bucket}/weights/absent.safetensors")
+
+
+def test_store_failures_are_one_line(s3_server, unreachable_endpoint):
+    """Not "no such file": the store itself is what failed, and the line says which part."""
+    with pytest.raises(BusnetError, match=f"cannot reach the S3 endpoint {unreachable_endpoint}"):
+        build_model("tiny", "mt_estan", pretrained_cnn="s3://weights/resnet.safetensors")
+
+
+def test_missing_bucket_is_named(s3_server):
+    uri = f"s3://no-such-bucket-{uuid.uuid4().hex[:12]}/resnet.safetensors"
+    with pytest.raises(BusnetError, match="bucket 'no-such-bucket-.*' does not exist"):
+        build_model("tiny", "mt_estan", pretrained_cnn=uri)
 
 
 class NotATensor:

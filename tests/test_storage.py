@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
 import boto3
 import pytest
 
 from jobs import storage
 from jobs.errors import BusnetError
-from tests.conftest import free_port
 
 
 def _folder(root, files: dict[str, bytes]):
@@ -49,7 +53,7 @@ def test_publishing_to_a_bucket_root_keeps_the_bucket(s3_bucket, tmp_path):
 
 
 def test_missing_bucket_is_named(s3_server, tmp_path):
-    missing = f"s3://no-such-bucket-{free_port()}/data"
+    missing = f"s3://no-such-bucket-{uuid.uuid4().hex[:12]}/data"
     with pytest.raises(BusnetError, match="bucket 'no-such-bucket-.*' does not exist"):
         storage.check_bucket(missing)
     with pytest.raises(BusnetError, match="bucket does not exist"):
@@ -58,13 +62,46 @@ def test_missing_bucket_is_named(s3_server, tmp_path):
         storage.write_bytes(f"{missing}/a", b"1")
 
 
-def test_unreachable_endpoint_is_named(s3_server, monkeypatch):
-    closed = f"http://127.0.0.1:{free_port()}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
-    with pytest.raises(BusnetError, match=f"cannot reach the S3 endpoint {closed}"):
+def test_unreachable_endpoint_is_named(unreachable_endpoint, tmp_path):
+    with pytest.raises(BusnetError, match=f"cannot reach the S3 endpoint {unreachable_endpoint}"):
         storage.check_bucket("s3://some-bucket/data")
     with pytest.raises(BusnetError, match="cannot reach the S3 endpoint"):
         storage.read_bytes("s3://some-bucket/data/manifest.json")
+    with pytest.raises(BusnetError, match="cannot reach the S3 endpoint"):
+        storage.download_file("s3://some-bucket/data/model.safetensors", tmp_path / "model.safetensors")
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_download_file_and_is_file(where, tmp_path, request):
+    root = request.getfixturevalue("s3_bucket") if where == "s3" else str(tmp_path / "store")
+    storage.write_bytes(storage.join(root, "run/best/model.safetensors"), b"weights")
+    assert storage.is_file(storage.join(root, "run/best/model.safetensors"))
+    assert not storage.is_file(storage.join(root, "run/best/config.json"))
+    copied = storage.download_file(storage.join(root, "run/best/model.safetensors"), tmp_path / "new/m.bin")
+    assert copied == tmp_path / "new/m.bin" and copied.read_bytes() == b"weights"
+    with pytest.raises(BusnetError, match=r"run/best/config\.json: not found"):
+        storage.download_file(storage.join(root, "run/best/config.json"), tmp_path / "c.json")
+    with pytest.raises(BusnetError, match=r"run/nothing: not found"):
+        storage.read_bytes(storage.join(root, "run/nothing"))
+
+
+def test_local_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert storage.local_path("runs/x") == tmp_path / "runs/x"
+    assert storage.local_path(f"file://{tmp_path}/a b") == tmp_path / "a b"
+    assert storage.local_path(Path("~/x")) == Path.home() / "x"
+    with pytest.raises(BusnetError, match="a local path or file:// URI is needed"):
+        storage.local_path("s3://bucket/x")
+
+
+def test_import_is_light():
+    """The lowest layer (models/ use it too): neither torch nor Ray, nor anything of busnet but jobs.errors."""
+    code = (
+        "import sys, jobs.storage; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray', 'models', 'serve', 'jobs')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "['jobs', 'jobs.errors', 'jobs.storage']"
 
 
 @pytest.mark.parametrize(

@@ -106,7 +106,7 @@ def evaluate(
     )
     metrics["inference_seconds"] = round(elapsed, 2)
     with tempfile.TemporaryDirectory(prefix="busnet-evaluate-") as scratch:
-        local = Path(scratch) if storage.is_remote(out_dir) else Path(storage.filesystem(out_dir)[1])
+        local = Path(scratch) if storage.is_remote(out_dir) else storage.local_path(out_dir)
         local.mkdir(parents=True, exist_ok=True)
         (local / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _write_predictions_csv(local / "predictions.csv", predictions, threshold)
@@ -159,7 +159,7 @@ def build_metrics(
 
 def _absolute(uri: str) -> str:
     """Local paths made absolute: Ray workers need not share the driver's working directory."""
-    return uri if "://" in str(uri) else str(Path(uri).expanduser().absolute())
+    return uri if storage.is_remote(uri) else str(storage.local_path(uri))
 
 
 def _load_config(checkpoint_uri: str) -> tuple[dict, bool]:

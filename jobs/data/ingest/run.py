@@ -21,7 +21,6 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlparse
 
 from tqdm import tqdm
 
@@ -47,10 +46,9 @@ def _local_sources(sources: Mapping[str, str | Path] | Iterable[tuple[str, str |
     resolved = []
     for name, path in sorted(pairs, key=lambda pair: pair[0]):
         adapters.scanner(name)  # unknown names fail before any work
-        parsed = urlparse(str(path))
-        if parsed.scheme not in ("", "file"):
+        if storage.is_remote(str(path)):
             raise BusnetError(f"--source {name}={path}: sources are read from local folders or files")
-        resolved.append((name, Path(parsed.path if parsed.scheme else str(path)).expanduser().absolute()))
+        resolved.append((name, storage.local_path(path)))
     return resolved
 
 
