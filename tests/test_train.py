@@ -16,7 +16,8 @@ import pyarrow as pa
 import pytest
 
 from jobs.errors import BusnetError
-from jobs.train.driver import TrainConfig, train
+from jobs.train.config import TrainConfig
+from jobs.train.driver import train
 from jobs.train.state import TRAIN_STATE_FILES
 
 MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}

@@ -30,9 +30,8 @@ from jobs.errors import BusnetError
 from jobs.evaluate.inference import BatchPredictor
 from jobs.evaluate.intervals import confidence_intervals
 from jobs.evaluate.results import MASK_THRESHOLD, OverlayPool, Predictions
+from models.metrics import METRICS
 
-CLASSIFICATION = ("acc", "sens", "spec", "f1", "auc", "fnr", "fpr")
-SEGMENTATION = ("dsc", "ji")
 PROGRESS_EVERY_S = 5.0
 CPU_ACTORS = 2
 KEPT_COLUMNS = {
@@ -275,11 +274,7 @@ def _group_metrics(
     from models.metrics import classification_metrics
 
     labels, probs = predictions.label[selected], predictions.prob[selected]
-    point = {
-        k: _defined(v)
-        for k, v in classification_metrics(labels, probs, threshold=threshold).items()
-        if k in CLASSIFICATION
-    }
+    point = {k: _defined(v) for k, v in classification_metrics(labels, probs, threshold=threshold).items()}
     with_mask = predictions.has_mask[selected]
     per_image = {}
     segmentation_note = None
@@ -323,7 +318,7 @@ def _group_metrics(
             key: {"value": point[key], **intervals.get(key, {"low": None, "high": None, "valid": 0})}
             if key in point
             else None
-            for key in CLASSIFICATION + SEGMENTATION
+            for key in METRICS
         },
     }
 
