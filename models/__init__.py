@@ -10,8 +10,8 @@ import importlib
 
 _EXPORTS = {
     "build_model": "models.network",
-    "PRESETS": "models.network",
-    "VARIANTS": "models.network",
+    "PRESETS": "models.presets",
+    "VARIANTS": "models.presets",
     "save_checkpoint": "models.checkpoint",
     "load_checkpoint": "models.checkpoint",
 }

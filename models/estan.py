@@ -14,8 +14,7 @@ import torch
 from torch import nn
 
 from models.layers import conv_relu
-
-PAPER_WIDTHS = (32, 64, 128, 256, 512)
+from models.presets import PAPER_WIDTHS
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Forms as the authors' MT-ESTAN code computes them (REFERENCE.md section 1), not the paper's printed
 focal loss, whose second term has a typo. Everything is computed from logits with `logsigmoid`, so
-logits of +-100 give finite losses and finite gradients.
+logits of +-100 give finite losses and finite gradients. The weights and their defaults are
+`LossWeights` (models/loss_weights.py, torch-free so that the CLI can read them).
 """
 
 from __future__ import annotations
@@ -11,6 +12,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+from models.loss_weights import LossWeights
+
+__all__ = ["LossTerms", "LossWeights", "dice_loss", "focal_loss", "multitask_loss"]
+DEFAULT_WEIGHTS = LossWeights()
 
 
 class LossTerms(NamedTuple):
@@ -24,7 +30,9 @@ class LossTerms(NamedTuple):
     dice: torch.Tensor
 
 
-def focal_loss(logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.5, gamma: float = 2.0) -> torch.Tensor:
+def focal_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = LossWeights.alpha, gamma: float = LossWeights.gamma
+) -> torch.Tensor:
     """Binary focal loss, mean over the batch.
 
     -[alpha * t * (1-p)^gamma * log p + (1-alpha) * (1-t) * p^gamma * log(1-p)], p = sigmoid(logit).
@@ -57,19 +65,18 @@ def multitask_loss(
     outputs: dict[str, torch.Tensor | None],
     labels: torch.Tensor,
     masks: torch.Tensor,
-    w1: float = 3.0,
-    alpha: float = 0.5,
-    gamma: float = 2.0,
+    weights: LossWeights = DEFAULT_WEIGHTS,
     has_mask: torch.Tensor | None = None,
 ) -> LossTerms:
-    """w1 * focal(outputs["logits"], labels) + dice(outputs["mask_logits"], masks).
+    """w1 * focal(outputs["logits"], labels, alpha, gamma) + dice(outputs["mask_logits"], masks), w1, alpha
+    and gamma from `weights`.
 
     The Dice term uses only the images whose `has_mask` (bool [B]; None = all) is True, and is
     skipped when the model has no mask head (`mask_logits` is None: the swin variant) or no image
     in the batch has a mask.
     """
     logits = outputs["logits"]
-    focal = focal_loss(logits, labels, alpha=alpha, gamma=gamma)
+    focal = focal_loss(logits, labels, alpha=weights.alpha, gamma=weights.gamma)
     dice = torch.zeros((), dtype=logits.dtype, device=logits.device)
     mask_logits = outputs.get("mask_logits")
     if mask_logits is not None:
@@ -82,4 +89,4 @@ def multitask_loss(
             mask_logits, masks = mask_logits[has_mask], masks[has_mask]
         if mask_logits.shape[0] > 0:
             dice = dice_loss(mask_logits, masks)
-    return LossTerms(total=w1 * focal + dice, focal=focal, dice=dice)
+    return LossTerms(total=weights.w1 * focal + dice, focal=focal, dice=dice)

@@ -12,6 +12,13 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score, roc_curve
 
+# The metric names, in the paper's Table 2 order: every other list (validation, tuning table,
+# evaluation, report) is derived from these.
+CLASSIFICATION_METRICS = ("acc", "sens", "spec", "f1", "auc", "fnr", "fpr")
+SEGMENTATION_METRICS = ("dsc", "ji")
+METRICS = CLASSIFICATION_METRICS + SEGMENTATION_METRICS
+ERROR_RATES = ("fnr", "fpr")  # 1 - sens and 1 - spec: lower is better, every other metric higher
+
 
 def _binary_inputs(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
     y_true = np.asarray(y_true).reshape(-1)
@@ -36,7 +43,7 @@ def classification_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, fl
     sens = float(recall_score(y_true, y_pred, pos_label=1, zero_division=np.nan))
     spec = float(recall_score(y_true, y_pred, pos_label=0, zero_division=np.nan))
     one_class = np.unique(y_true).size < 2
-    return {
+    values = {
         "acc": float(accuracy_score(y_true, y_pred)),
         "sens": sens,
         "spec": spec,
@@ -45,6 +52,7 @@ def classification_metrics(y_true, prob, threshold: float = 0.5) -> dict[str, fl
         "fnr": 1.0 - sens,
         "fpr": 1.0 - spec,
     }
+    return {name: values[name] for name in CLASSIFICATION_METRICS}
 
 
 def choose_threshold(y_true, prob) -> float:

@@ -30,13 +30,12 @@ from models.cnn_encoder import MTEstanEncoder, ResNetTaps
 from models.decoder import MTEstanDecoder
 from models.estan import EstanEncoder
 from models.heads import ClassificationHead
-from models.presets import PRESETS, NetworkPreset, resolve_preset
+from models.presets import PRESETS, VARIANTS, NetworkPreset, resolve_preset
 from models.pretrained import load_weights
 from models.swin_aaa import SwinAAAEncoder
 
 log = logging.getLogger(__name__)
 
-VARIANTS = ("hybrid", "hybrid_noaaa", "mt_estan", "swin")
 PRETRAINED_PRESETS = ("paper", "small")  # timm publishes weights for their encoder architectures
 
 __all__ = ["PRESETS", "VARIANTS", "HybridMTEstan", "build_model"]

@@ -3,6 +3,9 @@
 A preset is a flat, frozen record; `build_model(..., **overrides)` may replace any field by name.
 `None` in a timm architecture field means "as timm's named model defines it", so `paper` and `small`
 are exactly the timm architectures whose published weight files load into them.
+
+The preset and variant names here are the one list the CLI offers; this module imports neither
+torch nor timm until a preset is validated, so `busnet --help` can read them instantly.
 """
 
 from __future__ import annotations
@@ -12,11 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-import timm
-
-from models.estan import PAPER_WIDTHS
-from models.swin_aaa import NUM_STAGES, window_tiling_problem
-
+PAPER_WIDTHS = (32, 64, 128, 256, 512)  # ESTAN blocks 1-5 as the authors built them
+VARIANTS = ("hybrid", "hybrid_noaaa", "mt_estan", "swin")  # paper Table 3 (models.network)
 CNN_REDUCTION = 32  # ResNet layer4 (1/32) meets ESTAN block 5 (1/16) after one 2x up-sampling
 
 
@@ -45,6 +45,8 @@ class NetworkPreset:
 
     def validate(self, *, cnn: bool, swin: bool) -> None:
         """Raise ValueError naming the first field that cannot work for a network with these encoders."""
+        from models.swin_aaa import NUM_STAGES, window_tiling_problem
+
         if cnn and _timm_family(self.resnet) != "resnet":
             raise ValueError(f"resnet={self.resnet!r} is not a timm ResNet (e.g. resnet50, resnet26)")
         if swin and _timm_family(self.swin) != "swin_transformer_v2":
@@ -76,18 +78,7 @@ class NetworkPreset:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
 
-PRESETS: dict[str, NetworkPreset] = {
-    # The paper: timm resnet50 + swinv2_base_window8_256 at 256 px, ESTAN 32..512, head 512/128.
-    "paper": NetworkPreset(input_size=256, resnet="resnet50", swin="swinv2_base_window8_256", swin_window=8),
-    # Same design for one modest GPU: shallower ResNet, Swin-T, half-width ESTAN/decoder/head.
-    "small": NetworkPreset(
-        input_size=256,
-        resnet="resnet26",
-        swin="swinv2_tiny_window8_256",
-        swin_window=8,
-        estan_widths=(16, 32, 64, 128, 256),
-        head_widths=(256, 64),
-    ),
+PRESETS: dict[str, NetworkPreset] = {  # smallest first: the order the CLI lists them in
     # Same code path, smallest widths, 64 px (128 also tiles): CPU tests and the demo.
     "tiny": NetworkPreset(
         input_size=64,
@@ -102,6 +93,17 @@ PRESETS: dict[str, NetworkPreset] = {
         estan_widths=(8, 16, 32, 64, 128),
         head_widths=(64, 32),
     ),
+    # Same design for one modest GPU: shallower ResNet, Swin-T, half-width ESTAN/decoder/head.
+    "small": NetworkPreset(
+        input_size=256,
+        resnet="resnet26",
+        swin="swinv2_tiny_window8_256",
+        swin_window=8,
+        estan_widths=(16, 32, 64, 128, 256),
+        head_widths=(256, 64),
+    ),
+    # The paper: timm resnet50 + swinv2_base_window8_256 at 256 px, ESTAN 32..512, head 512/128.
+    "paper": NetworkPreset(input_size=256, resnet="resnet50", swin="swinv2_base_window8_256", swin_window=8),
 }
 
 
@@ -123,6 +125,8 @@ def resolve_preset(name: str, overrides: Mapping[str, Any]) -> tuple[NetworkPres
 
 def _timm_family(name: str) -> str | None:
     """timm's module for a model name ('resnet', 'swin_transformer_v2', ...), None if timm has no such model."""
+    import timm
+
     return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1] if timm.is_model(name) else None
 
 

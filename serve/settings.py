@@ -13,6 +13,8 @@ DEFAULT_MAX_BATCH_SIZE = 8
 DEFAULT_BATCH_WAIT_S = 0.01
 DEFAULT_MAX_IMAGE_BYTES = 20_000_000
 DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+# auto: bf16 (fp16 where bf16 is missing) on a GPU, fp32 on CPU; serve.predictor maps the others to dtypes.
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,7 @@ class ServeSettings:
     checkpoint: str | None = None
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     batch_wait_timeout_s: float = DEFAULT_BATCH_WAIT_S
-    precision: str = "auto"  # auto | fp32 | fp16 | bf16 (the last two on GPU only)
+    precision: str = PRECISIONS[0]  # one of PRECISIONS (fp16, bf16 on GPU only)
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES
     max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.losses import LossTerms, dice_loss, focal_loss, multitask_loss
+from models.losses import LossTerms, LossWeights, dice_loss, focal_loss, multitask_loss
 
 
 def _sigmoid(x: float) -> float:
@@ -100,7 +100,7 @@ def test_multitask_is_w1_focal_plus_dice_over_masked_images_only():
     masks = (torch.rand(4, 1, 8, 8, generator=gen) > 0.5).float()
     has_mask = torch.tensor([True, False, True, False])
 
-    terms = multitask_loss(outputs, labels, masks, w1=2.5, alpha=0.4, gamma=1.0, has_mask=has_mask)
+    terms = multitask_loss(outputs, labels, masks, LossWeights(w1=2.5, alpha=0.4, gamma=1.0), has_mask=has_mask)
     assert isinstance(terms, LossTerms)
     focal = focal_loss(outputs["logits"], labels, alpha=0.4, gamma=1.0)
     dice = dice_loss(outputs["mask_logits"][[0, 2]], masks[[0, 2]])
@@ -118,7 +118,7 @@ def test_multitask_skips_dice_without_mask_head_or_masks():
     masks = torch.zeros(2, 1, 8, 8)
     swin = multitask_loss({"logits": logits, "mask_logits": None}, labels, masks)
     assert swin.dice.item() == 0.0
-    assert swin.total.item() == pytest.approx(3.0 * focal_loss(logits, labels).item())
+    assert swin.total.item() == pytest.approx(LossWeights().w1 * focal_loss(logits, labels).item())
 
     mask_logits = torch.randn(2, 1, 8, 8, requires_grad=True)
     none_masked = multitask_loss(

@@ -16,8 +16,10 @@ import pyarrow as pa
 import pytest
 
 from jobs.errors import BusnetError
-from jobs.train.driver import TrainConfig, train
+from jobs.train.config import TrainConfig
+from jobs.train.driver import train
 from jobs.train.state import TRAIN_STATE_FILES
+from models.loss_weights import LossWeights
 
 MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}
 
@@ -113,6 +115,7 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
     lineage = json.loads((best / "lineage.json").read_text())
     assert lineage["dataset"]["content_hash"] == read_manifest(synthetic_dataset)["content_hash"]
     assert lineage["hyperparameters"]["workers"] == 2 and lineage["hyperparameters"]["lr"] == 1e-3
+    assert lineage["hyperparameters"]["w1"] == LossWeights().w1  # the worker trained with the one default
     assert lineage["run_name"] == "run" and lineage["code_version"]
 
     train(_config(synthetic_dataset, tmp_path, workers=2, epochs=4, keep=3))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from jobs.errors import BusnetError
-from jobs.train.driver import TrainConfig
-from jobs.train.tune import TuneOptions, tune_run
+from jobs.train.config import TrainConfig, TuneOptions
+from jobs.train.tune import tune_run
 
 
 def _base(data: str, out) -> TrainConfig:

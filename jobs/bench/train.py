@@ -1,7 +1,8 @@
 """Training images/s: a bare single-process PyTorch loop vs. Ray Train (1 worker) + Ray Data.
 
 Both run the same model, batch size, torch threads, data and per-step work: decode + preprocess
-(`jobs.data.pipeline.decode_batch`), kornia augmentation, forward, multitask loss, backward, Adam step.
+(`jobs.data.pipeline.decode_batch`), then `jobs.train.step.train_step`, the very step `busnet train`
+runs (kornia augmentation, forward, multitask loss with the default weights, backward, Adam step).
 The bare loop does it all in one process, one step after another; the Ray path streams the decoding
 through Ray Data tasks into a Ray Train worker. Steady-state images/s is timed after `--warmup`
 steps; the Ray path's wall time (start of the worker group and of the pipeline included) is shown
@@ -17,17 +18,18 @@ import tempfile
 import time
 from pathlib import Path
 
+from jobs.commands.flags import add_flags
+from jobs.train.config import TrainConfig
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", default=None, help="dataset URI (default: a 40-image synthetic dataset made in a temp folder)"
     )
-    parser.add_argument("--preset", default="tiny", choices=("tiny", "small", "paper"))
-    parser.add_argument("--variant", default="hybrid", choices=("hybrid", "hybrid_noaaa", "mt_estan", "swin"))
-    parser.add_argument("--input-size", type=int, default=None, help="input side (default: the preset's)")
+    add_flags(parser, TrainConfig, only=("preset", "variant", "input_size"))  # training's own defaults
     parser.add_argument("--steps", type=int, default=30, help="timed training steps per path (default 30)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    add_flags(parser, TrainConfig, only=("batch_size",))
     parser.add_argument(
         "--threads", type=int, default=os.cpu_count() or 1, help="torch threads in both paths (default: all cores)"
     )
@@ -43,16 +45,6 @@ def _model_and_optimizer(config: dict):
     model = build_model(config["preset"], config["variant"], **config["overrides"])
     model.train()
     return model, torch.optim.Adam(model.parameters(), lr=1e-4)
-
-
-def _step(model, optimizer, augmenter, batch: dict) -> None:
-    from models.losses import multitask_loss
-
-    images, masks = augmenter(batch["image"], batch["mask"])
-    loss = multitask_loss(model(images), batch["label"], masks, has_mask=batch["has_mask"]).total
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
 
 
 def _timed(steps, total: int, warmup: int, batch_size: int) -> dict:
@@ -77,6 +69,8 @@ def bare_loop(data_uri: str, config: dict) -> dict:
     from jobs.data.augment import Augmenter
     from jobs.data.dataset import read_table
     from jobs.data.pipeline import ROW_COLUMNS, decode_batch, split_filter
+    from jobs.train.step import train_step
+    from models.loss_weights import LossWeights
     from models.preprocess import Preprocessing
 
     model, optimizer = _model_and_optimizer(config)
@@ -95,7 +89,7 @@ def bare_loop(data_uri: str, config: dict) -> dict:
             raw = {k: [rows[k][i] for i in picked] for k in ROW_COLUMNS}
             decoded = decode_batch(raw, preprocessing)
             batch = {k: torch.from_numpy(decoded[k]) for k in ("image", "mask", "has_mask", "label")}
-            _step(model, optimizer, augmenter, batch)
+            train_step(model, optimizer, augmenter, batch, LossWeights())
             yield None
 
     return _timed(steps(), config["steps"], config["warmup"], size)
@@ -106,6 +100,8 @@ def _ray_worker(config: dict) -> None:
     import ray.train
 
     from jobs.data.augment import Augmenter
+    from jobs.train.step import train_step
+    from models.loss_weights import LossWeights
 
     model, optimizer = _model_and_optimizer(config)
     augmenter, shard = Augmenter("cpu"), ray.train.get_dataset_shard("train")
@@ -113,7 +109,7 @@ def _ray_worker(config: dict) -> None:
     def steps():
         while True:
             for batch in shard.iter_torch_batches(batch_size=config["batch_size"], drop_last=True):
-                _step(model, optimizer, augmenter, batch)
+                train_step(model, optimizer, augmenter, batch, LossWeights())
                 yield None
 
     measured = _timed(steps(), config["steps"], config["warmup"], config["batch_size"])

@@ -19,6 +19,7 @@ import sys
 import time
 
 from jobs.errors import BusnetError
+from serve.settings import PRECISIONS, ServeSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,17 +46,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1.0,
         help="CPUs Ray reserves per replica; torch uses as many threads (default 1)",
     )
-    parser.add_argument("--max-batch-size", type=int, default=8, help="largest dynamic batch (default 8)")
+    # The batching and precision defaults are the replica's own (serve.settings), shown from there.
+    settings = ServeSettings()
+    parser.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=settings.max_batch_size,
+        help=f"largest dynamic batch (default {settings.max_batch_size})",
+    )
+    wait_ms = settings.batch_wait_timeout_s * 1000
     parser.add_argument(
         "--batch-wait-ms",
         type=float,
-        default=10.0,
-        help="how long a batch waits to fill before it runs (default 10 ms)",
+        default=wait_ms,
+        help=f"how long a batch waits to fill before it runs (default {wait_ms:g} ms)",
     )
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32", "fp16", "bf16"),
-        default="auto",
+        choices=PRECISIONS,
+        default=settings.precision,
         help="auto: bf16/fp16 on GPU, fp32 on CPU",
     )
 

@@ -24,8 +24,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-CLASSIFICATION_KEYS = ("acc", "sens", "spec", "f1", "auc", "fnr", "fpr")
-
 
 def case_weights(case_ids: Sequence[str], n_resamples: int, seed: int) -> np.ndarray:
     """[n_resamples, n_images] weights: how often each image's case was drawn in each resample."""

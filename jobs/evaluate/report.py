@@ -12,19 +12,10 @@ from pathlib import Path
 import numpy as np
 
 from jobs.evaluate.results import OverlayCase, OverlayPool, Predictions
+from models.metrics import METRICS, SEGMENTATION_METRICS
 
-COLUMNS = (
-    ("acc", "Acc"),
-    ("sens", "Sens"),
-    ("spec", "Spec"),
-    ("f1", "F1"),
-    ("auc", "AUC"),
-    ("fnr", "FNR"),
-    ("fpr", "FPR"),
-    ("dsc", "DSC"),
-    ("ji", "JI"),
-)
-SEGMENTATION_KEYS = ("dsc", "ji")
+# (metric, the paper's column title): words title-cased, acronyms upper-cased.
+COLUMNS = tuple((k, k.title() if k in ("acc", "sens", "spec") else k.upper()) for k in METRICS)
 # Paper Tables 2 and 3 (3,320 images of HMSS, BUSI, BUSIS, Dataset B), in the paper's units.
 PAPER_ROWS = {
     "hybrid": ("Hybrid-MT-ESTAN (paper, Table 2)", (82.8, 86.4, 79.2, 0.86, 82.8, 13.6, 20.8, 84.1, 75.7)),
@@ -113,7 +104,7 @@ def table_lines(metrics: dict) -> list[str]:
     """The metrics table (markdown): all images, each source, then the paper's row(s)."""
     model = metrics["evaluated"]["model"]
     has_branch = metrics["segmentation"]["model_has_segmentation"]
-    columns = [(k, name) for k, name in COLUMNS if has_branch or k not in SEGMENTATION_KEYS]
+    columns = [(k, name) for k, name in COLUMNS if has_branch or k not in SEGMENTATION_METRICS]
     lines = [
         "| | n | " + " | ".join(name for _, name in columns) + " |",
         "|---|---:|" + "---:|" * len(columns),
@@ -177,7 +168,7 @@ def _notes(metrics: dict, has_branch: bool) -> list[str]:
     undefined = [
         k
         for k, entry in metrics["overall"]["metrics"].items()
-        if k not in SEGMENTATION_KEYS and (entry is None or entry.get("value") is None)
+        if k not in SEGMENTATION_METRICS and (entry is None or entry.get("value") is None)
     ]
     if undefined:
         notes.append(f"n/a for {', '.join(undefined)}: undefined on this split (e.g. one class only).")

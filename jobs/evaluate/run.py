@@ -31,9 +31,8 @@ from jobs.evaluate.inference import BatchPredictor
 from jobs.evaluate.intervals import confidence_intervals
 from jobs.evaluate.results import OverlayPool, Predictions
 from models.inference import MASK_THRESHOLD
+from models.metrics import METRICS
 
-CLASSIFICATION = ("acc", "sens", "spec", "f1", "auc", "fnr", "fpr")
-SEGMENTATION = ("dsc", "ji")
 PROGRESS_EVERY_S = 5.0
 CPU_ACTORS = 2
 KEPT_COLUMNS = {
@@ -276,11 +275,7 @@ def _group_metrics(
     from models.metrics import classification_metrics
 
     labels, probs = predictions.label[selected], predictions.prob[selected]
-    point = {
-        k: _defined(v)
-        for k, v in classification_metrics(labels, probs, threshold=threshold).items()
-        if k in CLASSIFICATION
-    }
+    point = {k: _defined(v) for k, v in classification_metrics(labels, probs, threshold=threshold).items()}
     with_mask = predictions.has_mask[selected]
     per_image = {}
     segmentation_note = None
@@ -324,7 +319,7 @@ def _group_metrics(
             key: {"value": point[key], **intervals.get(key, {"low": None, "high": None, "valid": 0})}
             if key in point
             else None
-            for key in CLASSIFICATION + SEGMENTATION
+            for key in METRICS
         },
     }
 

@@ -16,68 +16,44 @@ same way, so a worker that dies costs at most the epoch in progress.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs import storage
 from jobs.errors import BusnetError
+from jobs.train.config import LoopConfig, TrainConfig
 from jobs.train.state import TRAIN_STATE_FILES
+from models.metrics import ERROR_RATES, METRICS
 
-METRICS = (
-    "val_auc",
-    "val_acc",
-    "val_sens",
-    "val_spec",
-    "val_f1",
-    "val_fnr",
-    "val_fpr",
-    "val_dsc",
-    "val_ji",
-    "val_loss",
-)
-LOWER_IS_BETTER = ("val_fnr", "val_fpr", "val_loss")
+# Validation metrics a run reports: every metric of models.metrics, and the loss.
+VAL_METRICS = (*(f"val_{name}" for name in METRICS), "val_loss")
+LOWER_IS_BETTER = (*(f"val_{name}" for name in ERROR_RATES), "val_loss")
 DATA_CPU_RESERVE = 1.0  # CPUs Ray Data must keep for decoding, or it stalls (REFERENCE.md section 4)
+# What a checkpoint's lineage records of its run's config (the loss weights flattened beside them).
+HYPERPARAMETERS = (
+    "preset",
+    "variant",
+    "workers",
+    "epochs",
+    "batch_size",
+    "lr",
+    "fold",
+    "input_size",
+    "metric",
+    "seed",
+    "pretrained_cnn",
+    "pretrained_swin",
+)
 
 
-@dataclass
-class TrainConfig:
-    """One training run. Hyperparameter defaults are the paper's (3.3); `epochs` is ours (not stated)."""
-
-    data: str
-    out: str
-    name: str | None = None
-    preset: str = "tiny"
-    variant: str = "hybrid"
-    workers: int = 1
-    gpu: bool = False
-    epochs: int = 30
-    batch_size: int = 4
-    lr: float = 1e-5
-    w1: float = 3.0
-    alpha: float = 0.5
-    gamma: float = 2.0
-    fold: int | None = None
-    pretrained_cnn: str | None = None
-    pretrained_swin: str | None = None
-    input_size: int | None = None
-    keep: int = 3
-    metric: str = "val_auc"
-    cpus_per_worker: float = 1.0
-    max_failures: int = 2
-    seed: int = 0
-    # Fault injection for tests: when set, the last worker exits hard once in epoch 2, leaving this file.
-    crash_once_marker: str | None = None
-
-    def run_name(self) -> str:
-        return self.name or time.strftime("run-%Y%m%d-%H%M%S")
-
-    def mode(self) -> str:
-        return "min" if self.metric in LOWER_IS_BETTER else "max"
+def mode(metric: str) -> str:
+    """Which way `metric` gets better: "min" or "max"."""
+    return "min" if metric in LOWER_IS_BETTER else "max"
 
 
 @dataclass
@@ -125,8 +101,8 @@ def prepare(config: TrainConfig) -> Prepared:
 
 
 def _validate_options(config: TrainConfig) -> None:
-    if config.metric not in METRICS:
-        raise BusnetError(f"--metric {config.metric!r}: choose one of {', '.join(METRICS)}")
+    if config.metric not in VAL_METRICS:
+        raise BusnetError(f"--metric {config.metric!r}: choose one of {', '.join(VAL_METRICS)}")
     for name in ("workers", "epochs", "batch_size", "keep"):
         if getattr(config, name) < 1:
             raise BusnetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -204,50 +180,20 @@ def check_cluster(cpus_needed: float, gpus_needed: float, what: str) -> None:
         )
 
 
-def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: str | None = None) -> dict:
-    """The plain-values config each worker gets (see `jobs.train.loop`)."""
-    hyperparameters = {
-        k: getattr(config, k)
-        for k in (
-            "preset",
-            "variant",
-            "workers",
-            "epochs",
-            "batch_size",
-            "lr",
-            "w1",
-            "alpha",
-            "gamma",
-            "fold",
-            "input_size",
-            "metric",
-            "seed",
-            "pretrained_cnn",
-            "pretrained_swin",
-        )
-    }
-    return {
-        "preset": config.preset,
-        "variant": config.variant,
-        "overrides": prepared.model_config["overrides"],
-        "pretrained_cnn": config.pretrained_cnn,
-        "pretrained_swin": config.pretrained_swin,
-        "preprocessing": prepared.preprocessing,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "lr": config.lr,
-        "w1": config.w1,
-        "alpha": config.alpha,
-        "gamma": config.gamma,
-        "seed": config.seed,
-        "crash_once_marker": config.crash_once_marker,
-        "lineage": {
+def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: str | None = None) -> LoopConfig:
+    """The frozen config each worker gets (see `jobs.train.loop`); its lineage is plain JSON."""
+    hyperparameters = {k: getattr(config, k) for k in HYPERPARAMETERS} | dataclasses.asdict(config.loss)
+    return LoopConfig(
+        train=config,
+        overrides=prepared.model_config["overrides"],
+        preprocessing=prepared.preprocessing,
+        lineage={
             "dataset": {"uri": config.data, "content_hash": prepared.content_hash},
             "hyperparameters": hyperparameters,
             "run_name": name,
             "trial_id": trial_id,
         },
-    }
+    )
 
 
 def fit(
@@ -281,8 +227,8 @@ def fit(
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.gpu else {})}
     fs, path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config(config, prepared, name, trial_id),
+        # The typed config is bound here, not passed as train_loop_config: Ray records that one as a JSON dict.
+        functools.partial(train_loop_per_worker, loop_config(config, prepared, name, trial_id)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers, use_gpu=config.gpu, resources_per_worker=resources
         ),
@@ -291,7 +237,9 @@ def fit(
             storage_path=path,
             storage_filesystem=fs,
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=config.keep, checkpoint_score_attribute=config.metric, checkpoint_score_order=config.mode()
+                num_to_keep=config.keep,
+                checkpoint_score_attribute=config.metric,
+                checkpoint_score_order=mode(config.metric),
             ),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
             callbacks=callbacks or [],
@@ -358,7 +306,7 @@ def train(config: TrainConfig) -> TrainOutcome:
         flush=True,
     )
     result = fit_or_explain(config, prepared, name=name, storage_uri=config.out)
-    checkpoint, metrics = best_of(result, config.metric, config.mode())
+    checkpoint, metrics = best_of(result, config.metric, mode(config.metric))
     best_uri = storage.join(config.out, name, "best")
     publish_checkpoint(checkpoint, best_uri)
     return TrainOutcome(
@@ -367,9 +315,3 @@ def train(config: TrainConfig) -> TrainOutcome:
         best_metrics=metrics,
         epochs_reported=len(result.metrics_dataframe) if result.metrics_dataframe is not None else 0,
     )
-
-
-def config_from_args(args) -> TrainConfig:
-    """A TrainConfig from parsed `busnet train` arguments (shared with `busnet tune`)."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    return TrainConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})

@@ -1,9 +1,10 @@
 """The loop each Ray Train worker runs: paper 3.3 training on its data shard, validation, checkpoints.
 
-Every epoch: augment on the worker's device (kornia), forward under bf16 autocast on GPU, the
-multitask loss, a DDP step (Adam). Then rank 0 validates on the whole val split (not sharded, so the
-numbers are those of the model on that split, not of a lucky shard), chooses the decision threshold
-there, and writes a checkpoint in our format plus the optimizer state (pickle-free) into a temp dir.
+Every epoch: `jobs.train.step.train_step` on each batch of the worker's shard (augment on the
+worker's device, forward under bf16 autocast on GPU, the multitask loss, a DDP step with Adam).
+Then rank 0 validates on the whole val split (not sharded, so the numbers are those of the model on
+that split, not of a lucky shard), chooses the decision threshold there, and writes a checkpoint
+in our format plus the optimizer state (pickle-free) into a temp dir.
 Every rank calls `ray.train.report` (a barrier); only rank 0 hands over a checkpoint.
 
 Resume (same run folder, or a worker group restarted after a failure) starts from the epoch after
@@ -22,14 +23,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jobs.train.config import LoopConfig, TrainConfig
 from jobs.train.state import load_train_state, save_train_state
+from jobs.train.step import train_step
 
 TRAIN_COLUMNS = ["image", "mask", "has_mask", "label"]
 CRASH_EPOCH = 2  # the fault-injection hook (`crash_once_marker`) fires in this epoch
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point; `config` is `jobs.train.loop_config(...)` (plain JSON-able values)."""
+def train_loop_per_worker(config: LoopConfig) -> None:
+    """Ray Train entry point; `config` is `jobs.train.driver.loop_config(...)`, bound by the driver."""
     import ray.train
     import ray.train.torch
 
@@ -40,14 +43,15 @@ def train_loop_per_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     use_bf16 = device.type == "cuda"
-    torch.manual_seed(config["seed"] * 1000 + rank)
+    run = config.train
+    torch.manual_seed(run.seed * 1000 + rank)
 
     model = build_model(
-        config["preset"],
-        config["variant"],
-        **config["overrides"],
-        pretrained_cnn=config.get("pretrained_cnn"),
-        pretrained_swin=config.get("pretrained_swin"),
+        run.preset,
+        run.variant,
+        **config.overrides,
+        pretrained_cnn=run.pretrained_cnn,
+        pretrained_swin=run.pretrained_swin,
     )
     state = {"epoch": 0, "epochs_run": [], "starts": []}
     checkpoint = ray.train.get_checkpoint()
@@ -59,26 +63,24 @@ def train_loop_per_worker(config: dict) -> None:
         model.load_state_dict(restored.state_dict())
     model = ray.train.torch.prepare_model(model)
     plain_model = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=config["lr"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=run.lr)
     if optimizer_state_dir is not None:
         state = load_train_state(optimizer_state_dir, optimizer)
     first_epoch = state["epoch"] + 1
     state["starts"] = [*state["starts"], first_epoch]
-    preprocessing = Preprocessing.from_dict(config["preprocessing"])
+    preprocessing = Preprocessing.from_dict(config.preprocessing)
 
     from jobs.data.augment import Augmenter
 
     augmenter = Augmenter(device)
-    for epoch in range(first_epoch, config["epochs"] + 1):
-        train_loss, images_per_s = _train_one_epoch(
-            model, optimizer, augmenter, config, epoch, rank, world, device, use_bf16
-        )
+    for epoch in range(first_epoch, run.epochs + 1):
+        train_loss, images_per_s = _train_one_epoch(model, optimizer, augmenter, run, epoch, rank, world, device)
         metrics = {"epoch": epoch, "train_loss": train_loss, "images_per_s": images_per_s}
         state = {**state, "epoch": epoch, "epochs_run": [*state["epochs_run"], epoch]}
         if rank == 0:
             validation, threshold = validate(plain_model, ray.train.get_dataset_shard("val"), config, device, use_bf16)
             metrics.update(validation, threshold=threshold)
-            _print_progress(metrics, config["epochs"])
+            _print_progress(metrics, run.epochs)
             with tempfile.TemporaryDirectory(prefix="busnet-ckpt-") as directory:
                 _write_checkpoint(plain_model, optimizer, directory, preprocessing, threshold, metrics, state, config)
                 ray.train.report(
@@ -91,37 +93,20 @@ def train_loop_per_worker(config: dict) -> None:
 
 
 def _train_one_epoch(
-    model, optimizer, augmenter, config: dict, epoch: int, rank: int, world: int, device: torch.device, use_bf16: bool
+    model, optimizer, augmenter, run: TrainConfig, epoch: int, rank: int, world: int, device: torch.device
 ) -> tuple[float, float]:
     """One pass over this worker's shard; returns (mean loss, images/s) over all workers."""
     import ray.train
 
-    from models.losses import multitask_loss
-
     model.train()
     loss_sum, images, started = 0.0, 0, time.perf_counter()
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=config["batch_size"], drop_last=True, device=device
+        batch_size=run.batch_size, drop_last=True, device=device
     )
     for step, batch in enumerate(batches):
-        _maybe_crash(config.get("crash_once_marker"), epoch, step, rank, world)
-        images_batch, masks = augmenter(batch["image"], batch["mask"])
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            outputs = model(images_batch)
-        outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
-        loss = multitask_loss(
-            outputs,
-            batch["label"],
-            masks,
-            w1=config["w1"],
-            alpha=config["alpha"],
-            gamma=config["gamma"],
-            has_mask=batch["has_mask"],
-        ).total
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += float(loss.detach()) * len(batch["label"])
+        _maybe_crash(run.crash_once_marker, epoch, step, rank, world)
+        loss = train_step(model, optimizer, augmenter, batch, run.loss)
+        loss_sum += float(loss) * len(batch["label"])
         images += len(batch["label"])
     elapsed = time.perf_counter() - started
     totals = torch.tensor([loss_sum, float(images)], dtype=torch.float64)
@@ -136,7 +121,7 @@ def _train_one_epoch(
 
 
 def validate(
-    model: torch.nn.Module, shard, config: dict, device: torch.device, use_bf16: bool = False
+    model: torch.nn.Module, shard, config: LoopConfig, device: torch.device, use_bf16: bool = False
 ) -> tuple[dict[str, float], float]:
     """Every metric of `models.metrics` (+ val_loss) on the whole val split, at the threshold chosen there.
 
@@ -149,16 +134,10 @@ def validate(
     dtype = torch.bfloat16 if use_bf16 else None
     probs, labels = [], []
     loss_sum, seg_sums, seg_images = 0.0, {"dsc": 0.0, "ji": 0.0}, 0
-    for batch in shard.iter_torch_batches(batch_size=config["batch_size"], device=device):
+    for batch in shard.iter_torch_batches(batch_size=config.train.batch_size, device=device):
         prediction = predict(model, batch["image"], device, dtype)
         loss = multitask_loss(
-            prediction.outputs,
-            batch["label"],
-            batch["mask"],
-            w1=config["w1"],
-            alpha=config["alpha"],
-            gamma=config["gamma"],
-            has_mask=batch["has_mask"],
+            prediction.outputs, batch["label"], batch["mask"], config.train.loss, has_mask=batch["has_mask"]
         ).total
         loss_sum += float(loss) * len(batch["label"])
         probs.append(prediction.probs)
@@ -189,11 +168,11 @@ def robust_threshold(probs: np.ndarray, chosen: float) -> float:
 
 
 def _write_checkpoint(
-    model, optimizer, directory: str, preprocessing, threshold: float, metrics: dict, state: dict, config: dict
+    model, optimizer, directory: str, preprocessing, threshold: float, metrics: dict, state: dict, config: LoopConfig
 ) -> None:
     from models import save_checkpoint
 
-    lineage = {**config["lineage"], "epoch": metrics["epoch"]}
+    lineage = {**config.lineage, "epoch": metrics["epoch"]}
     save_checkpoint(
         model, directory, preprocessing=preprocessing, threshold=threshold, metrics=metrics, lineage=lineage
     )

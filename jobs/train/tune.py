@@ -22,20 +22,14 @@ from dataclasses import dataclass
 
 from jobs import storage
 from jobs.errors import BusnetError
-from jobs.train.driver import Prepared, TrainConfig, check_cluster, fit_or_explain, prepare, publish_checkpoint
+from jobs.train.config import SEARCHES, TrainConfig, TuneOptions
+from jobs.train.driver import VAL_METRICS, Prepared, check_cluster, fit_or_explain, mode, prepare, publish_checkpoint
+from models.loss_weights import SEARCH_RANGES, LossWeights
+from models.metrics import ERROR_RATES
 
-SEARCHES = ("random", "optuna", "hyperopt")
-SEARCH_RANGES = {"w1": (1.0, 5.0), "alpha": (0.25, 0.75), "gamma": (0.0, 4.0)}  # contain the paper's 3, 0.5, 2
 TRIAL_CPUS = 0.25  # the trial actor only waits for its trainer; the workers reserve their own CPUs
-TABLE_METRICS = ("val_auc", "val_acc", "val_sens", "val_spec", "val_f1", "val_dsc", "val_ji", "val_loss")
-
-
-@dataclass
-class TuneOptions:
-    samples: int = 8
-    max_concurrent: int = 1
-    search: str = "random"
-    grace_period: int = 1
+# The results table: every validation metric but the error rates (1 - sens, 1 - spec: redundant).
+TABLE_METRICS = tuple(name for name in VAL_METRICS if name.removeprefix("val_") not in ERROR_RATES)
 
 
 @dataclass
@@ -52,7 +46,7 @@ def _trial(params: dict, base: TrainConfig, prepared: Prepared, trials_uri: str)
     from ray.tune.integration.ray_train import TuneReportCallback
 
     trial_id = tune.get_context().get_trial_id()
-    config = dataclasses.replace(base, w1=params["w1"], alpha=params["alpha"], gamma=params["gamma"])
+    config = dataclasses.replace(base, loss=LossWeights(**{name: params[name] for name in SEARCH_RANGES}))
     fit_or_explain(
         config,
         prepared,
@@ -112,7 +106,7 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
         param_space={name: tune.uniform(low, high) for name, (low, high) in SEARCH_RANGES.items()},
         tune_config=tune.TuneConfig(
             metric=base.metric,
-            mode=base.mode(),
+            mode=mode(base.metric),
             search_alg=search_alg,
             num_samples=options.samples,
             max_concurrent_trials=options.max_concurrent,
@@ -131,14 +125,14 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
         flush=True,
     )
     grid = tuner.fit()
-    rows = [_trial_row(result, base.metric, base.mode()) for result in grid]
-    sign = -1 if base.mode() == "max" else 1
+    rows = [_trial_row(result, base.metric, mode(base.metric)) for result in grid]
+    sign = -1 if mode(base.metric) == "max" else 1
     rows.sort(key=lambda row: sign * row[base.metric] if _is_number(row.get(base.metric)) else math.inf)
     finished = [row for row in rows if row.get("checkpoint_path") and _is_number(row.get(base.metric))]
     if not finished:
         errors = [row["error"] for row in rows if row.get("error")]
         raise BusnetError("no trial reported a checkpoint" + (f"; first error: {errors[0]}" if errors else ""))
-    pick = max if base.mode() == "max" else min
+    pick = max if mode(base.metric) == "max" else min
     best = pick(finished, key=lambda row: row[base.metric])
     best_uri = storage.join(base.out, "best")
     publish_checkpoint(ray.train.Checkpoint(best["checkpoint_path"], filesystem=fs), best_uri)
@@ -206,7 +200,7 @@ def _save_results(rows: list[dict], best: dict, base: TrainConfig, options: Tune
     storage.write_bytes(f"{results_uri}.csv", buffer.getvalue().encode())
     document = {
         "metric": base.metric,
-        "mode": base.mode(),
+        "mode": mode(base.metric),
         "search": options.search,
         "search_ranges": SEARCH_RANGES,
         "samples": options.samples,

@@ -1,0 +1,78 @@
+"""The typed configs of training and tuning: every default once, the CLI flags generated from them.
+
+`busnet train` and `busnet tune` build their flags from these fields (`jobs.commands.flags`: the
+metadata holds the help text and choices), the driver checks and runs a `TrainConfig`, and each Ray
+Train worker receives a frozen `LoopConfig` (Ray pickles it). Nothing here imports torch or Ray:
+`busnet --help` reads these classes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from models.loss_weights import LossWeights
+from models.presets import PRESETS, VARIANTS
+
+SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """One training run. Hyperparameter defaults are the paper's (3.3); `epochs` is ours (not stated)."""
+
+    name: str | None = field(default=None, metadata={"help": "run name; reuse it to resume", "unset": "run-<time>"})
+    data: str = field(metadata={"help": "dataset URI (path, file:// or s3://) made by busnet ingest"})
+    out: str = field(metadata={"help": "output URI: runs go to OUT/NAME/"})
+    preset: str = field(default="tiny", metadata={"help": "network size", "choices": tuple(PRESETS)})
+    variant: str = field(
+        default="hybrid", metadata={"help": "network variant of the paper's ablation", "choices": VARIANTS}
+    )
+    workers: int = field(default=1, metadata={"help": "Ray Train workers, data-parallel"})
+    gpu: bool = field(default=False, metadata={"help": "one GPU per worker (NCCL, bf16 autocast)"})
+    cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs reserved per worker"})
+    epochs: int = field(default=30, metadata={"help": "epochs; the paper gives none"})
+    batch_size: int = field(default=4, metadata={"help": "images per worker and step"})
+    lr: float = field(default=1e-5, metadata={"help": "Adam learning rate"})
+    loss: LossWeights = field(default_factory=LossWeights)
+    fold: int | None = field(
+        default=None,
+        metadata={"help": "hold out fold K of train+val for validation", "unset": "the stored val split"},
+    )
+    pretrained_cnn: str | None = field(default=None, metadata={"help": "timm ResNet weight file (path or URI)"})
+    pretrained_swin: str | None = field(default=None, metadata={"help": "timm Swin V2 weight file (path or URI)"})
+    input_size: int | None = field(default=None, metadata={"help": "input side in pixels", "unset": "the preset's"})
+    keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --metric"})
+    metric: str = field(default="val_auc", metadata={"help": "validation metric that picks the best checkpoint"})
+    max_failures: int = field(
+        default=2, metadata={"help": "worker group restarts from the last checkpoint before giving up"}
+    )
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    # Fault injection for tests: when set, the last worker exits hard once in epoch 2, leaving this file.
+    crash_once_marker: str | None = None
+
+    def run_name(self) -> str:
+        return self.name or time.strftime("run-%Y%m%d-%H%M%S")
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """What each Ray Train worker gets: the run's config and what the driver learnt before it started."""
+
+    train: TrainConfig
+    overrides: dict  # the model's resolved preset overrides (models `config["overrides"]`)
+    preprocessing: dict  # models.preprocess.Preprocessing.to_dict()
+    lineage: dict  # written as the checkpoints' lineage.json (plus the epoch)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneOptions:
+    """`busnet tune`'s own options; each trial is a `TrainConfig` with the sampled loss weights."""
+
+    samples: int = field(default=8, metadata={"help": "trials to run"})
+    max_concurrent: int = field(default=1, metadata={"help": "trials running at once"})
+    search: str = field(
+        default="random",
+        metadata={"help": "search algorithm; hyperopt needs `pip install hyperopt`", "choices": SEARCHES},
+    )
+    grace_period: int = field(default=1, metadata={"help": "epochs every trial runs before ASHA may stop it"})

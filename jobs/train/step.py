@@ -1,0 +1,35 @@
+"""One training step, the one `busnet train`'s workers run and `busnet bench train` times.
+
+Augment on the batch's device (kornia), forward under bf16 autocast on a GPU (fp32 on CPU), the
+multitask loss with the run's weights in fp32, backward, optimizer step. One function, so the
+benchmark measures exactly the step training runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from models.losses import LossWeights, multitask_loss
+
+Augment = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+
+
+def train_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    augment: Augment,
+    batch: dict[str, torch.Tensor],
+    weights: LossWeights,
+) -> torch.Tensor:
+    """Train on one batch ({"image", "mask", "has_mask", "label"}); returns its loss, detached."""
+    images, masks = augment(batch["image"], batch["mask"])
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
+        outputs = model(images)
+    outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
+    loss = multitask_loss(outputs, batch["label"], masks, weights, has_mask=batch["has_mask"]).total
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
