@@ -7,6 +7,7 @@ its endpoint and fake credentials are exported before `ray.init`.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,15 @@ def s3_server():
         else:
             os.environ[key] = value
     server.stop()
+
+
+@pytest.fixture
+def closed_endpoint():
+    """http://127.0.0.1:PORT of a socket bound but never listening: connecting is refused, and unlike
+    a port picked and released, no other process can take it meanwhile (and answer)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @pytest.fixture

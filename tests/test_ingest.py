@@ -15,7 +15,7 @@ from jobs import storage
 from jobs.data.dataset import TEST_FOLD, read_manifest, read_table, shard_paths
 from jobs.data.ingest import ingest
 from jobs.errors import BusnetError
-from tests.conftest import free_port
+from jobs.runtime import free_port
 from tests.ingest_layouts import decoded
 
 SPLIT_MASKS = ("benign (3)", "malignant (2)")  # their real mask is stored as two files here
@@ -105,11 +105,11 @@ def test_readers_refuse_incomplete_or_missing_datasets(synthetic_dataset, tmp_pa
         read_manifest(str(tmp_path / "nothing"))
 
 
-def test_s3_output_errors_come_before_any_work(s3_server, synthetic_dataset, monkeypatch):
+def test_s3_output_errors_come_before_any_work(s3_server, synthetic_dataset, monkeypatch, closed_endpoint):
     raw = Path(synthetic_dataset).parent / "raw"
     with pytest.raises(BusnetError, match="bucket 'no-such-bucket-.*' does not exist"):
         ingest({"synthetic": raw}, f"s3://no-such-bucket-{free_port()}/ds", progress=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed_endpoint)
     with pytest.raises(BusnetError, match="cannot reach the S3 endpoint"):
         ingest({"synthetic": raw}, "s3://bucket/ds", progress=False)
 
