@@ -35,17 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int | None:
     from jobs.train.driver import config_from_args
-    from jobs.train.tune import TuneOptions, format_table, tune_run
+    from jobs.train.tune import TuneOptions, describe, tune_run
 
     options = TuneOptions(
         samples=args.samples, max_concurrent=args.max_concurrent, search=args.search, grace_period=args.grace_period
     )
-    outcome = tune_run(config_from_args(args), options)
-    print(format_table(outcome.rows, args.metric))
-    print(f"results: {outcome.results_uri}.csv, {outcome.results_uri}.json")
-    best = outcome.best
-    print(
-        f"best trial {best['trial']} (w1={best['w1']:.3g}, alpha={best['alpha']:.3g}, gamma={best['gamma']:.3g}, "
-        f"{args.metric}={best[args.metric]:.4g}): {outcome.best_uri}"
-    )
+    print(describe(tune_run(config_from_args(args), options), args.metric))
     return 0
