@@ -16,6 +16,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -156,14 +158,18 @@ def download_dir(uri: str, local_dir: str | Path) -> Path:
     return local_dir
 
 
-def local_dir_for(uri: str, cache_root: str | Path | None = None) -> Path:
-    """A local folder holding the directory URI: itself when local, else a fresh download."""
+@contextmanager
+def local_dir_for(uri: str) -> Iterator[Path]:
+    """A local folder holding the directory URI for the `with` block: itself when local, else a
+    download that is removed when the block ends."""
     if not is_remote(uri):
         fs, path = filesystem(uri)
         if not Path(path).is_dir():
             raise BusnetError(f"{uri}: not a directory")
-        return Path(path)
-    return download_dir(uri, tempfile.mkdtemp(prefix="busnet-", dir=cache_root))
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="busnet-") as local:
+        yield download_dir(uri, local)
 
 
 def publish_dir(local_dir: str | Path, uri: str) -> None:

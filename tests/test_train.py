@@ -18,6 +18,7 @@ import pytest
 from jobs.errors import BusnetError
 from jobs.train.driver import TrainConfig, train
 from jobs.train.state import TRAIN_STATE_FILES
+from tests.faults import crash_once
 
 MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}
 
@@ -89,7 +90,7 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
 
     marker = tmp_path / "crashed"
     outcome = train(
-        _config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1, crash_once_marker=str(marker))
+        _config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1), loop=crash_once(marker)
     )
     run = tmp_path / "run"
     assert marker.exists()  # a worker really exited in epoch 2

@@ -21,6 +21,7 @@ import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,8 +71,6 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     max_failures: int = 2
     seed: int = 0
-    # Fault injection for tests: when set, the last worker exits hard once in epoch 2, leaving this file.
-    crash_once_marker: str | None = None
 
     def run_name(self) -> str:
         return self.name or time.strftime("run-%Y%m%d-%H%M%S")
@@ -239,7 +238,6 @@ def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: st
         "alpha": config.alpha,
         "gamma": config.gamma,
         "seed": config.seed,
-        "crash_once_marker": config.crash_once_marker,
         "lineage": {
             "dataset": {"uri": config.data, "content_hash": prepared.content_hash},
             "hyperparameters": hyperparameters,
@@ -257,8 +255,12 @@ def fit(
     storage_uri: str,
     callbacks: list | None = None,
     trial_id: str | None = None,
+    loop: Callable[[dict], None] | None = None,
 ):
-    """Build the datasets and the TorchTrainer, and run it; returns Ray Train's `Result`."""
+    """Build the datasets and the TorchTrainer, and run it; returns Ray Train's `Result`.
+
+    `loop` is what each worker runs (default `jobs.train.loop.train_loop_per_worker`): tests wrap it
+    to inject faults, so the production loop carries no test hooks."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -280,7 +282,7 @@ def fit(
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.gpu else {})}
     fs, path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        loop or train_loop_per_worker,
         train_loop_config=loop_config(config, prepared, name, trial_id),
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers, use_gpu=config.gpu, resources_per_worker=resources
@@ -340,8 +342,8 @@ def publish_checkpoint(checkpoint, uri: str) -> None:
         storage.publish_dir(clean, uri)
 
 
-def train(config: TrainConfig) -> TrainOutcome:
-    """Check, train, publish the best checkpoint; the whole of `busnet train`."""
+def train(config: TrainConfig, loop: Callable[[dict], None] | None = None) -> TrainOutcome:
+    """Check, train, publish the best checkpoint; the whole of `busnet train` (`loop`: see `fit`)."""
     from jobs.runtime import init_ray
 
     prepared = prepare(config)
@@ -356,7 +358,7 @@ def train(config: TrainConfig) -> TrainOutcome:
         f"{storage.join(config.out, name)}",
         flush=True,
     )
-    result = fit_or_explain(config, prepared, name=name, storage_uri=config.out)
+    result = fit_or_explain(config, prepared, name=name, storage_uri=config.out, loop=loop)
     checkpoint, metrics = best_of(result, config.metric, config.mode())
     best_uri = storage.join(config.out, name, "best")
     publish_checkpoint(checkpoint, best_uri)
