@@ -109,8 +109,8 @@ def run_demo(config: DemoConfig) -> dict:
     port = free_port(config.port)
     if port != config.port:
         print(f"port {config.port} is busy: using {port}")
-    url = _serve(stages, paths.best, port)
     try:
+        url = _serve(stages, paths.best, port)
         stages.announce(f"predict: {config.predictions} test images through the service")
         truth = _test_images(paths, config.predictions)
         predictions = _predict(stages, url, truth, paths.overlays)
