@@ -1,14 +1,16 @@
 """The end-to-end demo on local defaults: synth -> ingest -> tune -> evaluate -> serve -> predict.
 
-Every stage is the real `busnet` command (run in this process, on one local Ray) writing under one
-workdir, so what the demo shows is exactly what a user gets from the CLI. A stage whose output is
-complete and whose parameters are unchanged is reused on the next run (`demo-state.json`).
+Every stage calls the same function as its `busnet` command (in this process, on one local Ray),
+writing under one workdir, and shows the equivalent command: what the demo shows is what a user gets
+from the CLI. A stage whose output is complete and whose parameters are unchanged is reused on the
+next run (`demo-state.json`).
 """
 
 from __future__ import annotations
 
 import json
-import socket
+import shlex
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,7 @@ class DemoPaths:
 
 
 class _Stages:
-    """Announces stages, runs CLI commands in-process and remembers what is already done."""
+    """Announces stages and their equivalent commands, and remembers what is already done."""
 
     def __init__(self, paths: DemoPaths, total: int):
         self.paths, self.total, self.number = paths, total, 0
@@ -76,18 +78,15 @@ class _Stages:
         self.paths.state.write_text(json.dumps(self.state, indent=2, default=str))
 
     @staticmethod
-    def busnet(*argv: str) -> None:
-        from jobs.cli import main
-
-        print("$ busnet " + " ".join(argv), flush=True)
-        if main(list(argv)) != 0:
-            raise BusnetError(f"demo stopped: `busnet {argv[0]}` failed (its error is printed above)")
+    def command(*argv: str) -> None:
+        """The `busnet` command that does what the stage does next, for users to run themselves."""
+        print("equivalent command: " + shlex.join(["busnet", *argv]), flush=True)
 
 
 def run_demo(config: DemoConfig) -> dict:
     """Run every stage; returns the test metrics and the served predictions."""
-    from jobs import storage
-    from jobs.runtime import init_ray
+    from jobs.runtime import free_port, init_ray
+    from serve.launch import stop_app
 
     started = time.perf_counter()
     paths = DemoPaths.under(config.workdir.absolute())
@@ -96,26 +95,75 @@ def run_demo(config: DemoConfig) -> dict:
     init_ray()
 
     stages.announce(f"synth: {config.images} synthetic B-mode images with lesion masks")
-    synth = {"n": config.images, "seed": config.seed}
-    if not stages.reusable("synth", synth, (paths.synthetic / "cases.csv").exists()):
-        stages.busnet(
-            "synth", "--out", str(paths.synthetic), "--n", str(config.images), "--seed", str(config.seed), "--force"
-        )
-        stages.finished("synth", synth)
-
+    synth = _synth(stages, paths, config)
     stages.announce("ingest: one versioned Parquet dataset, split by case")
-    sources = ["--source", f"synthetic={paths.synthetic}"]
-    if config.extra_busi:
-        sources += ["--source", f"busi={config.extra_busi}"]
-    ingest = {"sources": sources, "seed": config.seed, "synth": synth}
-    if not stages.reusable("ingest", ingest, storage.is_complete(str(paths.dataset))):
-        stages.busnet("ingest", *sources, "--out", str(paths.dataset), "--seed", str(config.seed))
-        stages.finished("ingest", ingest)
-
+    ingest = _ingest(stages, paths, config, synth)
     stages.announce(
         f"tune: Ray Tune over w1, alpha, gamma ({config.trials} trials x {config.epochs} epochs, tiny preset)"
     )
-    tune = {
+    tune = _tune(stages, paths, config, ingest)
+    stages.announce("evaluate: Table 2 metrics on the test split, bootstrap 95% CIs, plots")
+    metrics = _evaluate(stages, paths, tune)
+
+    stages.announce("serve: the best checkpoint behind Ray Serve on 127.0.0.1")
+    port = free_port(config.port)
+    if port != config.port:
+        print(f"port {config.port} is busy: using {port}")
+    try:
+        url = _serve(stages, paths.best, port)
+        stages.announce(f"predict: {config.predictions} test images through the service")
+        truth = _test_images(paths, config.predictions)
+        predictions = _predict(stages, url, truth, paths.overlays)
+        (config.workdir / "predictions.json").write_text(json.dumps(predictions, indent=2))
+
+        print(f"\n=== done in {time.perf_counter() - started:.0f} s; everything is under {config.workdir} ===")
+        print((paths.report / "report.md").read_text() if (paths.report / "report.md").exists() else "")
+        if config.keep_serving:
+            _wait_for_interrupt(url)
+    finally:
+        stop_app()
+    return {"metrics": metrics, "predictions": predictions, "url": url}
+
+
+def _synth(stages: _Stages, paths: DemoPaths, config: DemoConfig) -> dict:
+    from jobs.data.synth import generate
+
+    params = {"n": config.images, "seed": config.seed}
+    if not stages.reusable("synth", params, (paths.synthetic / "cases.csv").exists()):
+        out, n, seed = str(paths.synthetic), config.images, config.seed
+        stages.command("synth", "--out", out, "--n", str(n), "--seed", str(seed), "--force")
+        made = generate(out, n, seed, force=True, progress=True)
+        print(
+            f"wrote {made['images']} images ({made['benign']} benign, {made['malignant']} malignant) "
+            f"in {made['cases']} cases to {made['out_dir']}"
+        )
+        stages.finished("synth", params)
+    return params
+
+
+def _ingest(stages: _Stages, paths: DemoPaths, config: DemoConfig, synth: dict) -> dict:
+    from jobs import storage
+    from jobs.data.ingest import ingest
+    from jobs.data.ingest.manifest import summary
+
+    sources = {"synthetic": str(paths.synthetic)}
+    if config.extra_busi:
+        sources["busi"] = str(config.extra_busi)
+    params = {"sources": sources, "seed": config.seed, "synth": synth}
+    if not stages.reusable("ingest", params, storage.is_complete(str(paths.dataset))):
+        flags = [f for name, path in sources.items() for f in ("--source", f"{name}={path}")]
+        stages.command("ingest", *flags, "--out", str(paths.dataset), "--seed", str(config.seed))
+        print(summary(ingest(sources, str(paths.dataset), seed=config.seed)))
+        stages.finished("ingest", params)
+    return params
+
+
+def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -> dict:
+    from jobs import storage
+    from jobs.train.config import TrainConfig, TuneOptions
+    from jobs.train.tune import describe, tune_run
+
+    params = {
         "trials": config.trials,
         "epochs": config.epochs,
         "size": config.input_size,
@@ -123,110 +171,78 @@ def run_demo(config: DemoConfig) -> dict:
         "seed": config.seed,
         "ingest": ingest,
     }
-    if not stages.reusable("tune", tune, storage.is_complete(str(paths.best))):
-        stages.busnet(
+    if not stages.reusable("tune", params, storage.is_complete(str(paths.best))):
+        base = TrainConfig(
+            data=str(paths.dataset),
+            out=str(paths.runs),
+            preset="tiny",
+            input_size=config.input_size,
+            epochs=config.epochs,
+            lr=config.lr,
+            batch_size=8,
+            seed=config.seed,
+        )
+        options = TuneOptions(samples=config.trials, max_concurrent=1)
+        stages.command(
             "tune",
-            "--data",
-            str(paths.dataset),
-            "--out",
-            str(paths.runs),
-            "--samples",
-            str(config.trials),
-            "--max-concurrent",
-            "1",
-            "--epochs",
-            str(config.epochs),
-            "--preset",
-            "tiny",
-            "--input-size",
-            str(config.input_size),
-            "--lr",
-            str(config.lr),
-            "--batch-size",
-            "8",
-            "--seed",
-            str(config.seed),
+            *("--data", base.data, "--out", base.out, "--samples", str(options.samples)),
+            *("--max-concurrent", str(options.max_concurrent), "--epochs", str(base.epochs)),
+            *("--preset", base.preset, "--input-size", str(base.input_size), "--lr", str(base.lr)),
+            *("--batch-size", str(base.batch_size), "--seed", str(base.seed)),
         )
-        stages.finished("tune", tune)
+        print(describe(tune_run(base, options), base.metric))
+        stages.finished("tune", params)
+    return params
 
-    stages.announce("evaluate: Table 2 metrics on the test split, bootstrap 95% CIs, plots")
-    evaluate = {"tune": tune}
-    if not stages.reusable("evaluate", evaluate, (paths.report / "metrics.json").exists()):
-        stages.busnet(
-            "evaluate",
-            "--data",
-            str(paths.dataset),
-            "--checkpoint",
-            str(paths.best),
-            "--split",
-            "test",
-            "--out",
-            str(paths.report),
+
+def _evaluate(stages: _Stages, paths: DemoPaths, tune: dict) -> dict:
+    from jobs.evaluate.report import render_summary
+    from jobs.evaluate.run import evaluate
+
+    params = {"tune": tune}
+    if not stages.reusable("evaluate", params, (paths.report / "metrics.json").exists()):
+        data, checkpoint, out = str(paths.dataset), str(paths.best), str(paths.report)
+        stages.command("evaluate", "--data", data, "--checkpoint", checkpoint, "--split", "test", "--out", out)
+        metrics = evaluate(
+            data,
+            checkpoint,
+            out,
+            split="test",
+            progress=lambda message: print(f"busnet evaluate: {message}", file=sys.stderr, flush=True),
         )
-        stages.finished("evaluate", evaluate)
-    metrics = json.loads((paths.report / "metrics.json").read_text())
+        print(render_summary(metrics))
+        stages.finished("evaluate", params)
+    return json.loads((paths.report / "metrics.json").read_text())
 
-    stages.announce("serve: the best checkpoint behind Ray Serve on 127.0.0.1")
-    url = _start_serving(paths.best, _free_port_or(config.port))
+
+def _serve(stages: _Stages, checkpoint: Path, port: int) -> str:
+    from serve.app import build_app
+    from serve.launch import start_app
+
+    stages.command("serve", "--checkpoint", str(checkpoint), "--port", str(port))
+    url = start_app(build_app(str(checkpoint)), "127.0.0.1", port)
     print(f"serving at {url}  (POST {url}/v1/predict, docs at {url}/docs)")
-
-    stages.announce(f"predict: {config.predictions} test images through `busnet predict`")
-    truth = _test_images(paths, config.predictions)
-    predictions = _predict(stages, url, truth, paths.overlays)
-    (config.workdir / "predictions.json").write_text(json.dumps(predictions, indent=2))
-
-    print(f"\n=== done in {time.perf_counter() - started:.0f} s; everything is under {config.workdir} ===")
-    print((paths.report / "report.md").read_text() if (paths.report / "report.md").exists() else "")
-    if config.keep_serving:
-        _serve_until_interrupted(url)
-    else:
-        from ray import serve
-
-        serve.shutdown()
-    return {"metrics": metrics, "predictions": predictions, "url": url}
-
-
-def _free_port_or(preferred: int) -> int:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", preferred))
-            return preferred
-        except OSError:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-            print(f"port {preferred} is busy: using {port}")
-            return port
-
-
-def _start_serving(checkpoint: Path, port: int) -> str:
-    from ray import serve
-
-    from serve.app import APP_NAME, build_app
-
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app(str(checkpoint)), name=APP_NAME, route_prefix="/", blocking=False)
-    return f"http://127.0.0.1:{port}"
+    return url
 
 
 def _predict(stages: _Stages, url: str, truth: dict[str, str], overlays: Path) -> list[dict]:
-    """`busnet predict --json`, its answers kept for predictions.json and shown one line each."""
-    import contextlib
-    import io
+    """Each image through the service (as `busnet predict --overlay` sends it): answers for
+    predictions.json, an overlay per image, one line each."""
+    from serve.client import PredictionFailed, overlay, predict_file, summary
 
-    from serve.client import summary
-
-    captured = io.StringIO()
-    with contextlib.redirect_stdout(captured):
-        stages.busnet("predict", "--url", url, *truth, "--overlay", str(overlays), "--json")
+    stages.command("predict", "--url", url, *truth, "--overlay", str(overlays))
+    overlays.mkdir(parents=True, exist_ok=True)
     answers = []
-    for line in captured.getvalue().splitlines():
-        if not line.startswith("{"):
-            print(line)
-            continue
-        answer = json.loads(line)
-        answer["true_label"] = truth[answer["file"]]
-        answers.append(answer)
-        print(f"{Path(answer['file']).name}: {summary(answer)}  (truth: {answer['true_label']})")
+    for name, label in truth.items():
+        path = Path(name)
+        try:
+            answer = predict_file(url, path)
+            written = overlays / f"{path.stem}.overlay.png"
+            overlay(path.read_bytes(), answer).save(written)
+        except PredictionFailed as exc:
+            raise BusnetError(f"demo stopped: {name}: {exc}") from exc
+        answers.append({"file": name, **answer, "overlay": str(written), "true_label": label})
+        print(f"{path.name}: {summary(answer)}  (truth: {label})", flush=True)
     return answers
 
 
@@ -250,12 +266,10 @@ def _test_images(paths: DemoPaths, count: int) -> dict[str, str]:
     return files
 
 
-def _serve_until_interrupted(url: str) -> None:
-    from ray import serve
-
+def _wait_for_interrupt(url: str) -> None:
     print(f"keeping {url} up; press Ctrl-C to stop")
     try:
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
-        serve.shutdown()
+        pass

@@ -50,12 +50,15 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
             ray.shutdown()
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
+def free_port(preferred: int | None = None) -> int:
+    """A TCP port free on 127.0.0.1 right now: `preferred` when it is free, else any free one."""
     import socket
 
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        try:
+            sock.bind(("127.0.0.1", preferred or 0))
+        except OSError:
+            sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
 

@@ -34,6 +34,8 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -215,14 +217,18 @@ def download_dir(uri: str, local_dir: str | Path) -> Path:
     return local_dir
 
 
-def local_dir_for(uri: str, cache_root: str | Path | None = None) -> Path:
-    """A local folder holding the directory URI: itself when local, else a fresh download."""
+@contextmanager
+def local_dir_for(uri: str) -> Iterator[Path]:
+    """A local folder holding the directory URI for the `with` block: itself when local, else a
+    download that is removed when the block ends."""
     if not is_remote(uri):
         path = local_path(uri)
         if not path.is_dir():
             raise BusnetError(f"{uri}: not a directory")
-        return path
-    return download_dir(uri, tempfile.mkdtemp(prefix="busnet-", dir=cache_root))
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="busnet-") as local:
+        yield download_dir(uri, local)
 
 
 def publish_dir(local_dir: str | Path, uri: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import io
-import shutil
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -110,11 +109,8 @@ def _local_copy(uri: str) -> Iterator[str]:
     if not is_remote(uri):
         yield uri
         return
-    local = local_dir_for(uri)
-    try:
+    with local_dir_for(uri) as local:
         yield str(local)
-    finally:
-        shutil.rmtree(local, ignore_errors=True)
 
 
 def prepare(data: bytes, loaded: LoadedModel, max_pixels: int = MAX_PIXELS) -> PreparedImage:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,15 @@ def s3_server():
 
 
 @pytest.fixture
+def closed_endpoint() -> Iterator[str]:
+    """http://127.0.0.1:PORT of a socket bound but never listening: connecting is refused, and unlike
+    a port picked and released, no other process can take it meanwhile (and answer)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
 def s3_bucket(s3_server, request) -> str:
     """A fresh, empty bucket on the local S3 server; yields `s3://name`."""
     import boto3
@@ -73,17 +83,10 @@ def s3_bucket(s3_server, request) -> str:
 
 
 @pytest.fixture
-def unreachable_endpoint(s3_server, monkeypatch) -> str:
-    """AWS_ENDPOINT_URL set to a port on 127.0.0.1 that refuses connections; yields that URL.
-
-    The port stays bound (never listening) for the whole test: one found free and then released
-    could be taken by another process before the test connects to it.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
-        held.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{held.getsockname()[1]}"
-        monkeypatch.setenv("AWS_ENDPOINT_URL", url)
-        yield url
+def unreachable_endpoint(s3_server, closed_endpoint, monkeypatch) -> str:
+    """AWS_ENDPOINT_URL set to a `closed_endpoint` for the whole test; yields that URL."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed_endpoint)
+    return closed_endpoint
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from jobs.cli import main
-from tests.conftest import free_port
+from jobs.runtime import free_port
 
 pytestmark = pytest.mark.slow
 

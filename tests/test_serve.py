@@ -23,9 +23,9 @@ import yaml
 from PIL import Image
 
 from jobs.cli import main
+from jobs.runtime import free_port
 from models import build_model, load_checkpoint, save_checkpoint
 from models.preprocess import Preprocessing, decode_image, preprocess_image, restore_mask
-from tests.conftest import free_port
 
 CONFIG = Path(__file__).resolve().parents[1] / "serve" / "config.yaml"
 MAX_BYTES = 1_000_000
@@ -54,18 +54,14 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def url(ray_local, checkpoints) -> str:
-    from ray import serve
-
     from serve.app import build_app
+    from serve.launch import start_app, stop_app
 
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     app = build_app(
         checkpoints["a"], max_batch_size=8, batch_wait_ms=30, max_image_bytes=MAX_BYTES, max_image_pixels=MAX_PIXELS
     )
-    serve.run(app, name="busnet", route_prefix="/", blocking=False)
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    yield start_app(app, port=free_port())
+    stop_app()
 
 
 def post_raw(url: str, data: bytes, content_type: str | None = "image/png", **kw) -> requests.Response:

@@ -15,8 +15,8 @@ import pytest
 import requests
 
 from jobs.cli import main
+from jobs.runtime import free_port
 from models import build_model, save_checkpoint
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -231,12 +231,10 @@ def test_predict_endpoint_accepts_root_or_full_url():
     assert predict_endpoint("http://h:1/v1/predict") == "http://h:1/v1/predict"
 
 
-def test_predict_against_nothing_is_one_clear_line(tmp_path, capsys):
+def test_predict_against_nothing_is_one_clear_line(tmp_path, capsys, closed_endpoint):
     image = tmp_path / "a.png"
     image.write_bytes(png_bytes(np.zeros((8, 8), np.uint8)))
-    from tests.conftest import free_port
-
-    assert main(["predict", "--url", f"http://127.0.0.1:{free_port()}", str(image)]) == 1
+    assert main(["predict", "--url", closed_endpoint, str(image)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot reach" in err[0] and "busnet serve" in err[0]
 

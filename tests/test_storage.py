@@ -41,7 +41,9 @@ def test_s3_publish_read_write_and_replace(s3_bucket, tmp_path):
     assert storage.list_files(uri) == [f"{s3_bucket[5:]}/runs/x/{n}" for n in ("_COMPLETE", "a.txt")]
     storage.write_bytes(f"{s3_bucket}/other/c.bin", b"xyz")
     assert storage.read_bytes(f"{s3_bucket}/other/c.bin") == b"xyz"
-    assert storage.local_dir_for(uri).joinpath("a.txt").read_bytes() == b"2"
+    with storage.local_dir_for(uri) as local:
+        assert local.joinpath("a.txt").read_bytes() == b"2"
+    assert not local.exists()  # the download is removed after the block
 
 
 def test_publishing_to_a_bucket_root_keeps_the_bucket(s3_bucket, tmp_path):

@@ -20,6 +20,7 @@ from jobs.train.config import TrainConfig
 from jobs.train.driver import train
 from jobs.train.state import TRAIN_STATE_FILES
 from models.loss_weights import LossWeights
+from tests.faults import crash_once
 
 MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}
 
@@ -91,7 +92,7 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
 
     marker = tmp_path / "crashed"
     outcome = train(
-        _config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1, crash_once_marker=str(marker))
+        _config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1), loop=crash_once(marker)
     )
     run = tmp_path / "run"
     assert marker.exists()  # a worker really exited in epoch 2

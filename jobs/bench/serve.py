@@ -41,10 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import requests
-    from ray import serve
 
-    from jobs.runtime import init_ray
+    from jobs.runtime import free_port
     from serve.app import build_app
+    from serve.launch import start_app, stop_app
 
     levels = _concurrencies(args.concurrency)
     if args.requests < 1 or args.duration <= 0:
@@ -57,28 +57,20 @@ def run(args: argparse.Namespace) -> int:
         _log(
             args, f"bare forward: {bare['images_per_s']:.1f} images/s (batch {bare['batch_size']}, {threads} thread(s))"
         )
-        init_ray()
-        port = _free_port()
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = build_app(
+            checkpoint,
+            max_batch_size=args.max_batch_size,
+            batch_wait_ms=args.batch_wait_ms,
+            num_cpus=args.cpus_per_replica,
+        )
         try:
-            serve.run(
-                build_app(
-                    checkpoint,
-                    max_batch_size=args.max_batch_size,
-                    batch_wait_ms=args.batch_wait_ms,
-                    num_cpus=args.cpus_per_replica,
-                ),
-                name=APP_NAME,
-                route_prefix="/",
-                blocking=False,
-            )
-            url = f"http://127.0.0.1:{port}"
+            url = start_app(app, port=free_port(), name=APP_NAME)
             info = requests.get(f"{url}/v1/model", timeout=30).json()
             results = [_level(url, body, c, args, bare["images_per_s"]) for c in levels]
             for row in results:
                 _log(args, f"concurrency {row['concurrency']}: {row['requests_per_s']:.1f} req/s")
         finally:
-            serve.shutdown()
+            stop_app(APP_NAME)
     report = {
         "checkpoint": args.checkpoint or "fresh tiny model",
         "model": info["model"]["name"],
@@ -216,14 +208,6 @@ def _tiny_checkpoint(directory: Path) -> str:
 
     save_checkpoint(build_model("tiny"), directory)
     return str(directory)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _log(args: argparse.Namespace, message: str) -> None:

@@ -2,7 +2,7 @@
 
 Generates a synthetic dataset, ingests it into a local object-store folder, runs a short Ray Tune
 search over w1, alpha, gamma with the tiny preset, evaluates the best model on the test split, serves
-it with Ray Serve on 127.0.0.1, sends test images through `busnet predict`, prints the metrics and the
+it with Ray Serve on 127.0.0.1, sends test images to it (as `busnet predict` does), prints the metrics and the
 predictions, and shuts down (or keeps serving). Everything lands under --workdir; a second run
 reuses the stages whose output is complete and whose parameters did not change.
 

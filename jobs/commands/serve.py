@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import sys
 import time
 
@@ -70,18 +69,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ray import serve
-
-    from jobs.runtime import init_ray
-    from serve.app import APP_NAME, build_app
+    from serve.app import build_app
+    from serve.launch import check_port, start_app, stop_app
 
     _check_arguments(args)
-    joined = bool(os.environ.get("RAY_ADDRESS"))
-    if not joined:
-        _check_port_free(args.host, args.port)
+    if not os.environ.get("RAY_ADDRESS"):
+        check_port(args.host, args.port)  # before the checkpoint and Ray: a taken port fails in a second
     model_name = _check_checkpoint(args.checkpoint)
     print(f"busnet serve: checkpoint {args.checkpoint} ({model_name}) OK; starting Ray Serve", flush=True)
-    init_ray()
     app = build_app(
         args.checkpoint,
         replicas=args.replicas,
@@ -95,22 +90,14 @@ def run(args: argparse.Namespace) -> int:
     )
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
-        try:
-            serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
-        except RuntimeError as exc:
-            raise BusnetError(f"the Serve application did not start: {_last_line(exc)}") from exc
-        url = f"http://{args.host}:{args.port}"
+        url = start_app(app, args.host, args.port)
         print(f"busnet serve: {url}/v1/predict  (docs {url}/docs; Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("busnet serve: stopping", file=sys.stderr, flush=True)
     finally:
-        if joined:
-            serve.delete(APP_NAME)  # leave the cluster's Serve (and other apps) running
-        else:
-            serve.shutdown()
+        stop_app()
     return 0
 
 
@@ -127,14 +114,6 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise BusnetError(f"--precision {args.precision} needs --gpu")
 
 
-def _check_port_free(host: str, port: int) -> None:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            raise BusnetError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from exc
-
-
 def _check_checkpoint(uri: str) -> str:
     """Load the checkpoint once here: a bad URI fails in a second with one line, not in a replica."""
     from models import load_checkpoint
@@ -146,8 +125,3 @@ def _check_checkpoint(uri: str) -> str:
     del model
     network = config.get("model", {})
     return f"{network.get('variant')}/{network.get('preset')}, input {network.get('input_size')} px"
-
-
-def _last_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__

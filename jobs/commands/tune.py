@@ -28,14 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    from jobs.train.tune import format_table, tune_run
+    from jobs.train.tune import describe, tune_run
 
     outcome = tune_run(from_flags(TrainConfig, args), from_flags(TuneOptions, args))
-    print(format_table(outcome.rows, args.metric))
-    print(f"results: {outcome.results_uri}.csv, {outcome.results_uri}.json")
-    best = outcome.best
-    print(
-        f"best trial {best['trial']} (w1={best['w1']:.3g}, alpha={best['alpha']:.3g}, gamma={best['gamma']:.3g}, "
-        f"{args.metric}={best[args.metric]:.4g}): {outcome.best_uri}"
-    )
+    print(describe(outcome, args.metric))
     return 0

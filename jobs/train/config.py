@@ -48,8 +48,6 @@ class TrainConfig:
         default=2, metadata={"help": "worker group restarts from the last checkpoint before giving up"}
     )
     seed: int = field(default=0, metadata={"help": "random seed"})
-    # Fault injection for tests: when set, the last worker exits hard once in epoch 2, leaving this file.
-    crash_once_marker: str | None = None
 
     def run_name(self) -> str:
         return self.name or time.strftime("run-%Y%m%d-%H%M%S")

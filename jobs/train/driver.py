@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,8 +205,12 @@ def fit(
     storage_uri: str,
     callbacks: list | None = None,
     trial_id: str | None = None,
+    loop: Callable[[LoopConfig], None] | None = None,
 ):
-    """Build the datasets and the TorchTrainer, and run it; returns Ray Train's `Result`."""
+    """Build the datasets and the TorchTrainer, and run it; returns Ray Train's `Result`.
+
+    `loop` is what each worker runs (default `jobs.train.loop.train_loop_per_worker`): tests wrap it
+    to inject faults, so the production loop carries no test hooks."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -228,7 +233,7 @@ def fit(
     fs, path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(
         # The typed config is bound here, not passed as train_loop_config: Ray records that one as a JSON dict.
-        functools.partial(train_loop_per_worker, loop_config(config, prepared, name, trial_id)),
+        functools.partial(loop or train_loop_per_worker, loop_config(config, prepared, name, trial_id)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers, use_gpu=config.gpu, resources_per_worker=resources
         ),
@@ -289,8 +294,8 @@ def publish_checkpoint(checkpoint, uri: str) -> None:
         storage.publish_dir(clean, uri)
 
 
-def train(config: TrainConfig) -> TrainOutcome:
-    """Check, train, publish the best checkpoint; the whole of `busnet train`."""
+def train(config: TrainConfig, loop: Callable[[LoopConfig], None] | None = None) -> TrainOutcome:
+    """Check, train, publish the best checkpoint; the whole of `busnet train` (`loop`: see `fit`)."""
     from jobs.runtime import init_ray
 
     prepared = prepare(config)
@@ -305,7 +310,7 @@ def train(config: TrainConfig) -> TrainOutcome:
         f"{storage.join(config.out, name)}",
         flush=True,
     )
-    result = fit_or_explain(config, prepared, name=name, storage_uri=config.out)
+    result = fit_or_explain(config, prepared, name=name, storage_uri=config.out, loop=loop)
     checkpoint, metrics = best_of(result, config.metric, mode(config.metric))
     best_uri = storage.join(config.out, name, "best")
     publish_checkpoint(checkpoint, best_uri)

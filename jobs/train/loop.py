@@ -14,11 +14,9 @@ when the worker dies within the 2 s in which Ray Train's controller collects a r
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -28,7 +26,6 @@ from jobs.train.state import load_train_state, save_train_state
 from jobs.train.step import train_step
 
 TRAIN_COLUMNS = ["image", "mask", "has_mask", "label"]
-CRASH_EPOCH = 2  # the fault-injection hook (`crash_once_marker`) fires in this epoch
 
 
 def train_loop_per_worker(config: LoopConfig) -> None:
@@ -55,17 +52,16 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     )
     state = {"epoch": 0, "epochs_run": [], "starts": []}
     checkpoint = ray.train.get_checkpoint()
-    optimizer_state_dir = None
-    if checkpoint is not None:
-        optimizer_state_dir = Path(tempfile.mkdtemp(prefix="busnet-resume-"))
-        checkpoint.to_directory(str(optimizer_state_dir))
-        restored, _ = load_checkpoint(str(optimizer_state_dir))
-        model.load_state_dict(restored.state_dict())
-    model = ray.train.torch.prepare_model(model)
-    plain_model = model.module if hasattr(model, "module") else model
-    optimizer = torch.optim.Adam(model.parameters(), lr=run.lr)
-    if optimizer_state_dir is not None:
-        state = load_train_state(optimizer_state_dir, optimizer)
+    with tempfile.TemporaryDirectory(prefix="busnet-resume-") as resume_dir:
+        if checkpoint is not None:
+            checkpoint.to_directory(resume_dir)
+            restored, _ = load_checkpoint(resume_dir)
+            model.load_state_dict(restored.state_dict())
+        model = ray.train.torch.prepare_model(model)
+        plain_model = model.module if hasattr(model, "module") else model
+        optimizer = torch.optim.Adam(model.parameters(), lr=run.lr)
+        if checkpoint is not None:  # the optimizer state goes onto the parameters' device, so after prepare_model
+            state = load_train_state(resume_dir, optimizer)
     first_epoch = state["epoch"] + 1
     state["starts"] = [*state["starts"], first_epoch]
     preprocessing = Preprocessing.from_dict(config.preprocessing)
@@ -103,8 +99,7 @@ def _train_one_epoch(
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=run.batch_size, drop_last=True, device=device
     )
-    for step, batch in enumerate(batches):
-        _maybe_crash(run.crash_once_marker, epoch, step, rank, world)
+    for batch in batches:
         loss = train_step(model, optimizer, augmenter, batch, run.loss)
         loss_sum += float(loss) * len(batch["label"])
         images += len(batch["label"])
@@ -186,31 +181,3 @@ def _print_progress(metrics: dict, epochs: int) -> None:
     parts = [f"{k}={metrics[k]:.4g}" for k in shown if k in metrics]
     sys.stdout.write(f"[busnet train] epoch {metrics['epoch']}/{epochs} " + " ".join(parts) + "\n")
     sys.stdout.flush()
-
-
-def _maybe_crash(marker: str | None, epoch: int, step: int, rank: int, world: int) -> None:
-    """Fault injection for tests: the last rank exits hard once, mid-way into epoch CRASH_EPOCH.
-
-    It first waits until the controller has registered the previous epoch's checkpoint: Ray Train
-    collects reports by polling the workers (every 2 s), so a worker that dies sooner than that after
-    a report also loses that epoch. The test checks the guarantee past that window.
-    """
-    if marker and epoch == CRASH_EPOCH and step == 1 and rank == world - 1 and not os.path.exists(marker):
-        _wait_until_registered(f"epoch-{epoch - 1:04d}")
-        Path(marker).write_text(f"worker of rank {rank} exited in epoch {epoch}\n")
-        os._exit(1)
-
-
-def _wait_until_registered(checkpoint_dir_name: str, timeout_s: float = 120.0) -> None:
-    import ray.train
-
-    storage = ray.train.get_context().get_storage()
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with storage.storage_filesystem.open_input_stream(storage.checkpoint_manager_snapshot_path) as stream:
-                if checkpoint_dir_name in stream.read().decode():
-                    return
-        except FileNotFoundError:
-            pass
-        time.sleep(0.5)

@@ -190,6 +190,17 @@ def format_table(rows: list[dict], metric: str) -> str:
     return "\n".join(lines)
 
 
+def describe(outcome: TuneOutcome, metric: str) -> str:
+    """What `busnet tune` prints at the end: the table, where the results are, the best trial."""
+    best = outcome.best
+    return (
+        f"{format_table(outcome.rows, metric)}\n"
+        f"results: {outcome.results_uri}.csv, {outcome.results_uri}.json\n"
+        f"best trial {best['trial']} (w1={best['w1']:.3g}, alpha={best['alpha']:.3g}, gamma={best['gamma']:.3g}, "
+        f"{metric}={best[metric]:.4g}): {outcome.best_uri}"
+    )
+
+
 def _save_results(rows: list[dict], best: dict, base: TrainConfig, options: TuneOptions, results_uri: str) -> None:
     import csv
 

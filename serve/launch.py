@@ -1,0 +1,57 @@
+"""Start and stop the Serve app the same way for `busnet serve`, the demo and `busnet bench serve`.
+
+Start: Ray (local on 127.0.0.1, or the cluster in RAY_ADDRESS), Serve's HTTP proxy on host:port,
+the app at `/`; a failure is one line. Stop: on a joined cluster only our app goes (the cluster's
+Serve and its other apps keep running); a local Serve is shut down with the process's Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from ray import serve
+
+from jobs.errors import BusnetError
+from serve.app import APP_NAME
+
+
+def check_port(host: str, port: int) -> None:
+    """One clear line when host:port is taken, instead of a proxy that never comes up."""
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise BusnetError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from exc
+
+
+def start_app(app: serve.Application, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME) -> str:
+    """Run `app` (from `serve.app.build_app`) at http://host:port/ and return that URL."""
+    from jobs.runtime import init_ray
+
+    if not os.environ.get("RAY_ADDRESS"):
+        check_port(host, port)  # a joined cluster's proxy may already listen there: that is fine
+    init_ray()
+    serve.start(http_options={"host": host, "port": port})
+    try:
+        serve.run(app, name=name, route_prefix="/", blocking=False)
+    except RuntimeError as exc:
+        raise BusnetError(f"the Serve application did not start: {_last_line(exc)}") from exc
+    return f"http://{host}:{port}"
+
+
+def stop_app(name: str = APP_NAME) -> None:
+    """Undo `start_app`: delete the app on a joined cluster, else shut the local Serve down."""
+    import ray
+
+    if not ray.is_initialized():
+        return  # nothing started (Serve would start a Ray just to find nothing to stop)
+    if os.environ.get("RAY_ADDRESS"):
+        serve.delete(name)
+    else:
+        serve.shutdown()
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__

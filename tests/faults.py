@@ -1,0 +1,96 @@
+"""Test-only fault injection for Ray Train runs: the production worker loop, wrapped so a worker dies.
+
+`jobs.train.driver.train(config, loop=...)` takes the function each worker runs; `crash_once` returns
+one that runs the production `train_loop_per_worker` unchanged and kills a worker from outside it, by
+wrapping the training data shard the loop reads. The production loop carries no test hooks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jobs.train.config import LoopConfig
+
+
+def crash_once(marker: Path, epoch: int = 2) -> Callable[[LoopConfig], None]:
+    """The production loop, except that in a fresh run the last rank exits hard (`os._exit`) at the
+    second training batch of `epoch`, leaving `marker`; the restarted workers see the marker and
+    run the loop untouched."""
+    marker_path = str(marker)
+
+    def loop(config: LoopConfig) -> None:
+        import ray.train
+
+        from jobs.train.loop import train_loop_per_worker
+
+        context = ray.train.get_context()
+        last_rank = context.get_world_rank() == context.get_world_size() - 1
+        if os.path.exists(marker_path) or ray.train.get_checkpoint() is not None or not last_rank:
+            train_loop_per_worker(config)  # epochs counted from 1 below: only a fresh run is armed
+            return
+        original = ray.train.get_dataset_shard
+        epochs = itertools.count(1)  # one training pass over the shard per epoch
+
+        def get_dataset_shard(name: str):
+            shard = original(name)
+            return _DyingShard(shard, epochs, epoch, marker_path) if name == "train" else shard
+
+        ray.train.get_dataset_shard = get_dataset_shard
+        try:
+            train_loop_per_worker(config)
+        finally:
+            ray.train.get_dataset_shard = original
+
+    return loop
+
+
+class _DyingShard:
+    """A worker's training shard whose pass in epoch `dies_in` kills the process at its second batch."""
+
+    def __init__(self, shard, epochs: Iterator[int], dies_in: int, marker: str) -> None:
+        self._shard, self._epochs, self._dies_in, self._marker = shard, epochs, dies_in, marker
+
+    def __getattr__(self, name: str):
+        return getattr(self._shard, name)
+
+    def iter_torch_batches(self, *args, **kwargs) -> Iterator:
+        epoch = next(self._epochs)
+        batches = self._shard.iter_torch_batches(*args, **kwargs)
+        return batches if epoch != self._dies_in else self._dying(batches, epoch)
+
+    def _dying(self, batches: Iterator, epoch: int) -> Iterator:
+        for step, batch in enumerate(batches):
+            if step == 1:
+                _die(epoch, self._marker)
+            yield batch
+
+
+def _die(epoch: int, marker: str) -> None:
+    """Exit hard, once the controller has registered the previous epoch's checkpoint: Ray Train
+    collects reports by polling the workers (every 2 s), so a worker that died sooner after a report
+    would also lose that epoch. The test checks the guarantee past that window."""
+    _wait_until_registered(f"epoch-{epoch - 1:04d}")
+    Path(marker).write_text(f"the last worker exited in epoch {epoch}\n")
+    os._exit(1)
+
+
+def _wait_until_registered(checkpoint_dir_name: str, timeout_s: float = 120.0) -> None:
+    import ray.train
+
+    storage = ray.train.get_context().get_storage()
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with storage.storage_filesystem.open_input_stream(storage.checkpoint_manager_snapshot_path) as stream:
+                if checkpoint_dir_name in stream.read().decode():
+                    return
+        except FileNotFoundError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"Ray Train registered no {checkpoint_dir_name} within {timeout_s:g} s")
