@@ -1,6 +1,6 @@
 """The MT-ESTAN decoder: bottleneck, four Up Blocks, a 1-channel segmentation head.
 
-Translated from the authors' code (REFERENCE.md section 2), with F = the ESTAN widths:
+Translated from the authors' Keras code (MIDA-Lab's public MT-ESTAN), with F = the ESTAN widths:
 - Bottleneck (1/32 -> 1/16): concat(ResNet layer4 output, layer4 first-BN tap[, extra encoder
   maps]) -> 2x2 stride-2 transposed conv to F5 -> concat ESTAN block 5.
 - Up Block at level L (ResNet reduction 2^(L+1); L = 3, 2, 1, 0): concat ResNet stage output ->

@@ -1,6 +1,6 @@
 """The training loss of Hybrid-MT-ESTAN: w1 * focal (classification) + Dice (segmentation).
 
-Forms as the authors' MT-ESTAN code computes them (REFERENCE.md section 1), not the paper's printed
+Forms as the authors' public MT-ESTAN Keras code computes them, not the paper's printed
 focal loss, whose second term has a typo. Everything is computed from logits with `logsigmoid`, so
 logits of +-100 give finite losses and finite gradients. The weights and their defaults are
 `LossWeights` (models/loss_weights.py, torch-free so that the CLI can read them).

@@ -129,7 +129,7 @@ def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 def answer(loaded: LoadedModel, probability: float, mask_prob: np.ndarray | None, height: int, width: int) -> dict:
-    """The JSON answer (DESIGN.md's HTTP contract) for one image."""
+    """The JSON answer (the HTTP API of the top README.md) for one image."""
     label = "malignant" if probability >= loaded.threshold else "benign"
     mask_png, lesion = None, {"area_px": None, "bbox": None}
     if mask_prob is not None:

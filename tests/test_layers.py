@@ -1,6 +1,6 @@
 """The tree is the data flow: imports go down it, never back up, and no module imports itself back.
 
-Layers, lowest first (DESIGN.md "Rules that keep the structure"):
+Layers, lowest first (jobs/README.md draws the same flow):
   shared plumbing (jobs.errors, jobs.storage, jobs.runtime) <- models <- jobs.data <- jobs.train
   <- jobs.evaluate <- serve <- the CLI, its commands, the benchmarks and the demo.
 serve sits above the batch stages only so that nothing below may import it; it may itself use nothing

@@ -34,7 +34,8 @@ from models.metrics import ERROR_RATES, METRICS
 # Validation metrics a run reports: every metric of models.metrics, and the loss.
 VAL_METRICS = (*(f"val_{name}" for name in METRICS), "val_loss")
 LOWER_IS_BETTER = (*(f"val_{name}" for name in ERROR_RATES), "val_loss")
-DATA_CPU_RESERVE = 1.0  # CPUs Ray Data must keep for decoding, or it stalls (REFERENCE.md section 4)
+# CPUs Ray Data must keep for decoding: when the workers reserve every CPU it stalls, backpressured.
+DATA_CPU_RESERVE = 1.0
 # What a checkpoint's lineage records of its run's config (the loss weights flattened beside them).
 HYPERPARAMETERS = (
     "preset",

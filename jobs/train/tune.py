@@ -1,6 +1,6 @@
 """`busnet tune`: Ray Tune over the loss weights w1, alpha, gamma, each trial a full training run.
 
-The Train V2 pattern (REFERENCE.md section 4): a Tune function trainable builds and fits the same
+The Train V2 pattern (Ray 2.60 removed `Tuner(trainer)`): a Tune function trainable builds and fits the same
 `TorchTrainer` as `busnet train` (run folder `<out>/trials/trial-<trial id>/`) with
 `TuneReportCallback`, which forwards every epoch's metrics to Tune plus the checkpoint's storage path
 as `checkpoint_path`. ASHA stops weak trials after `grace_period` epochs. Afterwards the trials'
