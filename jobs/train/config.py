@@ -1,4 +1,4 @@
-"""The typed configs of training and tuning: every default once, the CLI flags generated from them.
+"""The typed configs of training, tuning and cross-validation: every default once, the CLI flags generated from them.
 
 `busnet train` and `busnet tune` build their flags from these fields (`jobs.commands.flags`: the
 metadata holds the help text and choices), the driver checks and runs a `TrainConfig`, and each Ray
@@ -74,3 +74,15 @@ class TuneOptions:
         metadata={"help": "search algorithm; hyperopt needs `pip install hyperopt`", "choices": SEARCHES},
     )
     grace_period: int = field(default=1, metadata={"help": "epochs every trial runs before ASHA may stop it"})
+
+
+@dataclass(frozen=True, kw_only=True)
+class CvOptions:
+    """`busnet cv`'s own options; the rest is the `TrainConfig` every fold trains with."""
+
+    folds: str | None = field(
+        default=None, metadata={"help": "comma-separated folds to run, e.g. 0,2", "unset": "every fold"}
+    )
+    bootstrap: int = field(
+        default=0, metadata={"help": "bootstrap resamples for each fold's 95% intervals; 0 turns them off"}
+    )

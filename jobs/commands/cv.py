@@ -1,0 +1,38 @@
+"""Cross-validate: train and test each fold of the dataset, then report mean +- sd (the paper's protocol).
+
+Fold K trains with `busnet train --fold K` (fold K's own train and validation sides) into
+OUT/NAME/fold-K/ and is tested with `busnet evaluate --fold K --split test` into OUT/NAME/fold-K/eval/.
+On a dataset ingested with --folds-from (the benchmark's predefined folds) each fold has its own test
+images; on drawn folds every fold is tested on the stored test split. Writes OUT/NAME/cv.json (each
+fold's test metrics, their mean and sd, overall and per source) and OUT/NAME/cv.md; folds already
+trained and tested are reused, so running the same command again goes on where it stopped.
+The other flags are those of `busnet train`.
+
+example:
+  busnet cv --data ./busnet-work/dataset --out ./busnet-work/cv --name tiny --epochs 3 --lr 1e-3 \\
+      --input-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from jobs.commands.flags import add_flags, from_flags
+from jobs.errors import BusnetError
+from jobs.train.config import CvOptions, TrainConfig
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_flags(parser, CvOptions)
+    add_flags(parser, TrainConfig, skip=("fold",))  # each fold is one run
+
+
+def run(args: argparse.Namespace) -> int | None:
+    from jobs.evaluate.cv import cross_validate, render
+
+    if args.name is not None and ("/" in args.name or not args.name.strip()):
+        raise BusnetError(f"--name {args.name!r}: use a plain name without '/'")
+    outcome = cross_validate(from_flags(TrainConfig, args), from_flags(CvOptions, args))
+    print(render(outcome.summary))
+    print(f"summary: {outcome.summary_uri}")
+    return 0

@@ -1,0 +1,144 @@
+"""`busnet cv`: k-fold cross-validation, the paper's protocol: train and test each fold, then mean +- sd.
+
+For each fold K the same `TrainConfig` trains with `fold=K` (the fold's own train and validation
+sides, `jobs.data.pipeline.read_rows`) into `<out>/<name>/fold-K/`, and `jobs.evaluate.run.evaluate`
+scores its best checkpoint on fold K's test side into `<out>/<name>/fold-K/eval/`. On a dataset
+ingested with `--folds-from` (the benchmark's predefined folds) each fold has its own test images; on
+drawn folds every fold is tested on the stored test split, so the spread is that of the training runs.
+A fold whose best checkpoint and metrics are already there is reused, so an interrupted run goes on
+where it stopped. The summary (`cv.json`, `cv.md`) has each fold's test metrics and their mean and
+sample standard deviation (ddof 1), overall and per source dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from jobs import storage
+from jobs.errors import BusnetError
+from jobs.train.config import CvOptions, TrainConfig
+from models.metrics import METRICS
+
+
+@dataclass(frozen=True)
+class CvOutcome:
+    summary_uri: str
+    summary: dict
+
+
+def cross_validate(base: TrainConfig, options: CvOptions, say: Callable[[str], None] = print) -> CvOutcome:
+    """Train and test every chosen fold of `base.data`, then summarise; writes cv.json and cv.md."""
+    from jobs.evaluate.run import evaluate
+    from jobs.train.driver import train
+
+    folds = _chosen_folds(base.data, options.folds)
+    root = storage.join(base.out, base.run_name())
+    per_fold = {}
+    for fold in folds:
+        run = dataclasses.replace(base, out=root, name=f"fold-{fold}", fold=fold)
+        best, report = storage.join(root, run.name, "best"), storage.join(root, run.name, "eval")
+        if storage.is_complete(best) and storage.exists(storage.join(report, "metrics.json")):
+            say(f"[busnet cv] fold {fold}: already trained and tested, reusing {report}")
+        else:
+            say(f"[busnet cv] fold {fold}: training -> {storage.join(root, run.name)}")
+            train(run)
+            say(f"[busnet cv] fold {fold}: testing {best}")
+            evaluate(base.data, best, report, split="test", fold=fold, n_bootstrap=options.bootstrap, seed=base.seed)
+        per_fold[fold] = json.loads(storage.read_bytes(storage.join(report, "metrics.json")))
+    summary = summarise(per_fold)
+    summary["config"] = {"train": _plain(base), "folds": folds, "bootstrap": options.bootstrap, "out": root}
+    storage.write_bytes(storage.join(root, "cv.json"), json.dumps(summary, indent=2).encode())
+    storage.write_bytes(storage.join(root, "cv.md"), (render(summary) + "\n").encode())
+    return CvOutcome(summary_uri=storage.join(root, "cv.json"), summary=summary)
+
+
+def summarise(per_fold: dict[int, dict]) -> dict:
+    """Each fold's test metrics (evaluate's metrics.json values) and their mean and sd, by group."""
+    groups = {"overall": {f: m["overall"] for f, m in per_fold.items()}}
+    for fold, metrics in per_fold.items():
+        for source, values in metrics.get("per_source", {}).items():
+            groups.setdefault(source, {})[fold] = values
+    return {
+        "format_version": 1,
+        "folds": sorted(per_fold),
+        "groups": {group: _group_summary(by_fold) for group, by_fold in groups.items()},
+    }
+
+
+def _group_summary(by_fold: dict[int, dict]) -> dict:
+    values = {
+        name: {str(f): _value(g.get(name)) for f, g in sorted(by_fold.items())}
+        for name in METRICS
+        if any(_value(g.get(name)) is not None for g in by_fold.values())
+    }
+    return {
+        "n": {str(f): g.get("n") for f, g in sorted(by_fold.items())},
+        "per_fold": values,
+        "mean": {name: _mean(list(v.values())) for name, v in values.items()},
+        "sd": {name: _sd(list(v.values())) for name, v in values.items()},
+    }
+
+
+def render(summary: dict) -> str:
+    """The overall table: one row per fold, then mean +- sd, metrics in percent (F1 as a fraction)."""
+    overall = summary["groups"]["overall"]
+    names = list(overall["per_fold"])
+    lines = ["| fold | " + " | ".join(n.upper() if n != "f1" else "F1" for n in names) + " |"]
+    lines.append("|---|" + "---:|" * len(names))
+    for fold in summary["folds"]:
+        cells = [_cell(name, overall["per_fold"][name].get(str(fold))) for name in names]
+        lines.append(f"| {fold} | " + " | ".join(cells) + " |")
+    spread = [f"{_cell(n, overall['mean'][n])} +- {_cell(n, overall['sd'][n])}" for n in names]
+    lines.append("| mean +- sd | " + " | ".join(spread) + " |")
+    return "\n".join(lines)
+
+
+def _chosen_folds(data_uri: str, folds: str | None) -> list[int]:
+    """The folds to run, checked against the dataset's before any training starts."""
+    from jobs.data.dataset import read_manifest
+
+    available = int(read_manifest(data_uri).get("params", {}).get("folds") or 0)
+    if available < 2:
+        raise BusnetError(f"{data_uri}: the dataset has {available} folds; ingest it with --folds K (K >= 2)")
+    if folds is None:
+        return list(range(available))
+    try:
+        chosen = sorted({int(part) for part in folds.split(",") if part.strip()})
+    except ValueError as exc:
+        raise BusnetError(f"--folds {folds!r}: expected comma-separated fold numbers such as 0,2") from exc
+    wrong = [f for f in chosen if not 0 <= f < available]
+    if not chosen or wrong:
+        raise BusnetError(f"--folds {folds!r}: the dataset's folds are 0..{available - 1}")
+    return chosen
+
+
+def _value(entry) -> float | None:
+    value = entry.get("value") if isinstance(entry, dict) else entry
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _mean(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return sum(defined) / len(defined) if defined else None
+
+
+def _sd(values: list[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    if len(defined) < 2:
+        return None
+    mean = sum(defined) / len(defined)
+    return math.sqrt(sum((v - mean) ** 2 for v in defined) / (len(defined) - 1))
+
+
+def _cell(name: str, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:.2f}" if name == "f1" else f"{100 * value:.1f}"
+
+
+def _plain(config: TrainConfig) -> dict:
+    return dataclasses.asdict(config)
