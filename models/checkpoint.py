@@ -6,6 +6,8 @@
     metrics.json       what the trainer measured (NaN/inf written as null: strict JSON)
     lineage.json       the caller's lineage + "code_version" and "created_at" (UTC, ISO 8601)
 
+A model record from before a network change (no `network_version`: version 1) is read as the
+network it described (models.presets.upgrade_model_config), so older checkpoints still load.
 `load_checkpoint` trusts nothing: the weights must hash to `weights_sha256`, and the model that
 config.json describes must have exactly the stored keys and shapes. Other files in the directory
 (e.g. the trainer's optimizer state) are ignored.
@@ -33,6 +35,7 @@ from torch import nn
 from jobs import storage
 from models.network import build_model
 from models.preprocess import Preprocessing
+from models.presets import upgrade_model_config
 
 FORMAT_VERSION = 1
 CLASS_NAMES = ["benign", "malignant"]
@@ -140,8 +143,8 @@ def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[
             f"{where(WEIGHTS)}: sha256 {digest} differs from weights_sha256 "
             f"{config['weights_sha256']} in config.json: the weights were altered or corrupted"
         )
-    spec = config["model"]
-    try:
+    try:  # a record from before a network change describes its network in today's terms
+        spec = config["model"] = upgrade_model_config(config["model"])
         model = build_model(spec["preset"], spec["variant"], **spec.get("overrides", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where(CONFIG)}: cannot rebuild the model it describes: {exc}") from exc

@@ -9,11 +9,14 @@ Translated from the authors' Keras code (MIDA-Lab's public MT-ESTAN), with F = t
   authors, also up-samples the stem conv tap into its last 3x3 conv.
 Decoder convs are ReLU without BatchNorm. The concatenation that feeds Up Block 1 is also what the
 authors' classifier pools; it is returned as `class_map`.
+Other encoders' maps (`extra_channels`, by level) join where the ResNet stage output of their
+resolution joins: at the bottleneck (level 4, 1/32) beside layer4 and its tap, at an Up Block
+beside the stage output, before its first 3x3 conv. `class_map` stays the authors' concatenation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -50,19 +53,26 @@ class UpBlock(nn.Module):
 
 
 class MTEstanDecoder(nn.Module):
-    """Segmentation branch. `extra_bottleneck_channels`: other encoders' 1/32 maps joined at the bottleneck."""
+    """Segmentation branch. `extra_channels` {level: channels}: other encoders' maps joined at that level.
+
+    Levels are the ResNet's (0..4 = reductions 2..32); level 4 is the bottleneck.
+    """
 
     def __init__(
         self,
         stage_channels: tuple[int, ...],
         tap_channels: tuple[int, ...],
         estan_widths: tuple[int, ...],
-        extra_bottleneck_channels: int = 0,
+        extra_channels: Mapping[int, int] | None = None,
     ):
         super().__init__()
+        extra = dict(extra_channels or {})
         bottom = len(estan_widths) - 1
+        if not set(extra) <= set(range(1, bottom + 1)):
+            raise ValueError(f"extra maps can join at levels 1..{bottom}, got {sorted(extra)}")
+        self.extra_levels = tuple(sorted(extra))
         self.bottleneck_up = up2x(
-            stage_channels[bottom] + tap_channels[bottom] + extra_bottleneck_channels, estan_widths[bottom]
+            stage_channels[bottom] + tap_channels[bottom] + extra.get(bottom, 0), estan_widths[bottom]
         )
         blocks = []
         x_channels = 2 * estan_widths[bottom]
@@ -70,7 +80,7 @@ class MTEstanDecoder(nn.Module):
             stem = level == 0
             blocks.append(
                 UpBlock(
-                    x_channels + stage_channels[level],
+                    x_channels + stage_channels[level] + extra.get(level, 0),
                     tap_channels[level],
                     estan_widths[level],
                     estan_widths[level],
@@ -84,16 +94,21 @@ class MTEstanDecoder(nn.Module):
         self.class_channels = 2 * estan_widths[bottom] + stage_channels[bottom - 1]
 
     def forward(
-        self, cnn: CnnFeatures, extra_bottleneck: Sequence[torch.Tensor] = ()
+        self, cnn: CnnFeatures, extra: Mapping[int, torch.Tensor] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (mask logits [B, 1, S, S], class_map = the input of Up Block 1)."""
+        """Returns (mask logits [B, 1, S, S], class_map = the authors' input of Up Block 1).
+
+        `extra` {level: map}: the levels given as `extra_channels` at construction (`extra_levels`).
+        """
+        extra = extra or {}
         bottom = len(self.up_blocks)
-        x = self.bottleneck_up(torch.cat([cnn.stages[bottom], cnn.taps[bottom], *extra_bottleneck], dim=1))
-        x = torch.cat([x, cnn.estan[bottom]], dim=1)
+        joined = [cnn.stages[bottom], cnn.taps[bottom], *([extra[bottom]] if bottom in extra else [])]
+        x = torch.cat([self.bottleneck_up(torch.cat(joined, dim=1)), cnn.estan[bottom]], dim=1)
         class_map = None
         for block, level in zip(self.up_blocks, reversed(range(bottom))):
-            joined = torch.cat([x, cnn.stages[level]], dim=1)
+            authors = torch.cat([x, cnn.stages[level]], dim=1)
             if class_map is None:
-                class_map = joined
+                class_map = authors
+            joined = torch.cat([authors, extra[level]], dim=1) if level in extra else authors
             x = block(joined, cnn.taps[level], cnn.estan[level])
         return self.head(x), class_map

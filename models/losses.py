@@ -72,8 +72,8 @@ def multitask_loss(
     and gamma from `weights`.
 
     The Dice term uses only the images whose `has_mask` (bool [B]; None = all) is True, and is
-    skipped when the model has no mask head (`mask_logits` is None: the swin variant) or no image
-    in the batch has a mask.
+    skipped when the model has no mask head (`mask_logits` is None: the `swin` and `swin_aaa`
+    classifiers) or no image in the batch has a mask.
     """
     logits = outputs["logits"]
     focal = focal_loss(logits, labels, alpha=weights.alpha, gamma=weights.gamma)

@@ -1,21 +1,26 @@
 """Hybrid-MT-ESTAN and its ablation variants, built from a preset: `build_model(preset, variant, **overrides)`.
 
-Fusion of the two encoders (the paper does not publish it; this is our choice):
-the Swin+AAA encoder's last map (1/32 of the input, 1024 channels at the paper preset: 8x8 at
-256 px) is concatenated into the MT-ESTAN bottleneck beside ResNet layer4's output (2048) and its
-first-BN tap (512), before the bottleneck's 2x up-sampling; and its global average pool is
-concatenated to the classifier's input beside the authors' pooled Up-Block-1 input. Why:
-- the paper gives the decoder skips from MT-ESTAN blocks 1-4 only, so Swin features can enter the
-  segmentation branch only at the bottom; 1/32 is where both encoders already share a resolution,
-  and the authors' bottleneck is itself a concatenation of ResNet maps: adding one more keeps every
-  MT-ESTAN connection as the authors wrote it (the `mt_estan` variant is their network exactly);
-- the transformer is there for global context, which matters most to classification, the primary
-  task: a direct pooled path keeps it from being squeezed through one 2x2 transposed conv;
-- the ablation variants then differ only by which encoder is present, through one code path.
+Variants (models.presets.VARIANT_PARTS), named by what they are: `hybrid` (MT-ESTAN + Swin V2 with
+AAA blocks: Table 3 "Ours"), `hybrid_noaaa` ("MT-ESTAN + Swin Trans."), `mt_estan` ("MT-ESTAN", the
+authors' network exactly), `swin` (a plain Swin V2 classifier: "Swin Trans."), `swin_aaa` (Swin V2
+with AAA blocks as a classifier; not in the paper). The classification-only variants pool the last
+Swin map into the same dense head, so Table 3's rows differ only by their encoders; their
+`mask_logits` is None. The input is expected normalised already (models.preprocess).
 
-Variants (paper Table 3): `hybrid` (full), `hybrid_noaaa` (Swin without AAA blocks), `mt_estan`
-(CNN only), `swin` (Swin+AAA only, classification only: `mask_logits` is None).
-The input is expected normalised already (models.preprocess); nothing here re-normalises.
+Fusion of the two encoders (the paper does not publish it), preset field `fusion`:
+- "multiscale" (default): Swin stage i joins the decoder at its resolution (1/4, 1/8, 1/16: the Up
+  Blocks' concatenation with the ResNet stage output of that size; 1/32: the bottleneck). The paper's
+  conclusion reads "Hybrid-MT-ESTAN ... alleviates the lack of global contextual information in the
+  low-level layers of CNN-based approaches" and "exploits multi-scale local patterns and global
+  long-range dependencies provided by MT-ESTAN and AAA Transformer blocks": the Swin's context has
+  to reach the high-resolution layers, and every stage's AAA output is used. Section 2.3's "four
+  skip connections from the MT-ESTAN encoder, i.e., ... from each MT-ESTAN block 1 to 4" stays as
+  written: the Swin maps join beside the ResNet maps, not in place of an ESTAN skip.
+- "bottleneck": only the last Swin map (1/32) joins, at the bottleneck beside ResNet layer4's output
+  and its first-BN tap (busnet before issue 13): every MT-ESTAN connection as the authors wrote it.
+In both, the last Swin map's global average pool is also concatenated to the classifier's input
+beside the authors' pooled Up-Block-1 input: the transformer is there for global context, which
+matters most to classification, the primary task.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from models.cnn_encoder import MTEstanEncoder, ResNetTaps
 from models.decoder import MTEstanDecoder
 from models.estan import EstanEncoder
 from models.heads import ClassificationHead
-from models.presets import PRESETS, VARIANTS, NetworkPreset, resolve_preset
+from models.presets import NETWORK_VERSION, PRESETS, VARIANT_PARTS, VARIANTS, NetworkPreset, resolve_preset
 from models.pretrained import load_weights
 from models.swin_aaa import SwinAAAEncoder
 
@@ -42,29 +47,37 @@ __all__ = ["PRESETS", "VARIANTS", "HybridMTEstan", "build_model"]
 
 
 class HybridMTEstan(nn.Module):
-    """MT-ESTAN encoder + Swin+AAA encoder -> MT-ESTAN decoder (masks) and dense head (malignancy)."""
+    """MT-ESTAN encoder + Swin V2 (+AAA) encoder -> MT-ESTAN decoder (masks) and dense head (malignancy)."""
 
     def __init__(self, preset: NetworkPreset, variant: str):
         super().__init__()
-        uses_cnn, uses_swin = variant != "swin", variant != "mt_estan"
+        parts = VARIANT_PARTS[variant]
         self.input_size = preset.input_size
         self.cnn = self.swin = self.decoder = None
-        swin_channels = 0
-        if uses_swin:
+        self.swin_levels: dict[int, int] = {}  # Swin stage index -> decoder level it joins
+        head_inputs = 0
+        if parts.swin:
             self.swin = SwinAAAEncoder(
                 preset.swin,
                 preset.input_size,
                 preset.swin_window,
-                use_aaa=variant != "hybrid_noaaa",
+                aaa_placement=preset.aaa_placement if parts.aaa else None,
+                aaa_gate=preset.aaa_gate,
                 **preset.swin_kwargs(),
             )
-            swin_channels = self.swin.out_channels[-1]
-        head_inputs = swin_channels
-        if uses_cnn:
+            head_inputs += self.swin.out_channels[-1]
+        if parts.cnn:
             resnet = ResNetTaps(preset.resnet, **preset.resnet_kwargs())
             self.cnn = MTEstanEncoder(resnet, EstanEncoder(preset.estan_widths))
+            if self.swin is not None:
+                stages = range(len(self.swin.reductions))
+                joined = stages if preset.fusion == "multiscale" else stages[-1:]
+                self.swin_levels = {i: resnet.reductions.index(self.swin.reductions[i]) for i in joined}
             self.decoder = MTEstanDecoder(
-                resnet.stage_channels, resnet.tap_channels, preset.estan_widths, extra_bottleneck_channels=swin_channels
+                resnet.stage_channels,
+                resnet.tap_channels,
+                preset.estan_widths,
+                extra_channels={level: self.swin.out_channels[i] for i, level in self.swin_levels.items()},
             )
             head_inputs += self.decoder.class_channels
         self.head = ClassificationHead(head_inputs, preset.head_widths, preset.dropout)
@@ -75,12 +88,13 @@ class HybridMTEstan(nn.Module):
         size = self.input_size
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[2] != size or x.shape[3] != size:
             raise ValueError(f"expected input [B, 3, {size}, {size}], got {list(x.shape)}")
-        swin_maps = self.swin(x)[-1:] if self.swin is not None else []
+        swin_maps = self.swin(x) if self.swin is not None else []
         pooled, mask_logits = [], None
         if self.cnn is not None:
-            mask_logits, class_map = self.decoder(self.cnn(x), swin_maps)
+            extra = {level: swin_maps[i] for i, level in self.swin_levels.items()}
+            mask_logits, class_map = self.decoder(self.cnn(x), extra)
             pooled.append(class_map)
-        return {"logits": self.head(pooled + swin_maps), "mask_logits": mask_logits}
+        return {"logits": self.head(pooled + swin_maps[-1:]), "mask_logits": mask_logits}
 
 
 def build_model(
@@ -98,17 +112,23 @@ def build_model(
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    uses_cnn, uses_swin = variant != "swin", variant != "mt_estan"
+    parts = VARIANT_PARTS[variant]
     for option, uri, present, component in (
-        ("pretrained_cnn", pretrained_cnn, uses_cnn, "ResNet"),
-        ("pretrained_swin", pretrained_swin, uses_swin, "Swin"),
+        ("pretrained_cnn", pretrained_cnn, parts.cnn, "ResNet"),
+        ("pretrained_swin", pretrained_swin, parts.swin, "Swin"),
     ):
         if uri is not None and not present:
             raise ValueError(f"{option} was given, but variant {variant!r} has no {component}")
     config, json_overrides = resolve_preset(preset, overrides)
-    config.validate(cnn=uses_cnn, swin=uses_swin)
+    config.validate(parts)
     model = HybridMTEstan(config, variant)
-    model.config = {"preset": preset, "variant": variant, "overrides": json_overrides, "input_size": config.input_size}
+    model.config = {
+        "preset": preset,
+        "variant": variant,
+        "overrides": json_overrides,
+        "input_size": config.input_size,
+        "network_version": NETWORK_VERSION,
+    }
     _load_encoders(model, preset, pretrained_cnn, pretrained_swin)
     return model
 

@@ -6,6 +6,10 @@ are exactly the timm architectures whose published weight files load into them.
 
 The preset and variant names here are the one list the CLI offers; this module imports neither
 torch nor timm until a preset is validated, so `busnet --help` can read them instantly.
+
+The three architecture options the paper leaves open (`aaa_placement`, `aaa_gate`, `fusion`) are
+fields here too, so a checkpoint's config.json records them; their defaults are our most faithful
+reading of the paper, argued where each is built (models.swin_aaa, models.network).
 """
 
 from __future__ import annotations
@@ -16,8 +20,34 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512)  # ESTAN blocks 1-5 as the authors built them
-VARIANTS = ("hybrid", "hybrid_noaaa", "mt_estan", "swin")  # paper Table 3 (models.network)
 CNN_REDUCTION = 32  # ResNet layer4 (1/32) meets ESTAN block 5 (1/16) after one 2x up-sampling
+AAA_PLACEMENTS = ("block_pair", "stage")  # after each W-MSA/SW-MSA block pair (eq. 5) | after each stage
+AAA_GATES = ("channel", "spatial")  # sigmoid gate as wide as the map | one map shared by all channels
+FUSIONS = ("multiscale", "bottleneck")  # Swin stage i joins the decoder at its resolution | only at 1/32
+
+
+@dataclass(frozen=True)
+class VariantParts:
+    """What a variant is made of: the MT-ESTAN CNN (and so the decoder), the Swin V2 encoder, AAA blocks."""
+
+    cnn: bool
+    swin: bool
+    aaa: bool
+
+
+VARIANT_PARTS = {  # named by what they are; the paper's Table 3 rows first
+    "hybrid": VariantParts(cnn=True, swin=True, aaa=True),  # "Ours": Hybrid-MT-ESTAN
+    "hybrid_noaaa": VariantParts(cnn=True, swin=True, aaa=False),  # "MT-ESTAN + Swin Trans."
+    "mt_estan": VariantParts(cnn=True, swin=False, aaa=False),  # "MT-ESTAN": the authors' network exactly
+    "swin": VariantParts(cnn=False, swin=True, aaa=False),  # "Swin Trans.": plain Swin V2 classifier
+    "swin_aaa": VariantParts(cnn=False, swin=True, aaa=True),  # not in the paper: Swin V2 + AAA classifier
+}
+VARIANTS = tuple(VARIANT_PARTS)
+
+# config.json's model record: version 2 added the options above and renamed the Swin+AAA classifier
+# `swin_aaa` (version 1 called it `swin`); a record without `network_version` is version 1.
+NETWORK_VERSION = 2
+VERSION_1 = {"aaa_placement": "stage", "aaa_gate": "channel", "fusion": "bottleneck"}
 
 
 @dataclass(frozen=True)
@@ -36,6 +66,9 @@ class NetworkPreset:
     estan_widths: tuple[int, ...] = PAPER_WIDTHS  # ESTAN blocks 1-5; the decoder's widths too
     head_widths: tuple[int, ...] = (512, 128)  # the two hidden dense layers
     dropout: float = 0.5
+    aaa_placement: str = "block_pair"  # AAA_PLACEMENTS
+    aaa_gate: str = "channel"  # AAA_GATES
+    fusion: str = "multiscale"  # FUSIONS
 
     def resnet_kwargs(self) -> dict[str, Any]:
         return _given(layers=self.resnet_layers, channels=self.resnet_channels)
@@ -43,10 +76,14 @@ class NetworkPreset:
     def swin_kwargs(self) -> dict[str, Any]:
         return _given(embed_dim=self.swin_embed_dim, depths=self.swin_depths, num_heads=self.swin_heads)
 
-    def validate(self, *, cnn: bool, swin: bool) -> None:
-        """Raise ValueError naming the first field that cannot work for a network with these encoders."""
+    def validate(self, parts: VariantParts) -> None:
+        """Raise ValueError naming the first field that cannot work for a network made of these parts."""
         from models.swin_aaa import NUM_STAGES, window_tiling_problem
 
+        for name, allowed in (("aaa_placement", AAA_PLACEMENTS), ("aaa_gate", AAA_GATES), ("fusion", FUSIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
+        cnn, swin = parts.cnn, parts.swin
         if cnn and _timm_family(self.resnet) != "resnet":
             raise ValueError(f"resnet={self.resnet!r} is not a timm ResNet (e.g. resnet50, resnet26)")
         if swin and _timm_family(self.swin) != "swin_transformer_v2":
@@ -58,7 +95,7 @@ class NetworkPreset:
                 f"input_size {self.input_size} is not a multiple of {CNN_REDUCTION} "
                 f"(the ResNet's deepest stage is 1/{CNN_REDUCTION} of the input)"
             )
-        if swin and (problem := window_tiling_problem(self.input_size, self.swin_window)):
+        if swin and (problem := window_tiling_problem(self.input_size, self.swin_window, aaa=parts.aaa)):
             raise ValueError(f"{problem}; pick another input_size or swin_window")
         lengths = {
             "estan_widths": 5,
@@ -121,6 +158,23 @@ def resolve_preset(name: str, overrides: Mapping[str, Any]) -> tuple[NetworkPres
     clean = {key: _coerce(key, value, hints[key]) for key, value in overrides.items()}
     json_ready = {key: list(value) if isinstance(value, tuple) else value for key, value in clean.items()}
     return replace(PRESETS[name], **clean), json_ready
+
+
+def upgrade_model_config(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model record as `build_model` reads it now, describing the same network.
+
+    Version 1 records (no `network_version`) get the options' version-1 values under their own
+    overrides, and their `swin` (then Swin+AAA) becomes `swin_aaa`; the weights' keys are unchanged.
+    """
+    spec = dict(spec)
+    version = spec.get("network_version", 1)
+    if version not in (1, NETWORK_VERSION):
+        raise ValueError(f"network_version {version!r} is not one this busnet reads (1, {NETWORK_VERSION})")
+    if version == 1:
+        spec["variant"] = "swin_aaa" if spec.get("variant") == "swin" else spec.get("variant")
+        spec["overrides"] = {**VERSION_1, **spec.get("overrides", {})}
+        spec["network_version"] = NETWORK_VERSION
+    return spec
 
 
 def _timm_family(name: str) -> str | None:

@@ -141,6 +141,25 @@ def test_ddp_wrapped_model_is_unwrapped(tiny_models, tmp_path, monkeypatch):
     _same_outputs(tiny_models["swin"], loaded)
 
 
+@pytest.mark.parametrize(("old_variant", "variant"), [("hybrid", "hybrid"), ("swin", "swin_aaa")])
+def test_checkpoints_from_before_the_network_options_load_as_the_network_they_were(tmp_path, old_variant, variant):
+    """A version-1 record (no network_version; `swin` then meant Swin+AAA) rebuilds that network, weights and all."""
+    torch.manual_seed(0)
+    old_network = {"aaa_placement": "stage", "aaa_gate": "channel", "fusion": "bottleneck"}
+    model = build_model("tiny", variant, **old_network).eval()
+    directory = save_checkpoint(model, tmp_path / "old")
+    path = directory / "config.json"
+    config = json.loads(path.read_text())
+    config["model"] = {"preset": "tiny", "variant": old_variant, "overrides": {}, "input_size": 64}
+    path.write_text(json.dumps(config))
+    loaded, config = load_checkpoint(str(directory))
+    _same_outputs(model, loaded)
+    assert config["model"] == {**model.config, "overrides": old_network}
+    _edit_config(directory, network_version=3)
+    with pytest.raises(ValueError, match=r"config\.json: cannot rebuild .*network_version 3"):
+        load_checkpoint(str(directory))
+
+
 def test_tampered_weights_are_refused(swin_checkpoint, tmp_path):
     directory = _copy(swin_checkpoint, tmp_path)
     weights = bytearray((directory / "model.safetensors").read_bytes())
@@ -155,7 +174,7 @@ def test_weights_of_another_model_are_refused(swin_checkpoint, tmp_path):
     _edit_config(directory, overrides={"head_widths": [32, 16]})
     with pytest.raises(ValueError, match=r"model\.safetensors does not fit .* shape mismatch\(es\).*head"):
         load_checkpoint(str(directory))
-    _edit_config(directory, variant="hybrid_noaaa", overrides={})
+    _edit_config(directory, variant="mt_estan", overrides={})
     with pytest.raises(ValueError, match=r"key\(s\) missing from the weights \(cnn\..*unexpected key\(s\)"):
         load_checkpoint(str(directory))
     _edit_config(directory, preset="huge")

@@ -15,6 +15,7 @@ import torch
 
 from models import summary
 from models.network import PRESETS, VARIANTS, build_model
+from models.presets import VARIANT_PARTS
 from models.swin_aaa import window_tiling_problem
 
 BIG_PRESETS = ("paper", "small")
@@ -57,7 +58,7 @@ def check_outputs(model, outputs, batch: int) -> None:
 def test_tiny_forward_backward_reaches_every_parameter(variant):
     torch.manual_seed(0)
     model = build_model("tiny", variant)
-    assert model.input_size == 64 and model.has_segmentation == (variant != "swin")
+    assert model.input_size == 64 and model.has_segmentation == VARIANT_PARTS[variant].cnn
     outputs = model(torch.randn(4, 3, 64, 64))
     check_outputs(model, outputs, batch=4)
     loss = outputs["logits"].square().mean()
@@ -86,7 +87,8 @@ def test_big_presets_build_and_wire_up(meta_model, preset, variant):
     with torch.device("meta"):
         outputs = model(torch.empty(2, 3, 256, 256))
     check_outputs(model, outputs, batch=2)
-    assert (model.cnn is not None) == (variant != "swin") and (model.swin is not None) == (variant != "mt_estan")
+    parts = VARIANT_PARTS[variant]
+    assert (model.cnn is not None) == parts.cnn and (model.swin is not None) == parts.swin
 
 
 @pytest.mark.parametrize("preset", ["tiny", *BIG_PRESETS])
@@ -109,7 +111,13 @@ def test_encoders_honour_their_channels_and_reductions(meta_model, preset):
 
 
 def test_paper_preset_runs_one_forward_pass_on_cpu(paper_hybrid):
-    assert paper_hybrid.config == {"preset": "paper", "variant": "hybrid", "overrides": {}, "input_size": 256}
+    assert paper_hybrid.config == {
+        "preset": "paper",
+        "variant": "hybrid",
+        "overrides": {},
+        "input_size": 256,
+        "network_version": 2,
+    }
     paper_hybrid.eval()
     with torch.no_grad():
         outputs = paper_hybrid(torch.randn(1, 3, 256, 256))
@@ -128,16 +136,33 @@ def test_paper_widths_are_the_authors(meta_model):
     assert [m.out_features for m in model.head.mlp if isinstance(m, torch.nn.Linear)] == [512, 128, 1]
 
 
-def test_summary_prints_a_table_per_component(capsys, paper_hybrid):
+def test_summary_prints_every_variant_per_component(capsys, paper_hybrid):
     assert summary.main(["--preset", "paper"]) == 0
-    out = capsys.readouterr().out
-    rows = {line[:16].strip(): line[16:30].strip() for line in out.splitlines()[2:]}
-    assert list(rows) == ["ResNet", "ESTAN", "Swin+AAA", "of which AAA", "decoder", "heads", "total"]
-    counts = {name: int(value.replace(",", "")) for name, value in rows.items()}
-    assert counts["total"] == sum(p.numel() for p in paper_hybrid.parameters())
-    parts = ("ResNet", "ESTAN", "Swin+AAA", "decoder", "heads")
-    assert sum(counts[name] for name in parts) == counts["total"]
-    assert counts["ResNet"] == 23_508_032  # timm resnet50 without its classifier
+    lines = capsys.readouterr().out.splitlines()
+    assert "aaa_placement=block_pair aaa_gate=channel fusion=multiscale" in lines[0]
+    assert lines[1].split() == ["component", *VARIANTS]
+    table = {line[:12].strip(): line[12:].split() for line in lines[2:]}
+    assert list(table) == ["ResNet", "ESTAN", "Swin", "AAA", "decoder", "heads", "total", "AAA blocks"]
+    counts = {
+        name: {variant: 0 if cell == "-" else int(cell.replace(",", "")) for variant, cell in zip(VARIANTS, cells)}
+        for name, cells in table.items()
+    }
+    assert counts["total"]["hybrid"] == sum(p.numel() for p in paper_hybrid.parameters())
+    parts = ("ResNet", "ESTAN", "Swin", "AAA", "decoder", "heads")
+    for variant in VARIANTS:
+        assert sum(counts[name][variant] for name in parts) == counts["total"][variant]
+    assert counts["ResNet"]["hybrid"] == 23_508_032  # timm resnet50 without its classifier
+    assert counts["AAA"]["swin"] == counts["AAA"]["hybrid_noaaa"] == 0
+    assert counts["AAA blocks"] == {"hybrid": 12, "hybrid_noaaa": 0, "mt_estan": 0, "swin": 0, "swin_aaa": 12}
+
+
+def test_summary_takes_the_architecture_options(capsys):
+    """The busnet-before-issue-13 options give that network's parameter counts back."""
+    old_options = ["--aaa-placement", "stage", "--fusion", "bottleneck"]
+    assert summary.main(["--preset", "paper", "--variant", "hybrid", *old_options]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["component", "hybrid"]
+    assert lines[-2].split() == ["total", "181,626,170"] and lines[-1].split() == ["AAA", "blocks", "4"]
 
 
 def test_config_is_json_and_rebuilds_the_same_network():
@@ -175,6 +200,10 @@ def test_random_init_is_said_out_loud(caplog):
         ({"resnet_layers": [0, 1, 1, 1]}, "resnet_layers needs 4 positive values, got [0, 1, 1, 1]"),
         ({"swin_embed_dim": 10, "swin_heads": (3, 3, 3, 3)}, "Swin stage 1: 10 channels do not split into 3 heads"),
         ({"dropout": 1.0}, "dropout must be in [0, 1)"),
+        ({"aaa_placement": "block"}, "aaa_placement='block': choose one of block_pair, stage"),
+        ({"aaa_gate": "pixel"}, "aaa_gate='pixel': choose one of channel, spatial"),
+        ({"fusion": "late"}, "fusion='late': choose one of multiscale, bottleneck"),
+        ({"variant": "swin", "input_size": 96}, "Swin stage 3"),  # plain Swin: 32 divides 96, 4 does not tile 6
         ({"resnet": "vit_base_patch16_224"}, "resnet='vit_base_patch16_224' is not a timm ResNet"),
         (
             {"variant": "swin", "swin": "swinv2_cr_tiny_224"},
@@ -204,4 +233,4 @@ def test_wrong_input_shape_is_refused():
 
 def test_presets_are_the_documented_three():
     assert list(PRESETS) == ["tiny", "small", "paper"]  # smallest first, as the CLI lists them
-    assert VARIANTS == ("hybrid", "hybrid_noaaa", "mt_estan", "swin")
+    assert VARIANTS == ("hybrid", "hybrid_noaaa", "mt_estan", "swin", "swin_aaa")
