@@ -173,7 +173,7 @@ def _notes(metrics: dict, has_branch: bool) -> list[str]:
         "F1, AUC (hard, paper), FNR and FPR depend on the threshold; ROC-AUC, DSC and JI do not.",
     ]
     if not has_branch:
-        notes.append("DSC and JI are not reported: the swin variant has no segmentation branch.")
+        notes.append("DSC and JI are not reported: this classifier-only variant has no segmentation branch.")
     elif segmentation["evaluated"]:
         notes.append(
             f"DSC and JI are per-image means over the images with a ground-truth mask, scored at the "

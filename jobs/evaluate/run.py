@@ -261,7 +261,7 @@ def _what_was_evaluated(data_uri: str, checkpoint_uri: str, split: str, fold: in
 
 def _segmentation_status(predictions: Predictions, has_segmentation: bool) -> dict:
     if not has_segmentation:
-        reason = "not applicable: the swin variant has no segmentation branch"
+        reason = "not applicable: this classifier-only variant has no segmentation branch"
     elif not predictions.has_mask.any():
         reason = "n/a: no image of this split has a ground-truth mask"
     else:
@@ -291,7 +291,7 @@ def _group_metrics(
     per_image = {}
     segmentation_note = None
     if not has_segmentation:
-        segmentation_note = "not applicable (swin variant)"
+        segmentation_note = "not applicable (classifier-only variant)"
     elif not with_mask.any():
         segmentation_note = "n/a (no ground-truth masks)"
     else:
