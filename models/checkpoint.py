@@ -142,7 +142,7 @@ def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[
         )
     spec = config["model"]
     try:
-        model = build_model(spec["preset"], spec["variant"], **spec.get("overrides", {}))
+        model = build_model(spec["preset"], spec["variant"], backbone=spec.get("backbone"), **spec.get("overrides", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where(CONFIG)}: cannot rebuild the model it describes: {exc}") from exc
     try:

@@ -17,6 +17,17 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512)  # ESTAN blocks 1-5 as the authors built them
 VARIANTS = ("hybrid", "hybrid_noaaa", "mt_estan", "swin")  # paper Table 3 (models.network)
+BASELINE = "baseline"  # a Table 2 baseline: a classification-only timm model (models.baseline)
+# Table 2's baselines that timm has (MobileNet is its v1; resnet50 and vgg16 are the usual references).
+BASELINES = (
+    "densenet121",
+    "mobilenetv1_100",
+    "mobilenetv2_100",
+    "resnet50",
+    "vgg16",
+    "vit_base_patch16_224",
+    "swinv2_base_window8_256",
+)
 CNN_REDUCTION = 32  # ResNet layer4 (1/32) meets ESTAN block 5 (1/16) after one 2x up-sampling
 
 

@@ -21,7 +21,7 @@ from jobs.cli import build_parser
 from jobs.commands.flags import from_flags, show
 from jobs.train.config import SEARCHES, TrainConfig, TuneOptions
 from models.loss_weights import SEARCH_RANGES, LossWeights
-from models.presets import PRESETS, VARIANTS
+from models.presets import BASELINE, PRESETS, VARIANTS
 
 
 def _subparser(*names: str):
@@ -97,7 +97,7 @@ def test_train_flags_are_the_config_fields_with_their_defaults_and_choices():
         else:
             assert field.name not in parsed  # test-only fields are no flags
     actions = {a.dest: a for a in train._actions}
-    assert actions["preset"].choices == tuple(PRESETS) and actions["variant"].choices == VARIANTS
+    assert actions["preset"].choices == tuple(PRESETS) and actions["variant"].choices == (*VARIANTS, BASELINE)
     assert actions["data"].required and actions["out"].required
     assert float(_shown_default(train, "--lr")) == TrainConfig.lr
     assert (show(1e-05), show(3.0), show(0.25), show(30)) == ("1e-5", "3", "0.25", "30")
