@@ -1,4 +1,4 @@
-"""The typed configs of training, tuning and cross-validation: every default once, the CLI flags generated from them.
+"""Typed configs of training, tuning, cross-validation and ablation: every default once, the CLI flags from them.
 
 `busnet train` and `busnet tune` build their flags from these fields (`jobs.commands.flags`: the
 metadata holds the help text and choices), the driver checks and runs a `TrainConfig`, and each Ray
@@ -99,4 +99,14 @@ class CvOptions:
     )
     bootstrap: int = field(
         default=0, metadata={"help": "bootstrap resamples for each fold's 95% intervals; 0 turns them off"}
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AblationOptions:
+    """`busnet ablation`'s own options; with `CvOptions` and the `TrainConfig` every variant shares."""
+
+    variants: str = field(
+        default=",".join(VARIANTS),
+        metadata={"help": f"comma-separated variants to compare; {BASELINE}:<timm name> adds a Table 2 baseline"},
     )
