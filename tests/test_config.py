@@ -160,3 +160,14 @@ def test_metric_names_come_from_models_metrics():
     assert tuple(k for k, _ in COLUMNS) == METRICS
     assert (*(f"val_{k}" for k in METRICS), "val_loss") == VAL_METRICS
     assert set(TABLE_METRICS) < set(VAL_METRICS) and TrainConfig.metric in VAL_METRICS
+
+
+def test_ablation_flags_are_cvs_without_what_each_variant_sets():
+    from jobs.train.config import AblationOptions, CvOptions
+
+    ablation = _subparser("ablation")
+    args = ablation.parse_args(["--data", "d", "--out", "o"])
+    assert not {"name", "variant", "backbone", "fold"} & set(vars(args))
+    assert args.variants == AblationOptions().variants == ",".join(VARIANTS)
+    assert from_flags(TrainConfig, args) == TrainConfig(data="d", out="o")
+    assert from_flags(CvOptions, args) == CvOptions()
