@@ -17,6 +17,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_scor
 
 from jobs.cli import main
 from jobs.evaluate.intervals import case_weights, classification_replicates, confidence_intervals, weighted_auc
+from models.metrics import CLASSIFICATION_METRICS, METRICS
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -30,10 +31,12 @@ def test_unit_weights_give_the_scikit_learn_metrics():
     probs = np.round(rng.random(200), 2)  # rounded: many ties, which AUC must count as one half
     got = {k: v[0] for k, v in classification_replicates(labels, probs, 0.4, np.ones((1, 200))).items()}
     predicted = probs >= 0.4
+    assert tuple(got) == CLASSIFICATION_METRICS
     assert got["acc"] == pytest.approx(accuracy_score(labels, predicted))
     assert got["sens"] == pytest.approx(recall_score(labels, predicted))
     assert got["spec"] == pytest.approx(recall_score(labels, predicted, pos_label=0))
     assert got["f1"] == pytest.approx(f1_score(labels, predicted))
+    assert got["auc_hard"] == pytest.approx(roc_auc_score(labels, predicted))
     assert got["auc"] == pytest.approx(roc_auc_score(labels, probs))
     assert got["fnr"] == pytest.approx(1 - got["sens"]) and got["fpr"] == pytest.approx(1 - got["spec"])
 
@@ -73,6 +76,17 @@ def test_intervals_skip_undefined_resamples_and_bracket_the_estimate():
     assert intervals["acc"]["valid"] == 400
     assert intervals["dsc"]["low"] <= np.nanmean(dsc) <= intervals["dsc"]["high"]
     assert intervals["acc"]["low"] <= accuracy_score(labels, probs >= 0.5) <= intervals["acc"]["high"]
+
+
+def test_the_papers_auc_is_its_hard_auc():
+    """Every row of the paper's tables fits AUC = (Sens + Spec) / 2 (to its rounding): the report's
+    AUC (hard, paper) column is the one to set beside it."""
+    from jobs.evaluate.report import COLUMNS, PAPER_COLUMNS, PAPER_ROWS
+
+    for title, values in PAPER_ROWS.values():
+        row = dict(zip(PAPER_COLUMNS, values))
+        assert row["auc_hard"] == pytest.approx((row["sens"] + row["spec"]) / 2, abs=0.051), title
+    assert dict(COLUMNS)["auc_hard"] == "AUC (hard, paper)" and dict(COLUMNS)["auc"] == "ROC-AUC"
 
 
 # ---------------------------------------------------------------- end to end (Ray Data, CLI)
@@ -156,7 +170,8 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
         ]
     )
     assert code == 0, capsys.readouterr().err
-    assert "| **all** |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "| **all** | 0.45 (validation) |" in printed and "| **all** | 0.5 (paper protocol) |" in printed
 
     metrics = json.loads(
         (out / "metrics.json").read_text(),
@@ -168,10 +183,14 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
     overall = metrics["overall"]
     assert overall["n"] == len(rows)
     assert overall["n_malignant"] == sum(r["label"] == 1 for r in rows)
-    for key in ("acc", "sens", "spec", "f1", "auc", "fnr", "fpr", "dsc", "ji"):
-        entry = overall["metrics"][key]
-        assert entry["value"] == pytest.approx(expected[key], abs=1e-4), key
-        assert entry["low"] <= entry["value"] + 1e-9 and entry["value"] - 1e-9 <= entry["high"], (key, entry)
+    paper = metrics["paper_protocol"]
+    assert paper["threshold"] == 0.5 and paper["overall"]["n"] == len(rows)
+    at_paper = _independent_metrics(checkpoint, rows, threshold=0.5)
+    for key in METRICS:
+        for group, independent in ((overall, expected), (paper["overall"], at_paper)):
+            entry = group["metrics"][key]
+            assert entry["value"] == pytest.approx(independent[key], abs=1e-4), key
+            assert entry["low"] <= entry["value"] + 1e-9 and entry["value"] - 1e-9 <= entry["high"], (key, entry)
     assert metrics["evaluated"]["checkpoint"] == str(checkpoint)
     assert metrics["evaluated"]["lineage"]["note"] == "test_evaluate"
     assert metrics["bootstrap"] == {
@@ -183,7 +202,7 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
         "max_images_per_case": metrics["bootstrap"]["max_images_per_case"],
     }
     sources = {r["source"] for r in rows}
-    assert set(metrics["per_source"]) == sources
+    assert set(metrics["per_source"]) == set(paper["per_source"]) == sources
     assert sum(g["n"] for g in metrics["per_source"].values()) == len(rows)
 
     predictions = (out / "predictions.csv").read_text().splitlines()
@@ -195,7 +214,9 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
 
     report = (out / "report.md").read_text()
     for needle in (
-        "| **all** |",
+        "| **all** | 0.45 (validation) |",
+        "| **all** | 0.5 (paper protocol) |",
+        "AUC (hard, paper) | ROC-AUC",
         "Hybrid-MT-ESTAN (paper, Table 2)",
         "DSC",
         "roc.png",
@@ -260,7 +281,7 @@ def test_no_segmentation_is_said_not_zeroed(synthetic_dataset, tmp_path, variant
     assert metrics["overall"]["metrics"]["acc"]["value"] is not None
     assert metrics["segmentation"]["evaluated"] is False
     report = render_markdown(metrics, ["roc.png", "confusion.png"])
-    header = next(line for line in report.splitlines() if line.startswith("| | n |"))
+    header = next(line for line in report.splitlines() if line.startswith("| | threshold | n |"))
     all_row = next(line for line in report.splitlines() if line.startswith("| **all**"))
     if variant == "swin":
         assert "DSC" not in header and "JI" not in header and "no segmentation branch" in report

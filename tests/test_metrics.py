@@ -25,6 +25,7 @@ def test_classification_matches_sklearn_on_random_data(seed, threshold):
         "sens": tp / (tp + fn),
         "spec": tn / (tn + fp),
         "f1": f1_score(y_true, y_pred),
+        "auc_hard": roc_auc_score(y_true, y_pred),  # the authors' code: ROC-AUC of the hard predictions
         "auc": roc_auc_score(y_true, prob),
         "fnr": fn / (tp + fn),
         "fpr": fp / (tn + fp),
@@ -33,6 +34,18 @@ def test_classification_matches_sklearn_on_random_data(seed, threshold):
     for key, value in expected.items():
         assert got[key] == pytest.approx(value), key
         assert 0.0 <= got[key] <= 1.0 and isinstance(got[key], float)
+
+
+@pytest.mark.parametrize("seed,threshold", [(5, 0.5), (6, 0.2), (7, 0.9)])
+def test_auc_hard_is_the_papers_auc(seed, threshold):
+    """The paper's AUC: (Sens + Spec) / 2, which is what roc_auc_score gives on 0/1 predictions."""
+    rng = np.random.default_rng(seed)
+    y_true = rng.integers(0, 2, 150)
+    prob = np.clip(0.2 * y_true + rng.random(150) * 0.8, 0, 1)
+    got = classification_metrics(y_true, prob, threshold)
+    assert got["auc_hard"] == pytest.approx((got["sens"] + got["spec"]) / 2)
+    assert got["auc_hard"] == pytest.approx(roc_auc_score(y_true, prob >= threshold))
+    assert got["auc_hard"] != pytest.approx(got["auc"])  # not the ROC-AUC of the probabilities
 
 
 def test_threshold_is_inclusive():
@@ -47,6 +60,7 @@ def test_one_class_only_gives_nan_auc_without_warnings():
         malignant = classification_metrics([1, 1, 1], [0.9, 0.2, 0.6])
         all_right = classification_metrics([0, 0], [0.1, 0.2])
     assert math.isnan(benign["auc"]) and math.isnan(benign["sens"]) and math.isnan(benign["fnr"])
+    assert math.isnan(benign["auc_hard"]) and math.isnan(malignant["auc_hard"])
     assert benign["acc"] == 0.75 and benign["spec"] == 0.75 and benign["fpr"] == 0.25 and benign["f1"] == 0.0
     assert math.isnan(malignant["auc"]) and math.isnan(malignant["spec"]) and math.isnan(malignant["fpr"])
     assert malignant["sens"] == pytest.approx(2 / 3) and malignant["fnr"] == pytest.approx(1 / 3)

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pytest
 
 from jobs.errors import BusnetError
-from jobs.train.config import TrainConfig
+from jobs.train.config import LoopConfig, TrainConfig
 from jobs.train.driver import train
 from jobs.train.state import TRAIN_STATE_FILES
 from models.loss_weights import LossWeights
@@ -245,7 +245,9 @@ def test_validation_reports_the_models_own_metrics_and_loss(ray_local):
     ]
     torch.manual_seed(0)
     model = build_model("tiny").train()  # validate must switch to eval itself
-    config = {"batch_size": 16, "w1": 3.0, "alpha": 0.5, "gamma": 2.0}  # one batch: Dice is over the batch
+    weights = LossWeights(w1=2.0, alpha=0.25, gamma=1.0)  # not the defaults: validate must use the run's
+    run = TrainConfig(data="d", out="o", batch_size=16, loss=weights)  # one batch: Dice is over the batch
+    config = LoopConfig(train=run, overrides={}, preprocessing={}, lineage={})
     got, threshold = validate(model, ray.data.from_items(rows), config, torch.device("cpu"))
 
     with torch.no_grad():
@@ -254,9 +256,7 @@ def test_validation_reports_the_models_own_metrics_and_loss(ray_local):
         out,
         torch.tensor(labels, dtype=torch.float32),
         torch.from_numpy(masks),
-        w1=3.0,
-        alpha=0.5,
-        gamma=2.0,
+        weights,
         has_mask=torch.from_numpy(has_mask),
     )
     probs = torch.sigmoid(out["logits"]).numpy()

@@ -4,8 +4,9 @@ Fold K trains with `busnet train --fold K` (fold K's own train and validation si
 OUT/NAME/fold-K/ and is tested with `busnet evaluate --fold K --split test` into OUT/NAME/fold-K/eval/.
 On a dataset ingested with --folds-from (the benchmark's predefined folds) each fold has its own test
 images; on drawn folds every fold is tested on the stored test split. Writes OUT/NAME/cv.json (each
-fold's test metrics, their mean and sd, overall and per source) and OUT/NAME/cv.md; folds already
-trained and tested are reused, so running the same command again goes on where it stopped.
+fold's test metrics, their mean and sd, overall and per source, at each fold's validation-chosen
+threshold and at the paper's 0.5) and OUT/NAME/cv.md; folds already trained and tested are reused,
+so running the same command again goes on where it stopped.
 The other flags are those of `busnet train`.
 
 example:

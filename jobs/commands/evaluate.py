@@ -1,9 +1,10 @@
 """Evaluate a checkpoint on a dataset split: Table 2's metrics with bootstrap 95% CIs, and a report.
 
 Runs the split through the model as Ray Data batch inference (one model per actor), then writes to
---out: metrics.json (overall and per source dataset, with intervals), predictions.csv (one row per
-image), report.md (the table in the paper's units beside the paper's row) and roc.png,
-confusion.png, overlays.png (best and worst segmentations).
+--out: metrics.json (overall and per source dataset, with intervals, at the decision threshold and
+at the paper's 0.5, "paper protocol"), predictions.csv (one row per image), report.md (the table in
+the paper's units beside the paper's row; the paper's AUC is "AUC (hard, paper)" = (Sens + Spec) / 2,
+ROC-AUC beside it) and roc.png, confusion.png, overlays.png (best and worst segmentations).
 
 example: busnet evaluate --data runs/data --checkpoint runs/train/demo/best --out runs/eval
 """
@@ -28,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="decision threshold on the malignant probability (default: the checkpoint's)",
+        help="decision threshold on the malignant probability (default: the checkpoint's); the paper's 0.5 is "
+        "always reported too",
     )
     parser.add_argument(
         "--bootstrap",

@@ -5,9 +5,11 @@ sides, `jobs.data.pipeline.read_rows`) into `<out>/<name>/fold-K/`, and `jobs.ev
 scores its best checkpoint on fold K's test side into `<out>/<name>/fold-K/eval/`. On a dataset
 ingested with `--folds-from` (the benchmark's predefined folds) each fold has its own test images; on
 drawn folds every fold is tested on the stored test split, so the spread is that of the training runs.
-A fold whose best checkpoint and metrics are already there is reused, so an interrupted run goes on
-where it stopped. The summary (`cv.json`, `cv.md`) has each fold's test metrics and their mean and
-sample standard deviation (ddof 1), overall and per source dataset.
+A fold whose best checkpoint is already there is not trained again, and one whose metrics are there
+too (in evaluate's current format) is not tested again, so an interrupted run goes on where it
+stopped. The summary (`cv.json`, `cv.md`) has each fold's test metrics and their mean and sample
+standard deviation (ddof 1), overall and per source dataset, at each fold's validation-chosen
+threshold (`groups`) and at the paper's 0.5 (`paper_protocol`), as evaluate reports them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from dataclasses import dataclass
 
 from jobs import storage
 from jobs.errors import BusnetError
+from jobs.evaluate.report import AUC_NOTE, COLUMNS, PAPER_PROTOCOL, threshold_label
 from jobs.train.config import CvOptions, TrainConfig
-from models.metrics import METRICS
+from models.metrics import METRICS, PAPER_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -32,7 +35,7 @@ class CvOutcome:
 
 def cross_validate(base: TrainConfig, options: CvOptions, say: Callable[[str], None] = print) -> CvOutcome:
     """Train and test every chosen fold of `base.data`, then summarise; writes cv.json and cv.md."""
-    from jobs.evaluate.run import evaluate
+    from jobs.evaluate.run import FORMAT_VERSION, evaluate
     from jobs.train.driver import train
 
     folds = _chosen_folds(base.data, options.folds)
@@ -41,14 +44,18 @@ def cross_validate(base: TrainConfig, options: CvOptions, say: Callable[[str], N
     for fold in folds:
         run = dataclasses.replace(base, out=root, name=f"fold-{fold}", fold=fold)
         best, report = storage.join(root, run.name, "best"), storage.join(root, run.name, "eval")
-        if storage.is_complete(best) and storage.exists(storage.join(report, "metrics.json")):
+        trained, tested = storage.is_complete(best), _tested(storage.join(report, "metrics.json"), FORMAT_VERSION)
+        if trained and tested is not None:
             say(f"[busnet cv] fold {fold}: already trained and tested, reusing {report}")
         else:
-            say(f"[busnet cv] fold {fold}: training -> {storage.join(root, run.name)}")
-            train(run)
+            if not trained:
+                say(f"[busnet cv] fold {fold}: training -> {storage.join(root, run.name)}")
+                train(run)
             say(f"[busnet cv] fold {fold}: testing {best}")
-            evaluate(base.data, best, report, split="test", fold=fold, n_bootstrap=options.bootstrap, seed=base.seed)
-        per_fold[fold] = json.loads(storage.read_bytes(storage.join(report, "metrics.json")))
+            tested = evaluate(
+                base.data, best, report, split="test", fold=fold, n_bootstrap=options.bootstrap, seed=base.seed
+            )
+        per_fold[fold] = tested
     summary = summarise(per_fold)
     summary["config"] = {"train": _plain(base), "folds": folds, "bootstrap": options.bootstrap, "out": root}
     storage.write_bytes(storage.join(root, "cv.json"), json.dumps(summary, indent=2).encode())
@@ -56,24 +63,43 @@ def cross_validate(base: TrainConfig, options: CvOptions, say: Callable[[str], N
     return CvOutcome(summary_uri=storage.join(root, "cv.json"), summary=summary)
 
 
+def _tested(uri: str, format_version: int) -> dict | None:
+    """A fold's metrics.json when it is there in evaluate's current format, else None (test again)."""
+    if not storage.exists(uri):
+        return None
+    metrics = json.loads(storage.read_bytes(uri))
+    return metrics if metrics.get("format_version") == format_version else None
+
+
 def summarise(per_fold: dict[int, dict]) -> dict:
-    """Each fold's test metrics (evaluate's metrics.json values) and their mean and sd, by group."""
+    """Each fold's test metrics (evaluate's metrics.json values) and their mean and sd, by group, at
+    each fold's own threshold (`groups`) and at the paper's (`paper_protocol`)."""
+    return {
+        "format_version": 2,
+        "folds": sorted(per_fold),
+        "thresholds": {str(f): m["threshold"] for f, m in sorted(per_fold.items())},
+        "groups": _groups(per_fold),
+        "paper_protocol": {
+            "threshold": PAPER_THRESHOLD,
+            "groups": _groups({f: m["paper_protocol"] for f, m in per_fold.items()}),
+        },
+    }
+
+
+def _groups(per_fold: dict[int, dict]) -> dict:
+    """{group: summary} of the folds' `overall` and `per_source` blocks."""
     groups = {"overall": {f: m["overall"] for f, m in per_fold.items()}}
     for fold, metrics in per_fold.items():
         for source, values in metrics.get("per_source", {}).items():
             groups.setdefault(source, {})[fold] = values
-    return {
-        "format_version": 1,
-        "folds": sorted(per_fold),
-        "groups": {group: _group_summary(by_fold) for group, by_fold in groups.items()},
-    }
+    return {group: _group_summary(by_fold) for group, by_fold in groups.items()}
 
 
 def _group_summary(by_fold: dict[int, dict]) -> dict:
     values = {
-        name: {str(f): _value(g.get(name)) for f, g in sorted(by_fold.items())}
+        name: {str(f): _value(g["metrics"].get(name)) for f, g in sorted(by_fold.items())}
         for name in METRICS
-        if any(_value(g.get(name)) is not None for g in by_fold.values())
+        if any(_value(g["metrics"].get(name)) is not None for g in by_fold.values())
     }
     return {
         "n": {str(f): g.get("n") for f, g in sorted(by_fold.items())},
@@ -84,16 +110,22 @@ def _group_summary(by_fold: dict[int, dict]) -> dict:
 
 
 def render(summary: dict) -> str:
-    """The overall table: one row per fold, then mean +- sd, metrics in percent (F1 as a fraction)."""
-    overall = summary["groups"]["overall"]
-    names = list(overall["per_fold"])
-    lines = ["| fold | " + " | ".join(n.upper() if n != "f1" else "F1" for n in names) + " |"]
-    lines.append("|---|" + "---:|" * len(names))
+    """The overall table, metrics in percent (F1 as a fraction): one row per fold at its validation-chosen
+    threshold and one at the paper's, then mean +- sd at each."""
+    chosen, paper = summary["groups"]["overall"], summary["paper_protocol"]["groups"]["overall"]
+    protocol = threshold_label(summary["paper_protocol"]["threshold"], PAPER_PROTOCOL)
+    names = [name for name in METRICS if name in chosen["per_fold"] or name in paper["per_fold"]]
+    title = dict(COLUMNS)
+    lines = [f"{AUC_NOTE}.", "", "| fold | threshold | " + " | ".join(title[n] for n in names) + " |"]
+    lines.append("|---|---|" + "---:|" * len(names))
     for fold in summary["folds"]:
-        cells = [_cell(name, overall["per_fold"][name].get(str(fold))) for name in names]
-        lines.append(f"| {fold} | " + " | ".join(cells) + " |")
-    spread = [f"{_cell(n, overall['mean'][n])} +- {_cell(n, overall['sd'][n])}" for n in names]
-    lines.append("| mean +- sd | " + " | ".join(spread) + " |")
+        label = threshold_label(summary["thresholds"][str(fold)], "checkpoint")
+        for threshold, group in ((label, chosen), (protocol, paper)):
+            cells = [_cell(n, group["per_fold"].get(n, {}).get(str(fold))) for n in names]
+            lines.append(f"| {fold} | {threshold} | " + " | ".join(cells) + " |")
+    for threshold, group in (("validation", chosen), (protocol, paper)):
+        spread = [f"{_cell(n, group['mean'].get(n))} +- {_cell(n, group['sd'].get(n))}" for n in names]
+        lines.append(f"| mean +- sd | {threshold} | " + " | ".join(spread) + " |")
     return "\n".join(lines)
 
 

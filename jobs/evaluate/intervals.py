@@ -67,9 +67,10 @@ def weighted_auc(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray) -> 
 def classification_replicates(
     labels: np.ndarray, probs: np.ndarray, threshold: float, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
-    """Acc, Sens, Spec, F1, AUC, FNR, FPR for each row of `weights` (NaN where undefined).
+    """Every `models.metrics.CLASSIFICATION_METRICS` value for each row of `weights` (NaN where undefined).
 
-    A probability >= threshold is called malignant, as `models.metrics` does.
+    A probability >= threshold is called malignant, as `models.metrics` does; auc_hard (the paper's
+    AUC) is (sens + spec) / 2, auc the weighted ROC-AUC of the probabilities.
     """
     labels = np.asarray(labels).astype(bool)
     probs = np.asarray(probs, dtype=np.float64)
@@ -85,6 +86,7 @@ def classification_replicates(
         "sens": sens,
         "spec": spec,
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
+        "auc_hard": (sens + spec) / 2.0,
         "auc": weighted_auc(labels, probs, weights),
         "fnr": 1.0 - sens,
         "fpr": 1.0 - spec,

@@ -2,7 +2,10 @@
 
 Numbers come from `jobs.evaluate.run`'s metrics dict; this module only lays them out: percent with one
 decimal and F1 as a fraction (the paper's units), each with its bootstrap 95% interval, the paper's
-own rows beside ours, and three figures: roc.png, confusion.png, overlays.png.
+own rows beside ours, and three figures: roc.png, confusion.png, overlays.png. Every group has two
+rows, one at the checkpoint's (validation-chosen) threshold and one at the paper's 0.5 ("paper
+protocol"); the paper's AUC column is `auc_hard` ((Sens + Spec) / 2), labelled as such, with the
+ROC-AUC of the probabilities beside it.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ import numpy as np
 from jobs.evaluate.results import OverlayCase, OverlayPool, Predictions
 from models.metrics import METRICS, SEGMENTATION_METRICS
 
-# (metric, the paper's column title): words title-cased, acronyms upper-cased.
-COLUMNS = tuple((k, k.title() if k in ("acc", "sens", "spec") else k.upper()) for k in METRICS)
-# Paper Tables 2 and 3 (3,320 images of HMSS, BUSI, BUSIS, Dataset B), in the paper's units.
+# The two AUCs named for what they are; the other titles are the paper's: words title-cased, acronyms upper-cased.
+TITLES = {"auc_hard": "AUC (hard, paper)", "auc": "ROC-AUC"}
+# (metric, column title) for every metric, in models.metrics' order.
+COLUMNS = tuple((k, TITLES.get(k) or (k.title() if k in ("acc", "sens", "spec") else k.upper())) for k in METRICS)
+# The columns of the paper's Tables 2 and 3, in its order: its AUC is auc_hard; it has no ROC-AUC.
+PAPER_COLUMNS = ("acc", "sens", "spec", "f1", "auc_hard", "fnr", "fpr", "dsc", "ji")
+# Paper Tables 2 and 3 (3,320 images of HMSS, BUSI, BUSIS, Dataset B), in the paper's units and PAPER_COLUMNS.
 PAPER_ROWS = {
     "hybrid": ("Hybrid-MT-ESTAN (paper, Table 2)", (82.8, 86.4, 79.2, 0.86, 82.8, 13.6, 20.8, 84.1, 75.7)),
     "hybrid_noaaa": (
@@ -26,6 +33,8 @@ PAPER_ROWS = {
     "mt_estan": ("MT-ESTAN (paper, Table 2)", (78.6, 83.7, 72.6, 0.83, 78.2, 16.3, 27.4, 78.2, 69.3)),
     "swin": ("Swin Transformer (paper, Table 2)", (77.4, 72.6, 82.5, 0.74, 77.6, 27.4, 17.5, None, None)),
 }
+PAPER_PROTOCOL = "paper protocol"
+AUC_NOTE = "AUC (hard, paper) = (Sens + Spec) / 2 at the row's threshold, ROC-AUC from the probabilities"
 GROUND_TRUTH_COLOUR = "#00e676"  # green, solid line
 PREDICTION_COLOUR = "#ff4081"  # pink, dashed line: the two differ in hue and in line style
 
@@ -63,6 +72,7 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
     overall = metrics["overall"]
     boot = metrics["bootstrap"]
     fold = f", fold {evaluated['fold']}" if evaluated["fold"] is not None else ""
+    chosen = threshold_label(metrics["threshold"], metrics["threshold_source"])
     lines = [
         f"# Evaluation: {model.get('preset')}/{model.get('variant')} on the {evaluated['split']} split",
         "",
@@ -73,8 +83,9 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
         f"`{str(evaluated.get('dataset_content_hash'))[:12]}`): {overall['n']} images "
         f"({overall['n_benign']} benign, {overall['n_malignant']} malignant) from {overall['n_cases']} cases, "
         f"{overall['n_with_mask']} with a ground-truth mask",
-        f"- **Decision threshold**: {metrics['threshold']:.3f} (from the {metrics['threshold_source']}); "
-        f"a malignant probability >= threshold is called malignant",
+        f"- **Decision thresholds**: {chosen} "
+        f"and {threshold_label(metrics['paper_protocol']['threshold'], PAPER_PROTOCOL)}; "
+        "a malignant probability >= threshold is called malignant",
         f"- **Generated**: {metrics['created_at']}",
         "",
         "## Table 2 metrics",
@@ -89,8 +100,9 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
     lines += ["", "## Notes", ""] + [f"- {note}" for note in _notes(metrics, has_branch)]
     lines += ["", "## Figures", ""]
     captions = {
-        "roc.png": "ROC curve; the dot is the operating point at the decision threshold.",
-        "confusion.png": "Confusion matrix at the decision threshold: counts and percent of each true class.",
+        "roc.png": f"ROC curve; the dot is the operating point at threshold {chosen}, the square the "
+        "one at the paper's.",
+        "confusion.png": f"Confusion matrix at threshold {chosen}: counts and percent of each true class.",
         "overlays.png": "Best and worst segmentations by Dice, at the model's input resolution: ground "
         "truth solid green, prediction dashed pink and shaded.",
     }
@@ -100,33 +112,51 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
     return "\n".join(lines)
 
 
+def threshold_label(value: float, source: str) -> str:
+    """How a table names a decision threshold: its value and where it came from."""
+    origin = {"checkpoint": "validation"}.get(source, source)  # a checkpoint's threshold is chosen on validation
+    return f"{value:.3g} ({origin})"
+
+
 def table_lines(metrics: dict) -> list[str]:
-    """The metrics table (markdown): all images, each source, then the paper's row(s)."""
+    """The metrics table (markdown): all images, then each source, each at the chosen threshold (the
+    checkpoint's or --threshold) and at the paper's (paper protocol); then the paper's row(s)."""
     model = metrics["evaluated"]["model"]
     has_branch = metrics["segmentation"]["model_has_segmentation"]
     columns = [(k, name) for k, name in COLUMNS if has_branch or k not in SEGMENTATION_METRICS]
     lines = [
-        "| | n | " + " | ".join(name for _, name in columns) + " |",
-        "|---|---:|" + "---:|" * len(columns),
+        "| | threshold | n | " + " | ".join(name for _, name in columns) + " |",
+        "|---|---|---:|" + "---:|" * len(columns),
     ]
-    for name, group in [("**all**", metrics["overall"]), *metrics["per_source"].items()]:
-        cells = [_cell(k, group["metrics"].get(k)) for k, _ in columns]
-        lines.append(f"| {name} | {group['n']} | " + " | ".join(cells) + " |")
+    paper = metrics["paper_protocol"]
+    chosen = threshold_label(metrics["threshold"], metrics["threshold_source"])
+    protocol = threshold_label(paper["threshold"], PAPER_PROTOCOL)
+    for name, group, at_paper in [
+        ("**all**", metrics["overall"], paper["overall"]),
+        *((source, group, paper["per_source"][source]) for source, group in metrics["per_source"].items()),
+    ]:
+        for label, values in ((chosen, group), (protocol, at_paper)):
+            cells = [_cell(k, values["metrics"].get(k)) for k, _ in columns]
+            lines.append(f"| {name} | {label} | {values['n']} | " + " | ".join(cells) + " |")
     own = PAPER_ROWS.get(model.get("variant"), PAPER_ROWS["hybrid"])
     for title, values in dict.fromkeys([own, PAPER_ROWS["hybrid"]]):
-        paper = dict(zip((k for k, _ in COLUMNS), values))
-        cells = [
-            "-" if paper[k] is None else (f"{paper[k]:.2f}" if k == "f1" else f"{paper[k]:.1f}") for k, _ in columns
-        ]
-        lines.append(f"| *{title}* | - | " + " | ".join(cells) + " |")
+        reported = dict(zip(PAPER_COLUMNS, values))
+        cells = [_paper_cell(k, reported.get(k)) for k, _ in columns]
+        lines.append(f"| *{title}* | {paper['threshold']:.3g} | - | " + " | ".join(cells) + " |")
     return lines
+
+
+def _paper_cell(key: str, value: float | None) -> str:
+    """A value of the paper's tables ("-" where it reports none: no ROC-AUC, no DSC/JI for swin)."""
+    return "-" if value is None else (f"{value:.2f}" if key == "f1" else f"{value:.1f}")
 
 
 def render_summary(metrics: dict) -> str:
     """The console summary of `busnet evaluate`: the table and where the report is."""
     boot = metrics["bootstrap"]
     interval = f"[95% CI, {boot['resamples']} case resamples]" if boot["resamples"] else "(no intervals)"
-    return "\n".join([f"Table 2 metrics, percent (F1 as fraction) {interval}:", *table_lines(metrics)])
+    title = f"Table 2 metrics, percent (F1 as fraction) {interval}; {AUC_NOTE}:"
+    return "\n".join([title, *table_lines(metrics)])
 
 
 def _notes(metrics: dict, has_branch: bool) -> list[str]:
@@ -136,6 +166,11 @@ def _notes(metrics: dict, has_branch: bool) -> list[str]:
         "The paper's rows are its test results on 3,320 images pooled from HMSS, BUSI, BUSIS and "
         "Dataset B with ImageNet-pretrained encoders at 256 px; compare with care when the data, "
         "the preset or the pretraining differ.",
+        f"{AUC_NOTE}: the authors' code calls roc_auc_score on the 0/1 "
+        "predictions, so the paper's AUC column is comparable with AUC (hard, paper) only.",
+        f"Each group has a row at {threshold_label(metrics['threshold'], metrics['threshold_source'])} and a "
+        f"row at the paper's {metrics['paper_protocol']['threshold']:.3g} (paper protocol): Acc, Sens, Spec, "
+        "F1, AUC (hard, paper), FNR and FPR depend on the threshold; ROC-AUC, DSC and JI do not.",
     ]
     if not has_branch:
         notes.append("DSC and JI are not reported: the swin variant has no segmentation branch.")
@@ -176,7 +211,8 @@ def _notes(metrics: dict, has_branch: bool) -> list[str]:
 
 
 def plot_roc(path: Path, predictions: Predictions, metrics: dict) -> None:
-    """ROC of all images (and of each source when there are several) with the operating point."""
+    """ROC of all images (and of each source when there are several) with the operating points at both
+    thresholds."""
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
@@ -192,7 +228,7 @@ def plot_roc(path: Path, predictions: Predictions, metrics: dict) -> None:
             continue
         fpr, tpr, _ = roc_curve(labels, predictions.prob[selected])
         auc = group["metrics"]["auc"]
-        text = f"{name} (n={group['n']}): AUC {auc['value']:.3f}"
+        text = f"{name} (n={group['n']}): ROC-AUC {auc['value']:.3f}"
         if auc.get("low") is not None:
             text += f" [{auc['low']:.3f}, {auc['high']:.3f}]"
         ax.plot(
@@ -203,21 +239,27 @@ def plot_roc(path: Path, predictions: Predictions, metrics: dict) -> None:
             color="black" if index == 0 else None,
             label=text,
         )
-    overall = metrics["overall"]["metrics"]
-    if overall["sens"]["value"] is not None and overall["spec"]["value"] is not None:
-        x, y = 1 - overall["spec"]["value"], overall["sens"]["value"]
+    paper = metrics["paper_protocol"]
+    points = (
+        (metrics["overall"], threshold_label(metrics["threshold"], metrics["threshold_source"]), "o", "#d62728"),
+        (paper["overall"], threshold_label(paper["threshold"], PAPER_PROTOCOL), "s", "#6a3d9a"),
+    )
+    for group, label, marker, colour in points:
+        sens, spec = group["metrics"]["sens"]["value"], group["metrics"]["spec"]["value"]
+        if sens is None or spec is None:
+            ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
+            break
         ax.plot(
-            [x],
-            [y],
-            marker="o",
+            [1 - spec],
+            [sens],
+            marker=marker,
             markersize=9,
-            color="#d62728",
+            color=colour,
+            markeredgecolor="black",
             zorder=5,
             clip_on=False,
-            label=f"threshold {metrics['threshold']:.2f}: sens {y:.0%}, spec {1 - x:.0%}",
+            label=f"threshold {label}: sens {sens:.0%}, spec {spec:.0%}",
         )
-    else:
-        ax.text(0.5, 0.5, "ROC undefined: one class only", ha="center", va="center")
     ax.set(
         xlim=(-0.01, 1.01),
         ylim=(-0.01, 1.01),

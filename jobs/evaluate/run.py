@@ -1,5 +1,9 @@
 """Evaluate a checkpoint on a dataset split: Table 2's metrics with bootstrap CIs, plus a report.
 
+Every metric is reported at two decision thresholds: the checkpoint's (chosen on validation by
+Youden's J, or --threshold) and the paper's 0.5 ("paper protocol"), since Acc, Sens, Spec, F1, the
+paper's AUC (auc_hard), FNR and FPR all depend on it.
+
 Inference is Ray batch work: the split streams out of `jobs.data.pipeline.read_split` (decoded and
 preprocessed exactly as in training) into a pool of actors that each load the checkpoint once and
 predict batches (on a GPU when the cluster has one). The driver keeps one row of numbers per image
@@ -31,8 +35,9 @@ from jobs.evaluate.inference import BatchPredictor
 from jobs.evaluate.intervals import confidence_intervals
 from jobs.evaluate.results import OverlayPool, Predictions
 from models.inference import MASK_THRESHOLD
-from models.metrics import METRICS
+from models.metrics import METRICS, PAPER_THRESHOLD
 
+FORMAT_VERSION = 2  # of metrics.json; 2 added auc_hard and the paper_protocol block
 PROGRESS_EVERY_S = 5.0
 CPU_ACTORS = 2
 KEPT_COLUMNS = {
@@ -127,13 +132,21 @@ def build_metrics(
     n_bootstrap: int,
     seed: int,
 ) -> dict:
-    """The metrics.json content: point estimates and intervals, overall and per source."""
+    """The metrics.json content: point estimates and intervals, overall and per source, twice: at
+    `threshold` (the checkpoint's validation-chosen one, or --threshold) in `overall`/`per_source`,
+    and at the paper's 0.5 in `paper_protocol`, so that a comparison with the paper's tables is like
+    for like. Both use the same bootstrap resamples."""
 
-    def group(selected: np.ndarray) -> dict:
-        return _group_metrics(predictions, selected, threshold, has_segmentation, n_bootstrap, seed)
+    def at(cut: float) -> dict:
+        sources = sorted(set(predictions.source.tolist()))
+        return {
+            "overall": _group_metrics(predictions, np.ones(len(predictions.label), bool), cut, *settings),
+            "per_source": {s: _group_metrics(predictions, predictions.source == s, cut, *settings) for s in sources},
+        }
 
+    settings = (has_segmentation, n_bootstrap, seed)
     return {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "evaluated": evaluated,
         "threshold": threshold,
@@ -148,10 +161,8 @@ def build_metrics(
             "unit": "case",
             "max_images_per_case": _max_images_per_case(predictions.case_id),
         },
-        "overall": group(np.ones(len(predictions.label), bool)),
-        "per_source": {
-            source: group(predictions.source == source) for source in sorted(set(predictions.source.tolist()))
-        },
+        **at(threshold),
+        "paper_protocol": {"threshold": PAPER_THRESHOLD, **at(PAPER_THRESHOLD)},
         "predictions_file": "predictions.csv",
     }
 
