@@ -9,7 +9,7 @@ import pytest
 from jobs.cli import main
 from jobs.errors import BusnetError
 from jobs.evaluate.ablation import Arm, paper_rows, parse_arms, plot, render, run_ablation
-from jobs.evaluate.report import PAPER_ROWS
+from jobs.evaluate.report import PAPER_COLUMNS, PAPER_ROWS
 from jobs.train.config import CvOptions, TrainConfig
 from models.presets import VARIANTS
 
@@ -38,13 +38,12 @@ def test_bad_variant_lists_are_refused_before_any_training(synthetic_dataset, tm
 
 
 def _row(label: str, variant: str, backbone: str | None, acc: float, dsc: float | None) -> dict:
-    return {
-        "label": label,
-        "variant": variant,
-        "backbone": backbone,
-        "folds": [0, 1],
-        "mean": {"acc": acc, "f1": 0.5, "dsc": dsc},
-        "sd": {"acc": 0.1, "f1": 0.05, "dsc": None if dsc is None else 0.02},
+    """A variant's row: `acc` at the validation thresholds, 0.1 less at the paper's."""
+    mean = {"acc": acc, "f1": 0.5, "auc_hard": 0.6, "dsc": dsc}
+    sd = {"acc": 0.1, "f1": 0.05, "auc_hard": 0.1, "dsc": None if dsc is None else 0.02}
+    paper = {"threshold": 0.5, "mean": {**mean, "acc": acc - 0.1}, "sd": sd}
+    return {"label": label, "variant": variant, "backbone": backbone, "folds": [0, 1], "mean": mean, "sd": sd} | {
+        "paper_protocol": paper
     }
 
 
@@ -52,7 +51,7 @@ def test_table_puts_each_variant_beside_the_papers_rows(tmp_path):
     arms = [Arm("mt_estan"), Arm("baseline", "densenet121"), Arm("baseline", "resnet50")]
     assert arms[0].paper_row == PAPER_ROWS["mt_estan"] and arms[2].paper_row is None
     table = {
-        "metrics": ["acc", "f1", "dsc"],
+        "metrics": ["acc", "f1", "auc_hard", "dsc"],
         "rows": [
             _row("mt_estan", "mt_estan", None, 0.7, 0.6),
             _row("baseline-densenet121", "baseline", "densenet121", 0.65, None),
@@ -60,18 +59,25 @@ def test_table_puts_each_variant_beside_the_papers_rows(tmp_path):
         "paper": paper_rows(arms),
     }
     text = render(table)
-    assert "| mt_estan | 2 | 70.0 +- 10.0 | 0.50 +- 0.05 | 60.0 +- 2.0 |" in text
-    assert "| baseline-densenet121 | 2 | 65.0 +- 10.0 | 0.50 +- 0.05 | n/a |" in text
-    assert "| *DenseNet121 (paper, Table 2)* | - | 73.0 | 0.73 | - |" in text
+    assert "| mt_estan | 2 | validation | 70.0 +- 10.0 | 0.50 +- 0.05 | 60.0 +- 10.0 | 60.0 +- 2.0 |" in text
+    assert "| mt_estan | 2 | 0.5 (paper protocol) | 60.0 +- 10.0 | 0.50 +- 0.05 | 60.0 +- 10.0 | 60.0 +- 2.0 |" in text
+    assert "| baseline-densenet121 | 2 | validation | 65.0 +- 10.0 | 0.50 +- 0.05 | 60.0 +- 10.0 | n/a |" in text
+    assert "| *DenseNet121 (paper, Table 2)* | - | 0.5 | 73.0 | 0.73 | 72.5 | - |" in text
     assert [line for line in text.splitlines() if "paper, Table" in line][:4] == [
-        f"| *{title}* | - | " + " | ".join(_paper_cells(values)) + " |" for title, values in PAPER_ROWS.values()
+        f"| *{title}* | - | 0.5 | " + " | ".join(_paper_cells(values)) + " |" for title, values in PAPER_ROWS.values()
     ]
     assert plot(table).startswith(b"\x89PNG")
 
 
 def _paper_cells(values: tuple) -> list[str]:
-    acc, f1, dsc = values[0], values[3], values[7]
-    return [f"{acc:.1f}", f"{f1:.2f}", "-" if dsc is None else f"{dsc:.1f}"]
+    paper = dict(zip(PAPER_COLUMNS, values))
+    dsc = paper["dsc"]
+    return [
+        f"{paper['acc']:.1f}",
+        f"{paper['f1']:.2f}",
+        f"{paper['auc_hard']:.1f}",
+        "-" if dsc is None else f"{dsc:.1f}",
+    ]
 
 
 @pytest.mark.slow
@@ -89,6 +95,7 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
         config = json.loads((tmp_path / row["label"] / "fold-1" / "best" / "config.json").read_text())
         assert (config["model"]["variant"], config["model"].get("backbone")) == (row["variant"], row["backbone"])
     assert table["rows"][0]["mean"]["dsc"] is not None and "dsc" not in table["rows"][1]["mean"]
+    assert table["rows"][1]["paper_protocol"]["mean"] == summary["paper_protocol"]["groups"]["overall"]["mean"]
     markdown = (tmp_path / "ablation.md").read_text()
-    assert "| baseline-resnet50 | 2 |" in markdown and "*MT-ESTAN (paper, Table 2)*" in markdown
+    assert "| baseline-resnet50 | 2 | 0.5 (paper protocol) |" in markdown and "*MT-ESTAN (paper, Table 2)*" in markdown
     assert (tmp_path / "ablation.png").read_bytes().startswith(b"\x89PNG")

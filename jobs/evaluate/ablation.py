@@ -3,7 +3,8 @@
 Every variant is cross-validated (`jobs.evaluate.cv.cross_validate`) with the same `TrainConfig`,
 only `variant` and `backbone` changed, into `<out>/<label>/` (`hybrid`, `baseline-densenet121`,
 ...); folds already trained and tested are reused, so running the command again goes on where it
-stopped. Then one table of variants x metrics (mean +- sd over the folds) beside the paper's rows:
+stopped. Then one table of variants x metrics (mean +- sd over the folds; one row at each fold's
+validation-chosen threshold, one at the paper's 0.5: the paper protocol) beside the paper's rows:
 `<out>/ablation.md`, `<out>/ablation.json` and `<out>/ablation.png` (grouped bars, sd as error bars,
 the paper's value as a black tick).
 """
@@ -18,11 +19,12 @@ from dataclasses import dataclass
 
 from jobs import storage
 from jobs.errors import BusnetError
-from jobs.evaluate.report import COLUMNS, PAPER_ROWS
+from jobs.evaluate.report import AUC_NOTE, COLUMNS, PAPER_COLUMNS, PAPER_PROTOCOL, PAPER_ROWS
 from jobs.train.config import CvOptions, TrainConfig
 from models.presets import BASELINE, VARIANTS
 
-# Table 2's single-task baselines that timm has, by backbone name prefix (Swin's row is Table 3's).
+# Table 2's single-task baselines that timm has, by backbone name prefix (Swin's row is Table 3's);
+# values in the paper's units and PAPER_COLUMNS, as PAPER_ROWS.
 PAPER_BASELINE_ROWS = {
     "mobilenet": ("MobileNet (paper, Table 2)", (71.0, 82.0, 61.0, 0.74, 71.5, 18.0, 39.0, None, None)),
     "densenet121": ("DenseNet121 (paper, Table 2)", (73.0, 74.0, 71.0, 0.73, 72.5, 26.0, 29.0, None, None)),
@@ -90,6 +92,7 @@ def run_ablation(
         run = dataclasses.replace(base, variant=arm.variant, backbone=arm.backbone, name=arm.label)
         outcome = cross_validate(run, options, say)
         overall = outcome.summary["groups"]["overall"]
+        paper = outcome.summary["paper_protocol"]
         rows.append(
             {
                 "label": arm.label,
@@ -99,6 +102,11 @@ def run_ablation(
                 "folds": outcome.summary["folds"],
                 "mean": overall["mean"],
                 "sd": overall["sd"],
+                "paper_protocol": {
+                    "threshold": paper["threshold"],
+                    "mean": paper["groups"]["overall"]["mean"],
+                    "sd": paper["groups"]["overall"]["sd"],
+                },
             }
         )
     table = {
@@ -119,40 +127,46 @@ def paper_rows(arms: list[Arm]) -> list[dict]:
     """Table 3's four rows, then the Table 2 row of each baseline run that the paper has, in its units."""
     titled = dict.fromkeys([*PAPER_ROWS.values(), *(arm.paper_row for arm in arms if arm.backbone)])
     return [
-        {"title": title, "values": dict(zip((name for name, _ in COLUMNS), values))}
+        {"title": title, "values": dict(zip(PAPER_COLUMNS, values))}
         for title, values in (row for row in titled if row is not None)
     ]
 
 
 def render(table: dict) -> str:
-    """Markdown: our rows (mean +- sd over the folds) then the paper's, percent with F1 as a fraction."""
+    """Markdown: per variant, mean +- sd over the folds at the validation-chosen thresholds and at the
+    paper's; then the paper's rows. Percent with F1 as a fraction."""
     names = table["metrics"]
     titles = dict(COLUMNS)
-    lines = ["| variant | folds | " + " | ".join(titles[n] for n in names) + " |", "|---|---:|" + "---:|" * len(names)]
+    lines = [f"{AUC_NOTE}.", "", "| variant | folds | threshold | " + " | ".join(titles[n] for n in names) + " |"]
+    lines.append("|---|---:|---|" + "---:|" * len(names))
     for row in table["rows"]:
-        cells = [_ours(n, row["mean"].get(n), row["sd"].get(n)) for n in names]
-        lines.append(f"| {row['label']} | {len(row['folds'])} | " + " | ".join(cells) + " |")
+        paper = row["paper_protocol"]
+        for threshold, group in (("validation", row), (f"{paper['threshold']:.3g} ({PAPER_PROTOCOL})", paper)):
+            cells = [_ours(n, group["mean"].get(n), group["sd"].get(n)) for n in names]
+            lines.append(f"| {row['label']} | {len(row['folds'])} | {threshold} | " + " | ".join(cells) + " |")
     for paper in table["paper"]:
         cells = [_paper(n, paper["values"].get(n)) for n in names]
-        lines.append(f"| *{paper['title']}* | - | " + " | ".join(cells) + " |")
+        lines.append(f"| *{paper['title']}* | - | 0.5 | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot(table: dict) -> bytes:
-    """PNG bytes: per metric, one bar per variant (mean, sd as error bar), the paper's value as a tick."""
+    """PNG bytes: per metric, one bar per variant at the paper protocol (mean, sd as error bar; the
+    paper's threshold, so that its value, a black tick, compares like with like)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in table["metrics"] if any(row["mean"].get(n) is not None for row in table["rows"])]
+    ours = [row["paper_protocol"] for row in table["rows"]]
+    names = [n for n in table["metrics"] if any(group["mean"].get(n) is not None for group in ours)]
     by_title = {paper["title"]: paper["values"] for paper in table["paper"]}
     width = 0.8 / max(len(table["rows"]), 1)
     figure, axes = plt.subplots(figsize=(max(6.0, 1.2 * len(names) * max(len(table["rows"]), 1) ** 0.5), 4.0))
-    for index, row in enumerate(table["rows"]):
+    for index, (row, group) in enumerate(zip(table["rows"], ours)):
         xs = [i + (index - (len(table["rows"]) - 1) / 2) * width for i in range(len(names))]
-        means = [_scaled(row["mean"].get(n)) for n in names]  # NaN draws no bar: a metric the variant lacks
-        sds = [_scaled(row["sd"].get(n)) for n in names]
+        means = [_scaled(group["mean"].get(n)) for n in names]  # NaN draws no bar: a metric the variant lacks
+        sds = [_scaled(group["sd"].get(n)) for n in names]
         axes.bar(xs, means, width, yerr=sds, capsize=2, label=row["label"])
         arm = Arm(row["variant"], row["backbone"]).paper_row
         paper = by_title.get(arm[0]) if arm else None
@@ -160,7 +174,7 @@ def plot(table: dict) -> bytes:
             ticks = [(x, _percent(n, paper.get(n))) for x, n in zip(xs, names) if paper.get(n) is not None]
             axes.scatter([x for x, _ in ticks], [y for _, y in ticks], marker="_", s=200, color="black", zorder=3)
     axes.set_xticks(range(len(names)), [dict(COLUMNS)[n] for n in names])
-    axes.set_ylabel("percent (F1 x 100); black tick: the paper")
+    axes.set_ylabel("percent (F1 x 100) at threshold 0.5; black tick: the paper")
     axes.set_ylim(0, 100)
     axes.legend(fontsize="small", ncols=min(len(table["rows"]), 4), loc="upper center", bbox_to_anchor=(0.5, -0.08))
     figure.tight_layout()
