@@ -42,9 +42,8 @@ def _row(label: str, variant: str, backbone: str | None, acc: float, dsc: float 
     mean = {"acc": acc, "f1": 0.5, "auc_hard": 0.6, "dsc": dsc}
     sd = {"acc": 0.1, "f1": 0.05, "auc_hard": 0.1, "dsc": None if dsc is None else 0.02}
     paper = {"threshold": 0.5, "mean": {**mean, "acc": acc - 0.1}, "sd": sd}
-    return {"label": label, "variant": variant, "backbone": backbone, "folds": [0, 1], "mean": mean, "sd": sd} | {
-        "paper_protocol": paper
-    }
+    arm = {"label": label, "variant": variant, "backbone": backbone, "folds": [0, 1]}
+    return {**arm, "mean": mean, "sd": sd, "paper_protocol": paper}
 
 
 def test_table_puts_each_variant_beside_the_papers_rows(tmp_path):
