@@ -145,7 +145,7 @@ def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[
         )
     try:  # a record from before a network change describes its network in today's terms
         spec = config["model"] = upgrade_model_config(config["model"])
-        model = build_model(spec["preset"], spec["variant"], **spec.get("overrides", {}))
+        model = build_model(spec["preset"], spec["variant"], backbone=spec.get("backbone"), **spec.get("overrides", {}))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where(CONFIG)}: cannot rebuild the model it describes: {exc}") from exc
     try:

@@ -35,7 +35,7 @@ from models.cnn_encoder import MTEstanEncoder, ResNetTaps
 from models.decoder import MTEstanDecoder
 from models.estan import EstanEncoder
 from models.heads import ClassificationHead
-from models.presets import NETWORK_VERSION, PRESETS, VARIANT_PARTS, VARIANTS, NetworkPreset, resolve_preset
+from models.presets import BASELINE, NETWORK_VERSION, PRESETS, VARIANT_PARTS, VARIANTS, NetworkPreset, resolve_preset
 from models.pretrained import load_weights
 from models.swin_aaa import SwinAAAEncoder
 
@@ -103,13 +103,23 @@ def build_model(
     *,
     pretrained_cnn: str | None = None,
     pretrained_swin: str | None = None,
+    backbone: str | None = None,
+    pretrained_backbone: str | None = None,
     **overrides: Any,
-) -> HybridMTEstan:
+) -> nn.Module:
     """Build a variant of a preset; optional timm weight files (path or URI) for the two encoders.
 
     `overrides` replace preset fields by name (see models.presets.NetworkPreset). Unknown names,
     bad values and input sizes the encoders cannot tile raise ValueError before anything is built.
+    Variant "baseline" is the timm model `backbone` (weights: `pretrained_backbone`), see models.baseline.
     """
+    if variant == BASELINE:
+        from models.baseline import build_baseline
+
+        kwargs = {"pretrained_cnn": pretrained_cnn, "pretrained_swin": pretrained_swin, **overrides}
+        return build_baseline(preset, backbone, pretrained=pretrained_backbone, **kwargs)
+    if backbone is not None or pretrained_backbone is not None:
+        raise ValueError(f"backbone and pretrained_backbone are options of variant {BASELINE!r}, not {variant!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     parts = VARIANT_PARTS[variant]

@@ -20,6 +20,17 @@ from dataclasses import dataclass, fields, replace
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 PAPER_WIDTHS = (32, 64, 128, 256, 512)  # ESTAN blocks 1-5 as the authors built them
+BASELINE = "baseline"  # a Table 2 baseline: a classification-only timm model (models.baseline)
+# Table 2's baselines that timm has (MobileNet is its v1; resnet50 and vgg16 are the usual references).
+BASELINES = (
+    "densenet121",
+    "mobilenetv1_100",
+    "mobilenetv2_100",
+    "resnet50",
+    "vgg16",
+    "vit_base_patch16_224",
+    "swinv2_base_window8_256",
+)
 CNN_REDUCTION = 32  # ResNet layer4 (1/32) meets ESTAN block 5 (1/16) after one 2x up-sampling
 AAA_PLACEMENTS = ("block_pair", "stage")  # after each W-MSA/SW-MSA block pair (eq. 5) | after each stage
 AAA_GATES = ("channel", "spatial")  # sigmoid gate as wide as the map | one map shared by all channels
@@ -43,6 +54,7 @@ VARIANT_PARTS = {  # named by what they are; the paper's Table 3 rows first
     "swin_aaa": VariantParts(cnn=False, swin=True, aaa=True),  # not in the paper: Swin V2 + AAA classifier
 }
 VARIANTS = tuple(VARIANT_PARTS)
+TABLE3_VARIANTS = VARIANTS[:4]  # the paper's ablation rows (swin_aaa is ours)
 
 # config.json's model record: version 2 added the options above and renamed the Swin+AAA classifier
 # `swin_aaa` (version 1 called it `swin`); a record without `network_version` is version 1.

@@ -21,7 +21,7 @@ from jobs.cli import build_parser
 from jobs.commands.flags import from_flags, show
 from jobs.train.config import SEARCHES, TrainConfig, TuneOptions
 from models.loss_weights import SEARCH_RANGES, LossWeights
-from models.presets import PRESETS, VARIANTS
+from models.presets import BASELINE, PRESETS, TABLE3_VARIANTS, VARIANTS
 
 
 def _subparser(*names: str):
@@ -97,7 +97,7 @@ def test_train_flags_are_the_config_fields_with_their_defaults_and_choices():
         else:
             assert field.name not in parsed  # test-only fields are no flags
     actions = {a.dest: a for a in train._actions}
-    assert actions["preset"].choices == tuple(PRESETS) and actions["variant"].choices == VARIANTS
+    assert actions["preset"].choices == tuple(PRESETS) and actions["variant"].choices == (*VARIANTS, BASELINE)
     assert actions["data"].required and actions["out"].required
     assert float(_shown_default(train, "--lr")) == TrainConfig.lr
     assert (show(1e-05), show(3.0), show(0.25), show(30)) == ("1e-5", "3", "0.25", "30")
@@ -160,3 +160,15 @@ def test_metric_names_come_from_models_metrics():
     assert tuple(k for k, _ in COLUMNS) == METRICS
     assert (*(f"val_{k}" for k in METRICS), "val_loss") == VAL_METRICS
     assert set(TABLE_METRICS) < set(VAL_METRICS) and TrainConfig.metric in VAL_METRICS
+
+
+def test_ablation_flags_are_cvs_without_what_each_variant_sets():
+    from jobs.train.config import AblationOptions, CvOptions
+
+    ablation = _subparser("ablation")
+    args = ablation.parse_args(["--data", "d", "--out", "o"])
+    assert not {"name", "variant", "backbone", "fold"} & set(vars(args))
+    assert args.variants == AblationOptions().variants == ",".join(TABLE3_VARIANTS)
+    assert TABLE3_VARIANTS == ("hybrid", "hybrid_noaaa", "mt_estan", "swin")  # the paper's Table 3 rows
+    assert from_flags(TrainConfig, args) == TrainConfig(data="d", out="o")
+    assert from_flags(CvOptions, args) == CvOptions()

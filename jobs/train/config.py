@@ -1,4 +1,4 @@
-"""The typed configs of training, tuning and cross-validation: every default once, the CLI flags generated from them.
+"""Typed configs of training, tuning, cross-validation and ablation: every default once, the CLI flags from them.
 
 `busnet train` and `busnet tune` build their flags from these fields (`jobs.commands.flags`: the
 metadata holds the help text and choices), the driver checks and runs a `TrainConfig`, and each Ray
@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from models.loss_weights import LossWeights
-from models.presets import PRESETS, VARIANTS
+from models.presets import BASELINE, BASELINES, PRESETS, TABLE3_VARIANTS, VARIANTS
 
 SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
 
@@ -26,7 +26,18 @@ class TrainConfig:
     out: str = field(metadata={"help": "output URI: runs go to OUT/NAME/"})
     preset: str = field(default="tiny", metadata={"help": "network size", "choices": tuple(PRESETS)})
     variant: str = field(
-        default="hybrid", metadata={"help": "network variant of the paper's ablation", "choices": VARIANTS}
+        default="hybrid",
+        metadata={
+            "help": "network variant of the paper's ablation (Table 3), or a Table 2 baseline (with --backbone)",
+            "choices": (*VARIANTS, BASELINE),
+        },
+    )
+    backbone: str | None = field(
+        default=None,
+        metadata={
+            "help": f"timm model of --variant {BASELINE}, e.g. {', '.join(BASELINES[:3])}",
+            "unset": "none",
+        },
     )
     workers: int = field(default=1, metadata={"help": "Ray Train workers, data-parallel"})
     gpu: bool = field(default=False, metadata={"help": "one GPU per worker (NCCL, bf16 autocast)"})
@@ -41,6 +52,9 @@ class TrainConfig:
     )
     pretrained_cnn: str | None = field(default=None, metadata={"help": "timm ResNet weight file (path or URI)"})
     pretrained_swin: str | None = field(default=None, metadata={"help": "timm Swin V2 weight file (path or URI)"})
+    pretrained_backbone: str | None = field(
+        default=None, metadata={"help": f"timm weight file of --variant {BASELINE}'s --backbone (path or URI)"}
+    )
     input_size: int | None = field(default=None, metadata={"help": "input side in pixels", "unset": "the preset's"})
     keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --metric"})
     metric: str = field(default="val_auc", metadata={"help": "validation metric that picks the best checkpoint"})
@@ -85,4 +99,14 @@ class CvOptions:
     )
     bootstrap: int = field(
         default=0, metadata={"help": "bootstrap resamples for each fold's 95% intervals; 0 turns them off"}
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AblationOptions:
+    """`busnet ablation`'s own options; with `CvOptions` and the `TrainConfig` every variant shares."""
+
+    variants: str = field(
+        default=",".join(TABLE3_VARIANTS),
+        metadata={"help": f"comma-separated variants to compare; {BASELINE}:<timm name> adds a Table 2 baseline"},
     )

@@ -50,6 +50,8 @@ HYPERPARAMETERS = (
     "seed",
     "pretrained_cnn",
     "pretrained_swin",
+    "backbone",
+    "pretrained_backbone",
 )
 
 
@@ -85,7 +87,7 @@ def prepare(config: TrainConfig) -> Prepared:
     _validate_options(config)
     overrides = {"input_size": config.input_size} if config.input_size else {}
     try:
-        model = build_model(config.preset, config.variant, **overrides)
+        model = build_model(config.preset, config.variant, backbone=config.backbone, **overrides)
     except ValueError as exc:
         raise BusnetError(str(exc)) from exc
     from jobs.data.dataset import read_manifest

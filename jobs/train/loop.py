@@ -49,6 +49,8 @@ def train_loop_per_worker(config: LoopConfig) -> None:
         **config.overrides,
         pretrained_cnn=run.pretrained_cnn,
         pretrained_swin=run.pretrained_swin,
+        backbone=run.backbone,
+        pretrained_backbone=run.pretrained_backbone,
     )
     state = {"epoch": 0, "epochs_run": [], "starts": []}
     checkpoint = ray.train.get_checkpoint()

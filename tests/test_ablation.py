@@ -1,0 +1,100 @@
+"""busnet ablation: variant lists checked before any training, the table and plot, and (slow) 2 variants x 2 folds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.cli import main
+from jobs.errors import BusnetError
+from jobs.evaluate.ablation import Arm, paper_rows, parse_arms, plot, render, run_ablation
+from jobs.evaluate.report import PAPER_COLUMNS, PAPER_ROWS
+from jobs.train.config import CvOptions, TrainConfig
+from models.presets import VARIANTS
+
+
+def test_variants_and_baselines_are_parsed_into_arms():
+    arms = parse_arms("mt_estan, hybrid,baseline:densenet121")
+    assert arms == [Arm("mt_estan"), Arm("hybrid"), Arm("baseline", "densenet121")]
+    assert [arm.label for arm in arms] == ["mt_estan", "hybrid", "baseline-densenet121"]
+    assert parse_arms(",".join(VARIANTS)) == [Arm(v) for v in VARIANTS]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("hybrid,nope", "'nope' is neither a variant"),
+        ("baseline", "'baseline' is neither"),
+        ("baseline:no_such_net", "baseline:<timm model name>"),
+        ("hybrid:resnet50", "'hybrid:resnet50' is neither"),
+        ("swin,swin", "names a variant twice"),
+    ],
+)
+def test_bad_variant_lists_are_refused_before_any_training(synthetic_dataset, tmp_path, text, message):
+    with pytest.raises(BusnetError, match=message):
+        run_ablation(TrainConfig(data=synthetic_dataset, out=str(tmp_path)), CvOptions(), text)
+    assert not any(tmp_path.iterdir())
+
+
+def _row(label: str, variant: str, backbone: str | None, acc: float, dsc: float | None) -> dict:
+    """A variant's row: `acc` at the validation thresholds, 0.1 less at the paper's."""
+    mean = {"acc": acc, "f1": 0.5, "auc_hard": 0.6, "dsc": dsc}
+    sd = {"acc": 0.1, "f1": 0.05, "auc_hard": 0.1, "dsc": None if dsc is None else 0.02}
+    paper = {"threshold": 0.5, "mean": {**mean, "acc": acc - 0.1}, "sd": sd}
+    arm = {"label": label, "variant": variant, "backbone": backbone, "folds": [0, 1]}
+    return {**arm, "mean": mean, "sd": sd, "paper_protocol": paper}
+
+
+def test_table_puts_each_variant_beside_the_papers_rows(tmp_path):
+    arms = [Arm("mt_estan"), Arm("baseline", "densenet121"), Arm("baseline", "resnet50")]
+    assert arms[0].paper_row == PAPER_ROWS["mt_estan"] and arms[2].paper_row is None
+    table = {
+        "metrics": ["acc", "f1", "auc_hard", "dsc"],
+        "rows": [
+            _row("mt_estan", "mt_estan", None, 0.7, 0.6),
+            _row("baseline-densenet121", "baseline", "densenet121", 0.65, None),
+        ],
+        "paper": paper_rows(arms),
+    }
+    text = render(table)
+    assert "| mt_estan | 2 | validation | 70.0 +- 10.0 | 0.50 +- 0.05 | 60.0 +- 10.0 | 60.0 +- 2.0 |" in text
+    assert "| mt_estan | 2 | 0.5 (paper protocol) | 60.0 +- 10.0 | 0.50 +- 0.05 | 60.0 +- 10.0 | 60.0 +- 2.0 |" in text
+    assert "| baseline-densenet121 | 2 | validation | 65.0 +- 10.0 | 0.50 +- 0.05 | 60.0 +- 10.0 | n/a |" in text
+    assert "| *DenseNet121 (paper, Table 2)* | - | 0.5 | 73.0 | 0.73 | 72.5 | - |" in text
+    assert [line for line in text.splitlines() if "paper, Table" in line][:4] == [
+        f"| *{title}* | - | 0.5 | " + " | ".join(_paper_cells(values)) + " |" for title, values in PAPER_ROWS.values()
+    ]
+    assert plot(table).startswith(b"\x89PNG")
+
+
+def _paper_cells(values: tuple) -> list[str]:
+    paper = dict(zip(PAPER_COLUMNS, values))
+    dsc = paper["dsc"]
+    return [
+        f"{paper['acc']:.1f}",
+        f"{paper['f1']:.2f}",
+        f"{paper['auc_hard']:.1f}",
+        "-" if dsc is None else f"{dsc:.1f}",
+    ]
+
+
+@pytest.mark.slow
+def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthetic_dataset, tmp_path):
+    argv = ["ablation", "--data", synthetic_dataset, "--out", str(tmp_path), "--folds", "0,1"]
+    argv += ["--variants", "mt_estan,baseline:resnet50", "--epochs", "1", "--input-size", "64", "--lr", "1e-3"]
+    argv += ["--cpus-per-worker", "0.5", "--metric", "val_loss"]
+    assert main(argv) == 0
+    table = json.loads((tmp_path / "ablation.json").read_text())
+    assert [row["label"] for row in table["rows"]] == ["mt_estan", "baseline-resnet50"]
+    for row in table["rows"]:
+        summary = json.loads((tmp_path / row["label"] / "cv.json").read_text())
+        assert row["folds"] == summary["folds"] == [0, 1]
+        assert row["mean"] == summary["groups"]["overall"]["mean"]
+        config = json.loads((tmp_path / row["label"] / "fold-1" / "best" / "config.json").read_text())
+        assert (config["model"]["variant"], config["model"].get("backbone")) == (row["variant"], row["backbone"])
+    assert table["rows"][0]["mean"]["dsc"] is not None and "dsc" not in table["rows"][1]["mean"]
+    assert table["rows"][1]["paper_protocol"]["mean"] == summary["paper_protocol"]["groups"]["overall"]["mean"]
+    markdown = (tmp_path / "ablation.md").read_text()
+    assert "| baseline-resnet50 | 2 | 0.5 (paper protocol) |" in markdown and "*MT-ESTAN (paper, Table 2)*" in markdown
+    assert (tmp_path / "ablation.png").read_bytes().startswith(b"\x89PNG")

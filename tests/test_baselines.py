@@ -1,0 +1,98 @@
+"""Table 2 baselines (models.baseline): each builds, learns, loads timm weight files, round-trips and serves."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from models import build_model, load_checkpoint, save_checkpoint
+from models.baseline import TINY_ARCH
+from models.presets import BASELINE, BASELINES, NETWORK_VERSION
+
+
+@pytest.mark.parametrize("backbone", BASELINES)
+def test_every_baseline_learns_at_a_small_input_on_cpu(one_thread, backbone):
+    torch.manual_seed(0)
+    model = build_model("tiny", BASELINE, backbone=backbone)
+    assert model.input_size == 64 and not model.has_segmentation
+    spec = {"preset": "tiny", "variant": BASELINE, "backbone": backbone, "overrides": {}, "input_size": 64}
+    spec["network_version"] = NETWORK_VERSION  # what checkpoints read to rebuild it as it is
+    assert model.config == spec
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out["logits"].shape == (2,) and out["mask_logits"] is None
+    torch.nn.functional.binary_cross_entropy_with_logits(out["logits"], torch.tensor([0.0, 1.0])).backward()
+    first = next(p for p in model.backbone.parameters() if p.requires_grad)
+    assert first.grad is not None and first.grad.abs().sum() > 0  # the loss reaches the backbone's stem
+    with pytest.raises(ValueError, match=r"expected input \[B, 3, 64, 64\]"):
+        model(torch.randn(1, 3, 96, 96))
+
+
+def test_the_paper_preset_is_timms_architecture_unchanged():
+    model = build_model("paper", BASELINE, backbone="densenet121")
+    reference = timm.create_model("densenet121", num_classes=0)
+    assert model.input_size == 256
+    assert {k: v.shape for k, v in model.backbone.state_dict().items()} == {
+        k: v.shape for k, v in reference.state_dict().items()
+    }
+
+
+@pytest.mark.parametrize("backbone", ["densenet121", "vit_base_patch16_224", "swinv2_base_window8_256"])
+def test_a_timm_weight_file_loads_without_its_classifier(tmp_path, backbone):
+    """A timm checkpoint (1000-class head included) of the same architecture fills the whole body."""
+    family = timm.models.model_entrypoint(backbone).__module__.rsplit(".", 1)[-1]
+    kwargs = dict(TINY_ARCH[family], **({"img_size": 64} if family != "densenet" else {}))
+    source = timm.create_model(backbone, **kwargs)
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "weights.safetensors")
+    model = build_model("tiny", BASELINE, backbone=backbone, pretrained_backbone=str(tmp_path / "weights.safetensors"))
+    expected = source.state_dict()
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+
+
+def test_a_weight_file_of_another_architecture_is_refused_with_its_name(tmp_path):
+    weights = tmp_path / "resnet18.safetensors"
+    save_file(timm.create_model("resnet18").state_dict(), weights)
+    with pytest.raises(ValueError, match=r"resnet18\.safetensors do not fit the densenet121"):
+        build_model("tiny", BASELINE, backbone="densenet121", pretrained_backbone=str(weights))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"variant": BASELINE}, "needs backbone=<timm model name>"),
+        ({"variant": BASELINE, "backbone": "no_such_net"}, "needs backbone=<timm model name>"),
+        ({"variant": BASELINE, "backbone": "resnet50", "pretrained_cnn": "w.pth"}, "pretrained_backbone"),
+        ({"variant": BASELINE, "backbone": "resnet50", "dropout": 0.1}, "only the input_size override"),
+        ({"variant": BASELINE, "backbone": "resnet50", "input_size": 8}, "integer >= 32"),
+        ({"variant": "hybrid", "backbone": "resnet50"}, "options of variant 'baseline'"),
+    ],
+)
+def test_bad_baseline_options_are_one_clear_error(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("tiny", **kwargs)
+
+
+def test_checkpoint_round_trip_rebuilds_the_backbone_and_serves_without_a_mask(tmp_path):
+    from serve.predictor import load_model, predict_batch, prepare
+
+    torch.manual_seed(0)
+    model = build_model("tiny", BASELINE, backbone="resnet50", input_size=96).eval()
+    directory = save_checkpoint(model, tmp_path / "baseline", threshold=0.4)
+    restored, config = load_checkpoint(directory)
+    assert config["model"]["backbone"] == "resnet50" and restored.input_size == 96
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        assert torch.equal(model(x)["logits"], restored(x)["logits"])
+
+    loaded = load_model(str(directory), load_checkpoint, torch.device("cpu"))
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 90), dtype=np.uint8)).save(buffer, format="PNG")
+    (answer,) = predict_batch([(loaded, prepare(buffer.getvalue(), loaded))])
+    assert answer["mask_png"] is None and answer["lesion"] == {"area_px": None, "bbox": None}
+    assert 0.0 <= answer["malignant_probability"] <= 1.0 and answer["threshold"] == pytest.approx(0.4)
