@@ -50,7 +50,9 @@ class LoadedModel:
         network = self.config.get("model", {})
         sha = self.config.get("weights_sha256", "")
         return {
-            "name": f"hybrid-mt-estan/{network.get('variant', '?')}",
+            "name": f"baseline/{network['backbone']}"
+            if network.get("backbone")
+            else f"hybrid-mt-estan/{network.get('variant', '?')}",
             "preset": network.get("preset"),
             "version": sha[:12],
             "checkpoint": self.uri,

@@ -172,3 +172,14 @@ def test_ablation_flags_are_cvs_without_what_each_variant_sets():
     assert TABLE3_VARIANTS == ("hybrid", "hybrid_noaaa", "mt_estan", "swin")  # the paper's Table 3 rows
     assert from_flags(TrainConfig, args) == TrainConfig(data="d", out="o")
     assert from_flags(CvOptions, args) == CvOptions()
+
+
+def test_architecture_flags_reach_the_model():
+    from models import build_model
+
+    assert TrainConfig(data="d", out="o").architecture() == {}  # the preset decides
+    argv = ["--data", "d", "--out", "o", "--input-size", "64", "--aaa-gate", "spatial", "--fusion", "bottleneck"]
+    config = from_flags(TrainConfig, _subparser("train").parse_args(argv))
+    assert config.architecture() == {"input_size": 64, "aaa_gate": "spatial", "fusion": "bottleneck"}
+    overrides = build_model(config.preset, config.variant, **config.architecture()).config["overrides"]
+    assert overrides["aaa_gate"] == "spatial" and overrides["fusion"] == "bottleneck"

@@ -333,3 +333,14 @@ def test_bad_checkpoint_and_empty_split_fail_with_one_line(ray_local, synthetic_
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert code != 0 and "'test' is empty" in error, error
     assert not (tmp_path / "e1").exists() and not (tmp_path / "e2").exists()
+
+
+def test_the_papers_own_row_for_each_model():
+    from jobs.evaluate.report import paper_row
+
+    assert paper_row("hybrid")[0].startswith("Hybrid-MT-ESTAN")
+    assert paper_row("swin")[0].startswith("Swin Transformer")
+    assert paper_row("swin_aaa") is None  # ours, not the paper's
+    assert paper_row("baseline", "densenet121")[0].startswith("DenseNet121")
+    assert paper_row("baseline", "mobilenetv2_100")[0].startswith("MobileNet")
+    assert paper_row("baseline", "vgg16") is None  # Table 2 has no VGG row

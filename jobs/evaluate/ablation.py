@@ -19,18 +19,9 @@ from dataclasses import dataclass
 
 from jobs import storage
 from jobs.errors import BusnetError
-from jobs.evaluate.report import AUC_NOTE, COLUMNS, PAPER_COLUMNS, PAPER_PROTOCOL, PAPER_ROWS
+from jobs.evaluate.report import AUC_NOTE, COLUMNS, PAPER_COLUMNS, PAPER_PROTOCOL, PAPER_ROWS, paper_row
 from jobs.train.config import CvOptions, TrainConfig
 from models.presets import BASELINE, VARIANTS
-
-# Table 2's single-task baselines that timm has, by backbone name prefix (Swin's row is Table 3's);
-# values in the paper's units and PAPER_COLUMNS, as PAPER_ROWS.
-PAPER_BASELINE_ROWS = {
-    "mobilenet": ("MobileNet (paper, Table 2)", (71.0, 82.0, 61.0, 0.74, 71.5, 18.0, 39.0, None, None)),
-    "densenet121": ("DenseNet121 (paper, Table 2)", (73.0, 74.0, 71.0, 0.73, 72.5, 26.0, 29.0, None, None)),
-    "vit_": ("ViT (paper, Table 2)", (72.1, 74.1, 69.3, 0.73, 71.7, 25.9, 30.7, None, None)),
-    "swin": PAPER_ROWS["swin"],
-}
 
 
 @dataclass(frozen=True)
@@ -47,9 +38,7 @@ class Arm:
 
     @property
     def paper_row(self) -> tuple[str, tuple] | None:
-        if self.backbone is None:
-            return PAPER_ROWS.get(self.variant)
-        return next((row for prefix, row in PAPER_BASELINE_ROWS.items() if self.backbone.startswith(prefix)), None)
+        return paper_row(self.variant, self.backbone)
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,25 @@ PAPER_ROWS = {
     "mt_estan": ("MT-ESTAN (paper, Table 2)", (78.6, 83.7, 72.6, 0.83, 78.2, 16.3, 27.4, 78.2, 69.3)),
     "swin": ("Swin Transformer (paper, Table 2)", (77.4, 72.6, 82.5, 0.74, 77.6, 27.4, 17.5, None, None)),
 }
+# Table 2's single-task baselines that timm has, by backbone name prefix (Swin's row is Table 3's);
+# values in the paper's units and PAPER_COLUMNS, as PAPER_ROWS.
+PAPER_BASELINE_ROWS = {
+    "mobilenet": ("MobileNet (paper, Table 2)", (71.0, 82.0, 61.0, 0.74, 71.5, 18.0, 39.0, None, None)),
+    "densenet121": ("DenseNet121 (paper, Table 2)", (73.0, 74.0, 71.0, 0.73, 72.5, 26.0, 29.0, None, None)),
+    "vit_": ("ViT (paper, Table 2)", (72.1, 74.1, 69.3, 0.73, 71.7, 25.9, 30.7, None, None)),
+    "swin": PAPER_ROWS["swin"],
+}
 PAPER_PROTOCOL = "paper protocol"
 AUC_NOTE = "AUC (hard, paper) = (Sens + Spec) / 2 at the row's threshold, ROC-AUC from the probabilities"
 GROUND_TRUTH_COLOUR = "#00e676"  # green, solid line
 PREDICTION_COLOUR = "#ff4081"  # pink, dashed line: the two differ in hue and in line style
+
+
+def paper_row(variant: str | None, backbone: str | None = None) -> tuple[str, tuple] | None:
+    """The paper's row for a variant, or for a baseline's timm backbone; None when the paper has none."""
+    if backbone is None:
+        return PAPER_ROWS.get(variant)
+    return next((row for prefix, row in PAPER_BASELINE_ROWS.items() if backbone.startswith(prefix)), None)
 
 
 def write_report(out_dir: Path, metrics: dict, predictions: Predictions, overlays: OverlayPool) -> list[str]:
@@ -138,7 +153,7 @@ def table_lines(metrics: dict) -> list[str]:
         for label, values in ((chosen, group), (protocol, at_paper)):
             cells = [_cell(k, values["metrics"].get(k)) for k, _ in columns]
             lines.append(f"| {name} | {label} | {values['n']} | " + " | ".join(cells) + " |")
-    own = PAPER_ROWS.get(model.get("variant"), PAPER_ROWS["hybrid"])
+    own = paper_row(model.get("variant"), model.get("backbone")) or PAPER_ROWS["hybrid"]
     for title, values in dict.fromkeys([own, PAPER_ROWS["hybrid"]]):
         reported = dict(zip(PAPER_COLUMNS, values))
         cells = [_paper_cell(k, reported.get(k)) for k, _ in columns]

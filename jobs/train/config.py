@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from models.loss_weights import LossWeights
-from models.presets import BASELINE, BASELINES, PRESETS, TABLE3_VARIANTS, VARIANTS
+from models.presets import AAA_GATES, AAA_PLACEMENTS, BASELINE, BASELINES, FUSIONS, PRESETS, TABLE3_VARIANTS, VARIANTS
 
+ARCHITECTURE_OPTIONS = ("aaa_placement", "aaa_gate", "fusion")  # models.presets.NetworkPreset fields
 SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
 
 
@@ -56,12 +57,37 @@ class TrainConfig:
         default=None, metadata={"help": f"timm weight file of --variant {BASELINE}'s --backbone (path or URI)"}
     )
     input_size: int | None = field(default=None, metadata={"help": "input side in pixels", "unset": "the preset's"})
+    aaa_placement: str | None = field(
+        default=None,
+        metadata={
+            "help": "where AAA blocks sit in the Swin encoder",
+            "choices": AAA_PLACEMENTS,
+            "unset": "the preset's",
+        },
+    )
+    aaa_gate: str | None = field(
+        default=None,
+        metadata={
+            "help": "AAA's sigmoid gate: per channel or one spatial map",
+            "choices": AAA_GATES,
+            "unset": "the preset's",
+        },
+    )
+    fusion: str | None = field(
+        default=None,
+        metadata={"help": "where Swin maps join the decoder", "choices": FUSIONS, "unset": "the preset's"},
+    )
     keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --metric"})
     metric: str = field(default="val_auc", metadata={"help": "validation metric that picks the best checkpoint"})
     max_failures: int = field(
         default=2, metadata={"help": "worker group restarts from the last checkpoint before giving up"}
     )
     seed: int = field(default=0, metadata={"help": "random seed"})
+
+    def architecture(self) -> dict:
+        """The network options given (input size, AAA, fusion): `build_model` overrides of the preset."""
+        names = ("input_size", *ARCHITECTURE_OPTIONS)
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def run_name(self) -> str:
         return self.name or time.strftime("run-%Y%m%d-%H%M%S")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from jobs import storage
 from jobs.errors import BusnetError
-from jobs.train.config import LoopConfig, TrainConfig
+from jobs.train.config import ARCHITECTURE_OPTIONS, LoopConfig, TrainConfig
 from jobs.train.state import TRAIN_STATE_FILES
 from models.metrics import ERROR_RATES, METRICS
 
@@ -46,6 +46,7 @@ HYPERPARAMETERS = (
     "lr",
     "fold",
     "input_size",
+    *ARCHITECTURE_OPTIONS,
     "metric",
     "seed",
     "pretrained_cnn",
@@ -85,9 +86,8 @@ def prepare(config: TrainConfig) -> Prepared:
     from models.preprocess import Preprocessing
 
     _validate_options(config)
-    overrides = {"input_size": config.input_size} if config.input_size else {}
     try:
-        model = build_model(config.preset, config.variant, backbone=config.backbone, **overrides)
+        model = build_model(config.preset, config.variant, backbone=config.backbone, **config.architecture())
     except ValueError as exc:
         raise BusnetError(str(exc)) from exc
     from jobs.data.dataset import read_manifest
