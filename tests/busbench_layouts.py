@@ -97,14 +97,15 @@ def build_busis(root: Path, padded: bool) -> Path:
     return root
 
 
-def build_datasetb(root: Path) -> Path:
-    """Dataset B: imgs/000001.png.. for the ids of the real DatasetB.xlsx (sheet Hoja1), and the xlsx."""
+def build_datasetb(root: Path, first_index: int = 0) -> Path:
+    """Dataset B: imgs/000001.png.. for the ids of the real DatasetB.xlsx (sheet Hoja1), and the xlsx;
+    `first_index` keeps its placeholders apart from another dataset's of the same size."""
     import openpyxl
 
     book = openpyxl.load_workbook(metadata("DatasetB.xlsx"), read_only=True)
     ids = [row[0] for row in book["Hoja1"].iter_rows(min_row=2, values_only=True) if row[0]]
     book.close()
-    for index, image_id in enumerate(ids):
+    for index, image_id in enumerate(ids, start=first_index):
         write_marked(root / "imgs" / f"{image_id}.png", 16, 12, index)
     shutil.copyfile(metadata("DatasetB.xlsx"), root / "DatasetB.xlsx")
     return root

@@ -170,3 +170,20 @@ def test_crossing_check_names_cases_and_identical_images_on_two_sides():
         "fold 0: image": ["a/1"],
     }
     assert crossings(meta, {"fold 1": ["train", "train", "", "test"]}) == {}  # "" is unused, not a side
+
+
+def test_benchmark_datasets_tree_reads_each_folder_with_its_adapter(tmp_path, busi_sample):
+    """`Benchmark/Datasets/` as BUSBench's notes lay it out: one folder per dataset, each in its own layout."""
+    tree = tmp_path / "Benchmark" / "Datasets"
+    build_busis(tree / "BUSIS", padded=False)
+    build_datasetb(tree / "DatasetB", first_index=1000)  # BUSIS's placeholders have the same size
+    build_cropped(tree / "Thammasat", "Thammasat.csv")
+    shutil.copytree(busi_sample, tree / "BUSI", ignore=shutil.ignore_patterns("*.md"))
+    manifest = ingest({"busbench": tree}, str(tmp_path / "ds"), **FAST)
+    busi = len(list((tree / "BUSI").glob("*/*).png")))
+    assert manifest["num_rows"] == 562 + 163 + 263 + busi and manifest["rejects"] == []
+    assert manifest["counts"]["cases"] == 562 + 163 + 252 + busi
+    ids = read_table(str(tmp_path / "ds"), columns=["image_id", "case_id"]).to_pydict()
+    folders = Counter(image_id.split("/")[1] for image_id in ids["image_id"])
+    assert folders == {"BUSIS": 562, "DatasetB": 163, "Thammasat": 263, "BUSI": busi}
+    assert all(case.split("/")[1] in folders for case in ids["case_id"])  # cases never shared across datasets
