@@ -80,7 +80,8 @@ def _paper_cells(values: tuple) -> list[str]:
 
 
 @pytest.mark.slow
-def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthetic_dataset, tmp_path):
+def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthetic_dataset, tmp_path, capsys):
+    """End to end, busnet cv included (each fold trained, tested, reused on a second run)."""
     argv = ["ablation", "--data", synthetic_dataset, "--out", str(tmp_path), "--folds", "0,1"]
     argv += ["--variants", "mt_estan,baseline:resnet50", "--epochs", "1", "--input-size", "64", "--lr", "1e-3"]
     argv += ["--cpus-per-worker", "0.5", "--metric", "val_loss"]
@@ -98,3 +99,24 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
     markdown = (tmp_path / "ablation.md").read_text()
     assert "| baseline-resnet50 | 2 | 0.5 (paper protocol) |" in markdown and "*MT-ESTAN (paper, Table 2)*" in markdown
     assert (tmp_path / "ablation.png").read_bytes().startswith(b"\x89PNG")
+    # busnet cv underneath: each fold trained on its own sides and tested on its test side
+    cv = tmp_path / "mt_estan"
+    summary = json.loads((cv / "cv.json").read_text())
+    assert set(summary["paper_protocol"]["groups"]["overall"]["per_fold"]["auc_hard"]) == {"0", "1"}
+    for fold in (0, 1):
+        tested = json.loads((cv / f"fold-{fold}" / "eval" / "metrics.json").read_text())
+        assert tested["evaluated"]["fold"] == fold and tested["evaluated"]["split"] == "test"
+        lineage = json.loads((cv / f"fold-{fold}" / "best" / "lineage.json").read_text())
+        assert lineage["hyperparameters"]["fold"] == fold
+        acc = summary["groups"]["overall"]["per_fold"]["acc"][str(fold)]
+        assert acc == tested["overall"]["metrics"]["acc"]["value"]
+    assert "mean +- sd" in (cv / "cv.md").read_text()
+    capsys.readouterr()
+    assert main(argv) == 0  # everything is there: every fold is reused, nothing trains again
+    assert capsys.readouterr().out.count("already trained and tested") == 4
+    stale = cv / "fold-1" / "eval" / "metrics.json"
+    stale.write_text(json.dumps({**json.loads(stale.read_text()), "format_version": 1}))
+    assert main(argv) == 0  # metrics of an older format: tested again, not trained again
+    out = capsys.readouterr().out
+    assert out.count("already trained and tested") == 3 and "fold 1: testing" in out and "training" not in out
+    assert json.loads(stale.read_text())["format_version"] > 1

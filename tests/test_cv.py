@@ -1,14 +1,12 @@
-"""busnet cv: folds checked before any training, the summary's arithmetic, and (slow) two real folds."""
+"""busnet cv: folds checked before any training, the summary's arithmetic (end to end: tests/test_ablation.py)."""
 
 from __future__ import annotations
 
-import json
 import statistics
 
 import numpy as np
 import pytest
 
-from jobs.cli import main
 from jobs.errors import BusnetError
 from jobs.evaluate.cv import cross_validate, render, summarise
 from jobs.train.config import CvOptions, TrainConfig
@@ -83,33 +81,3 @@ def test_bad_folds_are_refused_before_any_training(synthetic_dataset, tmp_path):
         with pytest.raises(BusnetError, match=message):
             cross_validate(base, CvOptions(folds=folds))
     assert not any(tmp_path.iterdir())
-
-
-@pytest.mark.slow
-def test_cv_trains_and_tests_each_fold_and_resumes(ray_local, synthetic_dataset, tmp_path, capsys):
-    argv = ["cv", "--data", synthetic_dataset, "--out", str(tmp_path), "--name", "cv", "--folds", "0,1"]
-    argv += ["--epochs", "1", "--input-size", "64", "--lr", "1e-3", "--cpus-per-worker", "0.5"]
-    argv += ["--metric", "val_loss"]
-    assert main(argv) == 0
-    root = tmp_path / "cv"
-    summary = json.loads((root / "cv.json").read_text())
-    assert summary["folds"] == [0, 1]
-    assert set(summary["paper_protocol"]["groups"]["overall"]["per_fold"]["auc_hard"]) == {"0", "1"}
-    for fold in (0, 1):
-        tested = json.loads((root / f"fold-{fold}" / "eval" / "metrics.json").read_text())
-        assert tested["evaluated"]["fold"] == fold and tested["evaluated"]["split"] == "test"
-        lineage = json.loads((root / f"fold-{fold}" / "best" / "lineage.json").read_text())
-        assert lineage["hyperparameters"]["fold"] == fold
-        assert (
-            summary["groups"]["overall"]["per_fold"]["acc"][str(fold)] == tested["overall"]["metrics"]["acc"]["value"]
-        )
-    assert "mean +- sd" in (root / "cv.md").read_text()
-    capsys.readouterr()
-    assert main(argv) == 0  # everything is there: both folds are reused, nothing trains again
-    assert capsys.readouterr().out.count("already trained and tested") == 2
-    stale = root / "fold-1" / "eval" / "metrics.json"
-    stale.write_text(json.dumps({**json.loads(stale.read_text()), "format_version": 1}))
-    assert main(argv) == 0  # metrics of an older format: tested again, not trained again
-    out = capsys.readouterr().out
-    assert out.count("already trained and tested") == 1 and "fold 1: testing" in out and "training" not in out
-    assert json.loads(stale.read_text())["format_version"] > 1
