@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def encode(candidate: Candidate) -> dict | Reject:
     """The row for a candidate: image/mask bytes, size, sha256; or why it cannot be ingested."""
     try:
         data = _read(candidate.image)
-        pixels = _decoded(decode_image, data, "image")
+        pixels = _decoded(partial(decode_image, frame=candidate.frame), data, "image")
         height, width = pixels.shape[:2]
         window = _crop_box(candidate.crop, height, width) if candidate.crop else None
         mask = _mask_union(candidate, height, width) if candidate.masks else None

@@ -22,6 +22,7 @@ class Candidate:
     # (left, top, right, bottom) in pixels, applied once: an image already of the box's size is kept as is
     crop: tuple[int, int, int, int] | None = None
     name: str | None = None  # the source table's own name of the image (fold files use it); None: file stem
+    frame: int | None = None  # which frame of a multi-frame file (DICOM), 1 = the first; None: its only/first
 
     @property
     def listed_name(self) -> str:
