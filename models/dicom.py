@@ -19,7 +19,6 @@ import functools
 import io
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,20 +30,22 @@ GRAY = ("MONOCHROME1", "MONOCHROME2")
 COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422")  # pydicom converts YBR to RGB while decoding
 PALETTE = "PALETTE COLOR"
 PHOTOMETRICS = (*GRAY, *COLOR, PALETTE)
+# PS3.3 C.7.6.3.1.2: the values an error may name (a header's other text is never echoed)
+DEFINED_PHOTOMETRICS = (
+    *PHOTOMETRICS,
+    "HSV",
+    "ARGB",
+    "CMYK",
+    "YBR_PARTIAL_422",
+    "YBR_PARTIAL_420",
+    "YBR_ICT",
+    "YBR_RCT",
+)
 
 
 def is_dicom(data: bytes) -> bool:
     """Whether `data` is a DICOM Part 10 file (sniffed from the preamble, as file(1) does)."""
     return data[MAGIC_OFFSET : MAGIC_OFFSET + len(MAGIC)] == MAGIC
-
-
-@dataclass(frozen=True)
-class DicomInfo:
-    """What busnet reads from a header. The UIDs stay in memory: ingest hashes or matches them."""
-
-    frames: int
-    study_uid: str | None
-    sop_instance_uid: str | None
 
 
 @functools.cache
@@ -91,20 +92,14 @@ def _transfer_syntax(header):
     return syntax
 
 
-def _layout(header, max_pixels: int) -> tuple[str, int]:
-    """(photometric interpretation, frames), checked before any pixel is decoded."""
-    rows, columns = header.get("Rows"), header.get("Columns")
-    if not rows or not columns:
-        raise ImageError("DICOM file without an image (no Rows/Columns)")
-    if rows * columns > max_pixels:
-        raise ImageError(f"too many pixels: {columns}x{rows} is over the limit of {max_pixels:,}", 413)
+def _photometric(header) -> str:
     photometric = str(header.get("PhotometricInterpretation", "")).strip()
     if photometric not in PHOTOMETRICS:
-        known = photometric if photometric.isupper() and len(photometric) <= 16 else "(unknown)"
+        shown = photometric if photometric in DEFINED_PHOTOMETRICS else "(not a DICOM-defined one)"
         raise ImageError(
-            f"unsupported DICOM photometric interpretation {known}; busnet reads {', '.join(PHOTOMETRICS)}"
+            f"unsupported DICOM photometric interpretation {shown}; busnet reads {', '.join(PHOTOMETRICS)}"
         )
-    return photometric, _frames(header)
+    return photometric
 
 
 def _frames(header) -> int:
@@ -117,36 +112,44 @@ def _frames(header) -> int:
     return frames
 
 
-def read_info(source: bytes | Path, max_pixels: int) -> DicomInfo:
-    """Frames and UIDs of a DICOM file whose pixels busnet can decode; ImageError if it cannot."""
-    header = _read_header(source)
-    _transfer_syntax(header)
-    _, frames = _layout(header, max_pixels)
-    return DicomInfo(frames, _uid(header, "StudyInstanceUID"), _uid(header, "SOPInstanceUID"))
-
-
 def _uid(header, keyword: str) -> str | None:
     value = str(header.get(keyword, "") or "").strip().rstrip("\0")
     return value or None
 
 
-def decode_dicom(data: bytes, frame: int | None, max_pixels: int) -> np.ndarray:
-    """One frame (1 = the first; None = the first) -> HxW uint8/uint16 gray or HxWx3 uint8 RGB."""
-    header = _read_header(data)
-    syntax = _transfer_syntax(header)
-    photometric, frames = _layout(header, max_pixels)
-    number = 1 if frame is None else frame
-    if not 1 <= number <= frames:
-        raise ImageError(f"frame {number}: the DICOM file has {frames} frame{'s' if frames > 1 else ''} (1-{frames})")
-    from pydicom.pixels import apply_color_lut, pixel_array
+class DicomFile:
+    """An opened DICOM file: its header (read up to the pixel data), checked to be decodable, and
+    its frames on demand. The size is the caller's to check (models.preprocess checks every image
+    the same way) before `frame` decodes a pixel. The UIDs stay in memory: ingest hashes or matches them."""
 
-    try:
-        pixels = pixel_array(io.BytesIO(data), index=number - 1)
-        if photometric == PALETTE:
-            pixels = apply_color_lut(pixels, header)
-    except Exception as exc:  # codec and pydicom errors of every type; their text is not echoed
-        raise ImageError(f"undecodable DICOM pixel data ({syntax.name}: {type(exc).__name__})") from exc
-    return _display(pixels, photometric, header)
+    def __init__(self, source: bytes | Path) -> None:
+        self._source = source
+        self._header = header = _read_header(source)
+        self._syntax = _transfer_syntax(header)
+        self.width, self.height = int(header.get("Columns") or 0), int(header.get("Rows") or 0)
+        if not (self.width and self.height):
+            raise ImageError("DICOM file without an image (no Rows/Columns)")
+        self.photometric = _photometric(header)
+        self.frames = _frames(header)
+        self.study_uid = _uid(header, "StudyInstanceUID")
+        self.sop_instance_uid = _uid(header, "SOPInstanceUID")
+
+    def frame(self, number: int | None = None) -> np.ndarray:
+        """Frame `number` (1 = the first; None = the first) -> HxW uint8/uint16 gray or HxWx3 uint8 RGB."""
+        number = 1 if number is None else number
+        if not 1 <= number <= self.frames:
+            plural = "s" if self.frames > 1 else ""
+            raise ImageError(f"frame {number}: the DICOM file has {self.frames} frame{plural} (1-{self.frames})")
+        from pydicom.pixels import apply_color_lut, pixel_array
+
+        source = io.BytesIO(self._source) if isinstance(self._source, bytes) else self._source
+        try:
+            pixels = pixel_array(source, index=number - 1)
+            if self.photometric == PALETTE:
+                pixels = apply_color_lut(pixels, self._header)
+        except Exception as exc:  # codec and pydicom errors of every type; their text is not echoed
+            raise ImageError(f"undecodable DICOM pixel data ({self._syntax.name}: {type(exc).__name__})") from exc
+        return _display(pixels, self.photometric, self._header)
 
 
 def _display(pixels: np.ndarray, photometric: str, header) -> np.ndarray:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from models.dicom import decode_dicom, is_dicom
+from models.dicom import DicomFile, is_dicom
 from models.image_error import ImageError
 from models.inference import binarize
 
@@ -38,13 +38,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, frame: int | None = None) -> np.ndarray:
     """PNG/JPEG/BMP/DICOM bytes -> HxW (gray, uint8 or uint16) or HxWx3 (RGB, uint8) array; alpha is dropped.
 
-    The pixel count is checked from the header, before any pixel is decoded. `frame` picks a frame
-    of a multi-frame DICOM file (1 = the first, the default; models.dicom).
+    The size is checked from the header (`check_size`), before any pixel is decoded. `frame` picks a
+    frame of a multi-frame DICOM file (1 = the first, the default; models.dicom).
     """
     if not data:
         raise ImageError("empty: no image bytes")
     if is_dicom(data):
-        return decode_dicom(data, frame, max_pixels)
+        dicom = DicomFile(data)
+        check_size(dicom.width, dicom.height, max_pixels)
+        return dicom.frame(frame)
     if frame not in (None, 1):
         raise ImageError(f"frame {frame}: only a DICOM file has several frames")
     try:
@@ -56,16 +58,20 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, frame: int | None = 
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"corrupt image header: {exc}") from exc
     with image:
-        width, height = image.size
-        if width * height > max_pixels:
-            raise ImageError(f"too many pixels: {width}x{height} is over the limit of {max_pixels:,}", 413)
-        if width == 0 or height == 0:
-            raise ImageError(f"empty image: {width}x{height}")
+        check_size(*image.size, max_pixels)
         try:
             image.load()
             return _to_array(image)
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             raise ImageError(f"corrupt or truncated {image.format} image: {exc}") from exc
+
+
+def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
+    """ImageError (413) for an image over the pixel cap; 400 when empty."""
+    if width * height > max_pixels:
+        raise ImageError(f"too many pixels: {width}x{height} is over the limit of {max_pixels:,}", 413)
+    if width == 0 or height == 0:
+        raise ImageError(f"empty image: {width}x{height}")
 
 
 def _to_array(image: Image.Image) -> np.ndarray:

@@ -19,8 +19,8 @@ from PIL import Image
 from jobs.cli import main
 from jobs.data.dataset import read_table
 from jobs.data.ingest.adapters.dicom import study_case
-from models.dicom import read_info
-from models.preprocess import MAX_PIXELS, ImageError, decode_image
+from models.dicom import DicomFile
+from models.preprocess import ImageError, decode_image
 from tests.dicom_files import KINDS, PHI, multi_frame, noise, texts_of, unsupported, with_uids
 from tests.ingest_layouts import write_mask
 
@@ -32,14 +32,14 @@ def test_each_photometric_interpretation_decodes_to_its_pixels(kind):
     image = decode_image(data)
     assert image.dtype == expected.dtype and image.shape == expected.shape
     assert np.abs(image.astype(np.int32) - expected).max() <= tolerance
-    assert read_info(data, MAX_PIXELS).frames == 1
+    assert DicomFile(data).frames == 1
 
 
 @pytest.mark.parametrize("photometric, channels", [("MONOCHROME2", 0), ("RGB", 3)])
 def test_multi_frame_every_frame_and_a_chosen_one(photometric, channels):
     frames = np.stack([noise(seed, channels) for seed in (5, 6, 7)])
     data = multi_frame(photometric, frames)
-    assert read_info(data, MAX_PIXELS).frames == 3
+    assert DicomFile(data).frames == 3
     for number in (1, 2, 3):
         assert np.array_equal(decode_image(data, frame=number), frames[number - 1])
     assert np.array_equal(decode_image(data), frames[0])  # no frame given: the first
@@ -81,9 +81,7 @@ def dicom_folder(tmp_path) -> dict:
         table.append([name if number % 3 else Path(name).name, "", "", "BM"[number % 2], ""])
     gray_clip = np.stack([noise(seed) for seed in (30, 31, 32)])
     files["clips/gray"] = multi_frame("MONOCHROME2", gray_clip)  # a DICOM file without a suffix
-    table.append(
-        ["", str(read_info(files["clips/gray"], MAX_PIXELS).sop_instance_uid), "", "malignant", ""]
-    )  # every frame
+    table.append(["", str(DicomFile(files["clips/gray"]).sop_instance_uid), "", "malignant", ""])  # every frame
     rgb_clip = np.stack([noise(seed, 3) for seed in (40, 41, 42)])
     files["clips/rgb.dcm"] = multi_frame("RGB", rgb_clip)
     table.append(["clips/rgb.dcm", "", "2", "benign", "masks/rgb_2.png"])  # one frame, with its mask
@@ -120,7 +118,7 @@ def test_ingest_dicom_folder(dicom_folder, tmp_path, caplog, capfd):
         name, _, frame = image_id.removeprefix("dicom/").partition("#")
         expected = decode_image(files[name], frame=int(frame) if frame else None)
         assert np.array_equal(decode_image(row["image"]), expected), image_id
-        uid = read_info(files[name], MAX_PIXELS).study_uid
+        uid = DicomFile(files[name]).study_uid
         assert row["case_id"] == f"dicom/{study_case(uid)}" and len(row["case_id"]) == 6 + 32
     for number, frame in enumerate(dicom_folder["gray_clip"], start=1):
         assert np.array_equal(decode_image(rows[f"dicom/clips/gray#{number}"]["image"]), frame)

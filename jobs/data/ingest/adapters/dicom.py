@@ -26,8 +26,8 @@ from pathlib import Path
 
 from jobs.data.ingest.found import Candidate, Found, Reject, Skipped, parse_label
 from jobs.data.ingest.tables import TABLE_SUFFIXES, TableError, column, find_table, read_rows
-from models.dicom import DicomInfo, is_dicom, read_info
-from models.preprocess import MAX_PIXELS, ImageError
+from models.dicom import DicomFile, is_dicom
+from models.image_error import ImageError
 
 TABLE_NAMES = ("labels.csv", "labels.xlsx")
 CASE_PREFIX = b"busnet/dicom/StudyInstanceUID\0"
@@ -60,11 +60,11 @@ def scan(root: Path, source: str) -> Iterator[Found]:
         return
     base = table.parent
     masks = {(base / m.strip()).resolve() for row in rows for m in row.get(mask_col or "", "").split(";") if m.strip()}
-    files: dict[Path, DicomInfo] = {}
+    files: dict[Path, DicomFile] = {}
     examined = [p for p in sorted(base.rglob("*")) if p.is_file() and p != table and p.resolve() not in masks]
     for path in examined:
         found = _examine(path, path.relative_to(base), source)
-        if isinstance(found, DicomInfo):
+        if isinstance(found, DicomFile):
             files[path] = found
         else:
             yield found
@@ -73,18 +73,18 @@ def scan(root: Path, source: str) -> Iterator[Found]:
         if number not in by_file.matched:
             key = f"file {row[file_col]}" if file_col and row.get(file_col) else "this row's sop_instance_uid"
             yield Reject(source, f"{table}:{number}", f"no DICOM file matches {key}")
-    for path, info in files.items():
+    for path, dicom in files.items():
         listed = by_file.rows.get(path)
         if not listed:
             yield Reject(
                 source, str(path), f"no label: {table.name} has no row for this file (file or sop_instance_uid)"
             )
             continue
-        yield from _frames(source, base, path, info, listed, label_col, frame_col, mask_col)
+        yield from _frames(source, base, path, dicom, listed, label_col, frame_col, mask_col)
 
 
-def _examine(path: Path, relative: Path, source: str) -> DicomInfo | Found:
-    """A file under the folder: DicomInfo for a usable DICOM image, else its Reject (or Skipped)."""
+def _examine(path: Path, relative: Path, source: str) -> DicomFile | Found:
+    """A file under the folder: DicomFile for a usable DICOM image, else its Reject (or Skipped)."""
     if any(part.startswith(".") for part in relative.parts):
         return Skipped(source, str(path), "hidden file")
     if path.name.upper() == "DICOMDIR":
@@ -97,12 +97,12 @@ def _examine(path: Path, relative: Path, source: str) -> DicomInfo | Found:
     if not is_dicom(head):
         return Reject(source, str(path), "not a DICOM file (no DICM preamble)")
     try:
-        info = read_info(path, MAX_PIXELS)
+        dicom = DicomFile(path)
     except ImageError as exc:
         return Reject(source, str(path), str(exc))
-    if info.study_uid is None:
+    if dicom.study_uid is None:
         return Reject(source, str(path), "no StudyInstanceUID: cannot keep its study in one split")
-    return info
+    return dicom
 
 
 class _Matches:
@@ -116,7 +116,7 @@ class _Matches:
 def _rows_by_file(
     rows: list[dict],
     examined: list[Path],
-    files: dict[Path, DicomInfo],
+    files: dict[Path, DicomFile],
     base: Path,
     file_col: str | None,
     uid_col: str | None,
@@ -127,7 +127,7 @@ def _rows_by_file(
     by_name: dict[str, list[Path]] = defaultdict(list)
     for path in examined:
         by_name[path.name].append(path)
-    by_uid = {info.sop_instance_uid: path for path, info in files.items() if info.sop_instance_uid}
+    by_uid = {dicom.sop_instance_uid: path for path, dicom in files.items() if dicom.sop_instance_uid}
     matches = _Matches()
     for number, row in enumerate(rows, start=2):
         written = (row.get(file_col) or "").replace("\\", "/").strip().removeprefix("./") if file_col else ""
@@ -144,30 +144,30 @@ def _frames(
     source: str,
     base: Path,
     path: Path,
-    info: DicomInfo,
+    dicom: DicomFile,
     listed: list[tuple[int, dict]],
     label_col: str,
     frame_col: str | None,
     mask_col: str | None,
 ) -> Iterator[Found]:
     """The candidates of one file: each listed frame (or every frame) with its row's label and mask."""
-    key, case = path.relative_to(base).as_posix(), study_case(info.study_uid)
+    key, case = path.relative_to(base).as_posix(), study_case(dicom.study_uid)
     seen: dict[int, int] = {}
     for number, row in listed:
         label = parse_label(row[label_col])
         frame_text = (row.get(frame_col) or "").strip() if frame_col else ""
         masks = tuple(base / m.strip() for m in (row.get(mask_col) or "").split(";") if m.strip()) if mask_col else ()
-        reason = _row_problem(row[label_col], label, frame_text, info.frames, masks)
+        reason = _row_problem(row[label_col], label, frame_text, dicom.frames, masks)
         if reason:
             yield Reject(source, str(path), f"{reason} (row {number})")
             continue
-        frames = [int(frame_text)] if frame_text else list(range(1, info.frames + 1))
+        frames = [int(frame_text)] if frame_text else list(range(1, dicom.frames + 1))
         for frame in frames:
             if frame in seen:
                 yield Reject(source, str(path), f"frame {frame} listed twice (rows {seen[frame]} and {number})")
                 continue
             seen[frame] = number
-            frame_key = key if info.frames == 1 else f"{key}#{frame}"
+            frame_key = key if dicom.frames == 1 else f"{key}#{frame}"
             yield Candidate(source, frame_key, path, label, case=case, masks=masks, frame=frame)
 
 
