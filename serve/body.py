@@ -12,7 +12,7 @@ from email import policy
 from email.parser import BytesParser
 
 FIELD = "file"
-ACCEPTED = "an image/* body (image/png, image/jpeg, image/bmp) or multipart/form-data field 'file'"
+ACCEPTED = "an image/* body (image/png, image/jpeg, image/bmp), application/dicom, or multipart/form-data field 'file'"
 
 
 class BadRequest(Exception):
@@ -29,7 +29,7 @@ async def read_image_bytes(
     """The image's bytes, or BadRequest: 415 wrong type, 413 too large, 400 empty/bad multipart."""
     media_type = (content_type or "").split(";")[0].strip().lower()
     multipart = media_type == "multipart/form-data"
-    if not (multipart or media_type.startswith("image/")):
+    if not (multipart or media_type.startswith("image/") or media_type == "application/dicom"):
         raise BadRequest(415, f"unsupported content type {media_type or '(none)'}; send {ACCEPTED}")
     if content_length and content_length.strip().isdigit() and int(content_length) > max_bytes:
         raise BadRequest(413, f"body of {int(content_length)} bytes exceeds the limit of {max_bytes}")
@@ -39,6 +39,15 @@ async def read_image_bytes(
     if not body:
         raise BadRequest(400, f"empty image; send {ACCEPTED}")
     return body
+
+
+def frame_number(text: str | None) -> int | None:
+    """The `?frame=N` query parameter: which frame of a multi-frame DICOM (1 = the first), or BadRequest."""
+    if text is None:
+        return None
+    if not (text.isdigit() and int(text) >= 1):
+        raise BadRequest(400, f"frame={text[:20]!r}: expected a frame number (1 = the first)")
+    return int(text)
 
 
 async def _read_capped(stream: AsyncIterator[bytes], max_bytes: int) -> bytes:

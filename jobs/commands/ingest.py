@@ -4,7 +4,8 @@ Sources (NAME=PATH, repeatable): busi (Dataset_BUSI_with_GT/), busis (Original/ 
 BUSIS562.csv; case0001 or case1 names), datasetb (original/ or imgs/, GT/, DatasetB.xlsx or .csv),
 hmss and thammasat (imgs/ + HMSS.csv / Thammasat.csv as BUSBench publishes them; crops applied once),
 busbench (BUSBench's BUS_Combined/ folder, or its Benchmark/Datasets/ tree), folder (a CSV with
-columns image, label[, mask, case_id]), synthetic (busnet synth output).
+columns image, label[, mask, case_id]), synthetic (busnet synth output), dicom (DICOM files + a labels
+table keyed by file or sop_instance_uid[, frame, mask]; only pixels, label and a hashed study leave a file).
 Unusable files (corrupt image, mask of another size, no label, unknown layout, duplicate bytes or
 pixels, a case mixing benign and malignant images unless --mixed-label-cases keep) are rejected with
 their reason, listed in manifest.json and the summary; --strict stops at the first. Splits are drawn
@@ -38,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="NAME=PATH",
         help="a source to ingest (repeat for several): busi, busis, datasetb, hmss, thammasat, busbench, folder, "
-        "synthetic",
+        "synthetic, dicom",
     )
     parser.add_argument(
         "--out", required=True, metavar="URI", help="dataset URI: path, file:///path or s3://bucket/prefix"
