@@ -159,3 +159,41 @@ def _assert_nothing_of(secrets: list[str], out: Path, rows: dict, output: str) -
     everything = repr(rows) + output
     assert not [s for s in secrets if s in everything]
     assert "4 rejected" in output  # the summary was captured
+
+
+def test_table_rows_that_cannot_be_used_are_rejects_naming_row_and_reason(tmp_path):
+    """Scanning only (no ingestion): each unusable row or file is a reject saying why, the rest candidates."""
+    from jobs.data.ingest.adapters.dicom import scan
+    from jobs.data.ingest.found import Candidate, Reject, Skipped
+
+    clip = multi_frame("MONOCHROME2", np.stack([noise(seed) for seed in (90, 91)]))
+    (tmp_path / "clip.dcm").write_bytes(clip)
+    (tmp_path / "one.dcm").write_bytes(KINDS["RGB"][0](92)[0])
+    (tmp_path / "DICOMDIR").write_bytes(b"index")
+    (tmp_path / ".DS_Store").write_bytes(b"finder")
+    write_mask(tmp_path / "m.png", 64, 48, (1, 1, 9, 9))
+    rows = [
+        ["file", "sop_instance_uid", "frame", "label", "mask"],
+        ["clip.dcm", "", "", "benign", "m.png"],  # a mask of which frame?
+        ["clip.dcm", "", "3", "benign", ""],  # no frame 3
+        ["clip.dcm", "", "x", "benign", ""],
+        ["", DicomFile(clip).sop_instance_uid, "2", "malignant", "m.png"],  # by UID: frame 2 with its mask
+        ["clip.dcm", "", "2", "benign", ""],  # frame 2 again
+        ["one.dcm", "", "", "maybe", ""],
+    ]
+    with (tmp_path / "labels.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+    found = list(scan(tmp_path / "labels.csv", "dicom"))
+    candidates = [f for f in found if isinstance(f, Candidate)]
+    assert [(c.key, c.frame, c.label, [m.name for m in c.masks]) for c in candidates] == [
+        ("clip.dcm#2", 2, 1, ["m.png"])
+    ]
+    assert sorted(f.reason for f in found if isinstance(f, Skipped)) == ["DICOMDIR index", "hidden file"]
+    reasons = sorted(f.reason for f in found if isinstance(f, Reject))
+    assert reasons == [
+        "a mask for a file of 2 frames needs the frame it outlines (column frame) (row 2)",
+        "frame '3': the file has 2 frames (1-2) (row 3)",
+        "frame 'x': the file has 2 frames (1-2) (row 4)",
+        "frame 2 listed twice (rows 5 and 6)",
+        "no label (label='maybe') (row 7)",
+    ]
