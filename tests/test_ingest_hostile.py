@@ -133,7 +133,8 @@ def test_the_same_bytes_under_two_labels_reject_both_copies(tmp_path, busi_sampl
     (root / "benign" / "benign (1).png").unlink()
     (root / "benign" / "benign (1)_mask.png").unlink()
 
-    manifest = ingest({"busi": root}, str(tmp_path / "ds"), **FAST)
+    # one image per shard: the kept copy, rejected later, leaves no empty shard and no row out of step
+    manifest = ingest({"busi": root}, str(tmp_path / "ds"), shard_mb=0.01, val=0.2, test=0.2, folds=2, progress=False)
     reasons = _reasons(manifest)
     assert set(reasons) == {"benign (433).png", "malignant (145).png"}
     assert reasons["benign (433).png"] == (
@@ -141,7 +142,12 @@ def test_the_same_bytes_under_two_labels_reject_both_copies(tmp_path, busi_sampl
         "labelled benign and malignant"
     )
     assert "same bytes as busi/benign/benign (433).png" in reasons["malignant (145).png"]
-    assert manifest["num_rows"] == 19 and not [i for i in rows(str(tmp_path / "ds")) if "433" in i or "145" in i]
+    got = rows(str(tmp_path / "ds"))
+    assert len(got) == manifest["num_rows"] == len(manifest["files"]) == 19
+    assert not [i for i in got if "433" in i or "145" in i]
+    for split, tally in manifest["counts"]["by_split"].items():  # each row got its own split
+        labels = [r["label"] for r in got.values() if r["split"] == split]
+        assert (len(labels), labels.count(0), labels.count(1)) == (tally["images"], tally["benign"], tally["malignant"])
 
 
 def test_the_same_pixels_in_another_container_are_one_image(tmp_path):

@@ -93,7 +93,7 @@ def images_by_stem(directory: Path | None, source: str, key: Callable[[str], str
     if directory is None or not directory.is_dir():
         return NamedImages({}, set(), [])
     files = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
-    rejects = [Reject(source, str(p), "not an image file") for p in files if not is_image(p)]
+    rejects = [Reject(source, str(p), "not an image file") for p in files if p.is_file() and not is_image(p)]
     named: dict[str, list[Path]] = defaultdict(list)
     for path in files:
         if is_image(path):

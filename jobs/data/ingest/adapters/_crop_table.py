@@ -5,7 +5,8 @@
     <root>/<TABLE>.csv               `img name`, `case id/cover img id`, `tumor type`,
                                      `crop r1, crop r2, crop col1, crop col2` (top, height, left, width)
 The crop is applied once (jobs.data.ingest.encode decides by image size vs box): a `_crop` copy is
-preferred over the raw file (then Skipped, counted). Several images share a case (`case id/cover img id`). No masks.
+preferred over the raw file (then Skipped, counted). Several images share a case (`case id/cover
+img id`). No masks.
 """
 
 from __future__ import annotations
