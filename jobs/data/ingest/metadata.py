@@ -11,10 +11,13 @@ unknown here is dropped too. The caller checks that the result decodes to the sa
 
 from __future__ import annotations
 
+import re
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
 _PNG_KEPT = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND", b"gAMA", b"cHRM", b"sRGB", b"sBIT", b"pHYs", b"bKGD"}
 _APP0, _APP14, _APP15, _COM, _SOS, _EOI = 0xE0, 0xEE, 0xEF, 0xFE, 0xDA, 0xD9
+_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")  # in scan data, FF00 is a literal 0xFF; RSTn stays inside
 _JFIF_WITHOUT_THUMBNAIL = 16  # segment length: identifier, version, units, density, thumbnail 0x0
 
 
@@ -71,16 +74,11 @@ def _jpeg(data: bytes) -> bytes:
 
 
 def _scan_end(data: bytes, at: int) -> int:
-    """Where a scan's entropy-coded data ends: the first 0xFF that is not stuffing (FF00) or a RSTn."""
-    while True:
-        at = data.index(b"\xff", at)
-        following = data[at + 1]
-        if following == 0x00 or 0xD0 <= following <= 0xD7:
-            at += 2
-        elif following == 0xFF:
-            at += 1
-        else:
-            return at
+    """Where a scan's entropy-coded data ends: the first 0xFF that is not stuffing (FF00), a RSTn or fill."""
+    marker = _MARKER.search(data, at)
+    if marker is None:
+        raise ValueError("JPEG scan without an end")
+    return marker.start()
 
 
 def _kept(marker: int, segment: bytes) -> bool:
