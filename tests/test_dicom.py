@@ -167,6 +167,10 @@ def test_table_rows_that_cannot_be_used_are_rejects_naming_row_and_reason(tmp_pa
     from jobs.data.ingest.found import Candidate, Reject, Skipped
 
     clip = multi_frame("MONOCHROME2", np.stack([noise(seed) for seed in (90, 91)]))
+    (tmp_path / "outside.dcm").write_bytes(KINDS["RGB"][0](93)[0])
+    tmp_path = tmp_path / "export"
+    tmp_path.mkdir()
+    (tmp_path / "link.dcm").symlink_to(tmp_path.parent / "outside.dcm")
     (tmp_path / "clip.dcm").write_bytes(clip)
     (tmp_path / "one.dcm").write_bytes(KINDS["RGB"][0](92)[0])
     (tmp_path / "DICOMDIR").write_bytes(b"index")
@@ -196,4 +200,5 @@ def test_table_rows_that_cannot_be_used_are_rejects_naming_row_and_reason(tmp_pa
         "frame 'x': the file has 2 frames (1-2) (row 4)",
         "frame 2 listed twice (rows 5 and 6)",
         "no label (label='maybe') (row 7)",
+        f"resolves outside the source root {tmp_path} (symlink): not read",
     ]

@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from jobs.data.ingest.found import Candidate, Found, Reject, Skipped, parse_label
+from jobs.data.ingest.found import Candidate, Found, Reject, Skipped, escapes, parse_label
 from jobs.data.ingest.tables import TABLE_SUFFIXES, TableError, column, find_table, read_rows
 from models.dicom import DicomFile, is_dicom
 from models.image_error import ImageError
@@ -63,7 +63,7 @@ def scan(root: Path, source: str) -> Iterator[Found]:
     files: dict[Path, DicomFile] = {}
     examined = [p for p in sorted(base.rglob("*")) if p.is_file() and p != table and p.resolve() not in masks]
     for path in examined:
-        found = _examine(path, path.relative_to(base), source)
+        found = _examine(path, base, source)
         if isinstance(found, DicomFile):
             files[path] = found
         else:
@@ -83,10 +83,12 @@ def scan(root: Path, source: str) -> Iterator[Found]:
         yield from _frames(source, base, path, dicom, listed, label_col, frame_col, mask_col)
 
 
-def _examine(path: Path, relative: Path, source: str) -> DicomFile | Found:
+def _examine(path: Path, base: Path, source: str) -> DicomFile | Found:
     """A file under the folder: DicomFile for a usable DICOM image, else its Reject (or Skipped)."""
-    if any(part.startswith(".") for part in relative.parts):
+    if any(part.startswith(".") for part in path.relative_to(base).parts):
         return Skipped(source, str(path), "hidden file")
+    if escapes(path, base):  # a symlink out of the folder: its header is not read either
+        return Reject(source, str(path), f"resolves outside the source root {base} (symlink): not read")
     if path.name.upper() == "DICOMDIR":
         return Skipped(source, str(path), "DICOMDIR index")
     try:
