@@ -9,6 +9,7 @@ ride on the existing end-to-end tests through `tracked_runs`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 from pathlib import Path
 
@@ -36,6 +37,20 @@ def artifact_names(client, run) -> set[str]:
 def out(tmp_path_factory) -> Path:
     """One run folder whose store both tests use (each its own experiment): a new SQLite store costs seconds."""
     return tmp_path_factory.mktemp("tracked")
+
+
+def assert_tracked_training(client, run, run_folder: Path, epochs: int, best_uri: str, content_hash: str) -> None:
+    """A training run as MLflow holds it: its config and dataset hash, every epoch's metrics equal to the
+    epoch's checkpoint, the published checkpoint's URI, metrics and JSON files."""
+    assert run.info.status == "FINISHED"
+    assert run.data.params["dataset_hash"] == content_hash and float(run.data.params["lr"]) == 1e-3
+    history = client.get_metric_history(run.info.run_id, "val_loss")
+    stored = {e: json.loads((run_folder / f"epoch-{e:04d}" / "metrics.json").read_text()) for e in range(1, epochs + 1)}
+    assert sorted((m.step, m.value) for m in history) == [(e, pytest.approx(stored[e]["val_loss"])) for e in stored]
+    best = json.loads((Path(best_uri) / "metrics.json").read_text())
+    assert run.data.tags["checkpoint_uri"] == best_uri and run.data.tags["best_epoch"] == str(best["epoch"])
+    assert run.data.metrics["best.val_loss"] == pytest.approx(best["val_loss"])
+    assert artifact_names(client, run) == {"config.json", "metrics.json", "lineage.json"}
 
 
 def test_runs_record_params_metrics_artifacts_nest_and_fail_in_the_store_next_to_out(out, tmp_path, monkeypatch):
