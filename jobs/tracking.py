@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jobs import storage
-
 STORE_FOLDER = "mlruns"
 PARAM_CHARS = 6000  # MLflow's limit on a parameter's value
 
@@ -81,6 +79,8 @@ _PARENT_RUN: ContextVar[str | None] = ContextVar("busnet_tracking_parent_run", d
 @contextlib.contextmanager
 def session(command: str, out: str, *, enabled: bool = True) -> Iterator[None]:
     """Track the runs of `busnet <command>` whose output is `out` (the store: see the module doc)."""
+    from jobs import storage  # pyarrow: not at import, `busnet --help` reads TrackingOptions
+
     tracking_uri, artifact_root = os.environ.get("MLFLOW_TRACKING_URI"), None
     if not enabled:
         yield
@@ -105,6 +105,8 @@ def session(command: str, out: str, *, enabled: bool = True) -> Iterator[None]:
 
 def store_uri(out: str) -> str:
     """The tracking URI of the store next to a local `out` (what `mlflow ui --backend-store-uri` takes)."""
+    from jobs import storage
+
     return f"sqlite:///{storage.local_path(out) / STORE_FOLDER / 'mlflow.db'}"
 
 
@@ -138,6 +140,8 @@ class Run:
         """Files (local paths or storage URIs) as artifacts, each under its own name."""
         if not self.run_id:
             return
+        from jobs import storage
+
         client = _client(self.tracking_uri)
         with tempfile.TemporaryDirectory(prefix="busnet-artifacts-") as scratch:
             for uri in uris:
@@ -148,6 +152,8 @@ class Run:
     def record_checkpoint(self, uri: str, metrics: Mapping[str, Any]) -> None:
         """The published checkpoint: its URI and epoch as tags, its metrics as best.*, its JSON files as
         artifacts (config, metrics, lineage: enough to know what was published without the weights)."""
+        from jobs import storage
+
         self.set_tags({"checkpoint_uri": uri, "best_epoch": metrics.get("epoch")})
         self.log_metrics({"best": metrics})
         self.log_artifacts(*(storage.join(uri, path.rsplit("/", 1)[-1]) for path in storage.list_files(uri, ".json")))
