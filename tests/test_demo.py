@@ -116,7 +116,8 @@ def _check_every_cpu_is_free_again(ray) -> None:
 def _check_tracked(runs: Path) -> None:
     """The tune run in MLflow with each trial as a child run (Ray Tune's MLflow logger: its w1/alpha/gamma and
     per-epoch metrics), and the demo's evaluation beside it."""
-    client, (tune,) = tracked_runs(runs, "tune")
+    client, tune_runs = tracked_runs(runs, "tune")
+    (tune,) = [run for run in tune_runs if "mlflow.parentRunId" not in run.data.tags]  # the trials are its children
     results = json.loads((runs / "tune_results.json").read_text())
     assert (
         tune.data.tags["checkpoint_uri"] == str(runs / "best")
