@@ -22,6 +22,7 @@ const STATUS_MESSAGES = {
 
 const $ = (id) => document.getElementById(id);
 let current = null; // AbortController of the request in flight: a newer choice cancels it
+let lastDicom = null; // the last DICOM file analysed: a new frame number analyses it again
 
 /** A readable one-paragraph message for an HTTP answer that is not 200. */
 async function describeFailure(response) {
@@ -70,8 +71,11 @@ async function analyse(file) {
   $("status").textContent = `Analysing ${file.name}…`;
   let response;
   const type = await contentTypeOf(file);
+  const frame = $("frame").value.trim();
+  lastDicom = type === "application/dicom" ? file : null;
+  const query = lastDicom && frame ? `?frame=${encodeURIComponent(frame)}` : "";
   try {
-    response = await fetch("v1/predict", {
+    response = await fetch(`v1/predict${query}`, {
       method: "POST", body: file, headers: { "Content-Type": type }, signal: controller.signal,
     });
   } catch (error) {
@@ -219,6 +223,7 @@ function showResult(answer, width, height) {
     : `${area} px (${((100 * area) / (width * height)).toFixed(1)}% of the image)`;
   $("bbox").textContent = answer.lesion.bbox ? answer.lesion.bbox.join(", ") : "no lesion found";
   $("size").textContent = `${width} × ${height} px`;
+  $("answered-by").textContent = `${answer.model.name} ${answer.model.version}`; // the model of this answer
   $("no-result").hidden = true;
   $("result-body").hidden = false;
 }
@@ -265,7 +270,9 @@ async function loadModel() {
   }));
   $("metrics").hidden = rows.length === 0;
   const epoch = typeof metrics.epoch === "number" ? ` (checkpoint of epoch ${metrics.epoch})` : "";
-  $("model-status").textContent = rows.length ? `Validation metrics${epoch}:` : "No validation metrics recorded.";
+  $("metrics-caption").textContent = `Validation metrics${epoch}`;
+  $("model-status").textContent = rows.length ? "" : "No validation metrics recorded with this checkpoint.";
+  $("model-status").hidden = rows.length > 0;
 }
 
 function setOpacity() {
@@ -297,6 +304,9 @@ function wireInput() {
     zone.classList.remove("dragging");
     const files = event.dataTransfer.files;
     if (files.length) analyse(files[0]);
+  });
+  $("frame").addEventListener("change", () => {
+    if (lastDicom) analyse(lastDicom);
   });
   $("opacity").addEventListener("input", setOpacity);
   setOpacity();
