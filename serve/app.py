@@ -13,11 +13,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from ray import serve
 
 from models.preprocess import ImageError
@@ -76,6 +78,16 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     """Anything unexpected: logged in the replica, a plain 500 to the client, no traceback."""
     logger.error("unexpected %s on %s: %s", type(exc).__name__, request.url.path, exc)
     return error(500, "internal error; the replica log has the details")
+
+
+VIEWER = Path(__file__).with_name("viewer")
+api.mount("/viewer", StaticFiles(directory=VIEWER), name="viewer")
+
+
+@api.get("/", include_in_schema=False)
+async def viewer() -> FileResponse:
+    """The browser viewer (serve/viewer/): static HTML/CSS/JS that calls this API, nothing to build."""
+    return FileResponse(VIEWER / "index.html")
 
 
 class BatchStats:
