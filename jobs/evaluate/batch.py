@@ -55,7 +55,7 @@ SCHEMA = pa.schema(
         pa.field("true_label", pa.int8()),  # the dataset's 0/1; null for a folder of images
         pa.field("mask_png", pa.binary()),  # null for a classifier-only model
         pa.field("lesion_area_px", pa.int64()),
-        pa.field("lesion_bbox", pa.list_(pa.int32(), 4)),  # [x0, y0, x1, y1], exclusive ends; null: no lesion
+        pa.field("lesion_bbox", pa.list_(pa.int32())),  # [x0, y0, x1, y1], exclusive ends; null: no lesion
         pa.field("dsc", pa.float64()),  # against the true mask, at the model's input size; null: no true mask
         pa.field("ji", pa.float64()),
         pa.field("height", pa.int32(), nullable=False),
