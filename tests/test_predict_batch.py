@@ -167,3 +167,15 @@ def test_batch_and_client_modes_do_not_mix(capsys):
     assert "no IMAGE arguments" in capsys.readouterr().err
     assert cli.main(["predict"]) == 1
     assert "give IMAGE files" in capsys.readouterr().err
+
+
+def test_bench_predict_times_both_pipelines_on_the_same_images(ray_local, synthetic_dataset, checkpoint, capsys):
+    from jobs.data.dataset import read_table
+
+    splits = read_table(synthetic_dataset, columns=["split"]).column("split").to_pylist()
+    argv = ["bench", "predict", "--data", synthetic_dataset, "--checkpoint", checkpoint, "--split", "val"]
+    assert cli.main([*argv, "--batch-size", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["images"] == splits.count("val") and result["device"] == "cpu"
+    for key in ("batch_images_per_s", "bare_images_per_s", "speedup", "batch_seconds", "bare_seconds"):
+        assert result[key] > 0, key
