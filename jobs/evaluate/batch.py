@@ -132,8 +132,8 @@ def predict_archive(
     from models.preprocess import Preprocessing
 
     say = progress or (lambda message: None)
-    for flag, value in (("--batch-size", batch_size), ("--workers", workers or 1), ("rows per part", rows_per_part)):
-        if value < 1:
+    for flag, value in (("--batch-size", batch_size), ("--workers", workers), ("rows per part", rows_per_part)):
+        if value is not None and value < 1:
             raise BusnetError(f"{flag} must be >= 1, got {value}")
     checkpoint_uri, data_uri, out_uri = (absolute_uri(u) for u in (checkpoint_uri, data_uri, out_uri))
     config, has_segmentation = load_config(checkpoint_uri)
