@@ -226,8 +226,9 @@ class _Source:
         return rows.filter(expr=col("image_id").not_in(sorted(skip))) if skip else rows
 
 
-def _read_files(batch: dict[str, np.ndarray], root: str) -> dict[str, np.ndarray]:
-    """Image files -> rows like a dataset's (no label: -1, no mask); the size from the header only."""
+def _read_files(batch: dict[str, np.ndarray], root: str) -> pa.Table:
+    """Image files -> rows like a dataset's (no label: -1, no mask); the size from the header only.
+    Arrow, typed as the dataset's Parquet columns, so that decoding sees the bytes as it sees those."""
     from PIL import Image, UnidentifiedImageError
 
     images, heights, widths = [], [], []
@@ -242,17 +243,17 @@ def _read_files(batch: dict[str, np.ndarray], root: str) -> dict[str, np.ndarray
         heights.append(height)
         widths.append(width)
     count = len(images)
-    encoded = np.empty(count, object)  # bytes of any length, one per row
-    encoded[:] = images
-    return {
-        "image_id": np.asarray(batch["image_id"], object),
-        "source": np.full(count, FOLDER_SOURCE, object),
-        "label": np.full(count, -1, np.int8),
-        "image": encoded,
-        "mask": np.full(count, None, object),
-        "height": np.asarray(heights, np.int64),
-        "width": np.asarray(widths, np.int64),
-    }
+    return pa.table(
+        {
+            "image_id": pa.array([str(i) for i in batch["image_id"]], pa.string()),
+            "source": pa.array([FOLDER_SOURCE] * count, pa.string()),
+            "label": pa.array([-1] * count, pa.int8()),
+            "image": pa.array(images, pa.binary()),
+            "mask": pa.nulls(count, pa.binary()),
+            "height": pa.array(heights, pa.int32()),
+            "width": pa.array(widths, pa.int32()),
+        }
+    )
 
 
 def _open_output(out_uri: str, job: dict) -> set[str]:
