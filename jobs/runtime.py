@@ -31,18 +31,21 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         return
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on one machine: loopback only
     options = dict(
+        # "local": a new node; with no address Ray joins the cluster named in /tmp/ray/ray_current_cluster,
+        # which any earlier `ray start` on the machine leaves behind (and then refuses num_cpus)
+        address="local",
         num_cpus=num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1),
         object_store_memory=object_store_memory or LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
-        dashboard_port=free_port(),
         _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": _forwarded_env()},
         logging_level="WARNING",
     )
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            ray.init(**options)
+            # a fresh port each attempt: the timed-out attempt's dashboard may still hold the last one
+            ray.init(**options, dashboard_port=free_port())
             return
         except Exception as exc:  # Ray gives a node 30 s to start; an overloaded machine can miss it
             if "timed out during startup" not in str(exc) or attempt == START_ATTEMPTS:

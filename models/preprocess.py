@@ -208,3 +208,16 @@ def restore_mask(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     )
     cropped = square[0, 0, :height, :width].numpy()
     return np.where(binarize(cropped), 255, 0).astype(np.uint8)
+
+
+def mask_png(mask: np.ndarray) -> bytes:
+    """A 0/255 uint8 mask [H, W] as PNG bytes: lossless and small (one lesion: about 1 KB)."""
+    buffer = io.BytesIO()
+    Image.fromarray(mask).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def lesion_of(mask: np.ndarray) -> dict:
+    """Lesion area in pixels and its box [x0, y0, x1, y1] (x1, y1 exclusive), None when empty."""
+    box = Image.fromarray(mask).getbbox()
+    return {"area_px": int(np.count_nonzero(mask)), "bbox": list(box) if box else None}

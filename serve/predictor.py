@@ -10,7 +10,6 @@ input's own size through the preprocessing's inverse, `restore_mask`.
 from __future__ import annotations
 
 import base64
-import io
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,10 +17,17 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 
 from models.inference import predict
-from models.preprocess import MAX_PIXELS, Preprocessing, decode_image, preprocess_image, restore_mask
+from models.preprocess import (
+    MAX_PIXELS,
+    Preprocessing,
+    decode_image,
+    lesion_of,
+    mask_png,
+    preprocess_image,
+    restore_mask,
+)
 
 Loader = Callable[..., "tuple[torch.nn.Module, dict]"]
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -150,15 +156,7 @@ def answer(loaded: LoadedModel, probability: float, mask_prob: np.ndarray | None
 
 def encode_mask(mask: np.ndarray) -> str:
     """A 0/255 mask as base64 PNG text."""
-    buffer = io.BytesIO()
-    Image.fromarray(mask).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def lesion_of(mask: np.ndarray) -> dict:
-    """Lesion area in pixels and its box [x0, y0, x1, y1] (x1, y1 exclusive), None when empty."""
-    box = Image.fromarray(mask).getbbox()
-    return {"area_px": int(np.count_nonzero(mask)), "bbox": list(box) if box else None}
+    return base64.b64encode(mask_png(mask)).decode("ascii")
 
 
 def predict_batch(items: list[tuple[LoadedModel, PreparedImage]]) -> list[dict]:

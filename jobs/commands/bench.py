@@ -1,8 +1,9 @@
-"""Measure the platform: `busnet bench data|train|serve` prints a table (or one JSON object with --json).
+"""Measure the platform: `busnet bench data|train|serve|predict` prints a table (or one JSON object with --json).
 
 data:  images/s through the Ray Data pipeline vs. a plain single-process loop over the same Parquet.
 train: training images/s of a bare PyTorch loop vs. Ray Train + Ray Data (the platform's overhead).
 serve: closed-loop HTTP load at several concurrencies: requests/s, p50/p99 latency, mean batch size.
+predict: images/s of batch inference (busnet predict) vs. the bare batched pipeline in one process.
 """
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"data": "jobs.bench.data", "train": "jobs.bench.train", "serve": "jobs.bench.serve"}
+BENCHMARKS = {
+    "data": "jobs.bench.data",
+    "train": "jobs.bench.train",
+    "serve": "jobs.bench.serve",
+    "predict": "jobs.bench.predict",
+}
 
 
 def _available() -> dict:

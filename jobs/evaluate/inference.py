@@ -1,10 +1,15 @@
-"""Batch inference for `busnet evaluate`: a Ray Data callable class that loads the checkpoint once
-per actor and turns batches of preprocessed images into probabilities, masks and per-image scores
-through `models.inference.predict`, the step validation and serving use too."""
+"""Batch inference for `busnet evaluate` and `busnet predict`: a Ray Data callable class that loads the
+checkpoint once per actor and turns batches of preprocessed images into probabilities, masks and
+per-image scores through `models.inference.predict`, the step validation and serving use too."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.inference import Prediction
 
 
 class BatchPredictor:
@@ -16,16 +21,25 @@ class BatchPredictor:
         from models import load_checkpoint
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, config = load_checkpoint(checkpoint_uri, device=self.device)
-        pre = config["preprocessing"]
+        self.model, self.config = load_checkpoint(checkpoint_uri, device=self.device)
+        pre = self.config["preprocessing"]
         self.mean = np.asarray(pre["mean"], dtype=np.float32)[:, None, None]
         self.std = np.asarray(pre["std"], dtype=np.float32)[:, None, None]
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from models.inference import binarize, predict
+        from models.inference import predict
+
+        result = self.scores(batch, predict(self.model, batch["image"], self.device))
+        if "pred_mask" in result:
+            result["display"] = self._display(np.asarray(batch["image"]))
+        return result
+
+    def scores(self, batch: dict[str, np.ndarray], prediction: Prediction) -> dict[str, np.ndarray]:
+        """Per image: the probability, and with a mask head the predicted and true masks at the
+        model's input size and their DSC and JI (NaN without a true mask)."""
+        from models.inference import binarize
         from models.metrics import segmentation_metrics
 
-        prediction = predict(self.model, batch["image"], self.device)
         result = {
             "image_id": batch["image_id"],
             "source": batch["source"],
@@ -45,7 +59,6 @@ class BatchPredictor:
         result["ji"] = np.array([s["ji"] if s else np.nan for s in scores], dtype=np.float64)
         result["pred_mask"] = predicted.astype(np.uint8)
         result["true_mask"] = truth.astype(np.uint8)
-        result["display"] = self._display(np.asarray(batch["image"]))
         return result
 
     def _display(self, images: np.ndarray) -> np.ndarray:

@@ -76,8 +76,8 @@ def evaluate(
         raise BusnetError(f"--batch-size must be >= 1, got {batch_size}")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise BusnetError(f"--threshold must be between 0 and 1, got {threshold}")
-    checkpoint_uri, data_uri = _absolute(checkpoint_uri), _absolute(data_uri)
-    config, has_segmentation = _load_config(checkpoint_uri)
+    checkpoint_uri, data_uri = absolute_uri(checkpoint_uri), absolute_uri(data_uri)
+    config, has_segmentation = load_config(checkpoint_uri)
     threshold_source = "checkpoint" if threshold is None else "--threshold"
     threshold = float(config["threshold"] if threshold is None else threshold)
     model_config = config["model"]
@@ -90,7 +90,7 @@ def evaluate(
     )
     columns, overlays = _predict(data_uri, checkpoint_uri, split, fold, config, batch_size, say)
     predictions = Predictions(
-        case_id=_case_ids(data_uri, columns["image_id"]),
+        case_id=case_ids(data_uri, columns["image_id"]),
         dsc=columns.pop("dsc", None),
         ji=columns.pop("ji", None),
         **columns,
@@ -98,7 +98,7 @@ def evaluate(
     elapsed = time.monotonic() - started
     say(f"predicted {len(predictions.image_id)} images in {elapsed:.1f} s; bootstrapping {n_bootstrap} resamples")
 
-    evaluated = _what_was_evaluated(data_uri, checkpoint_uri, split, fold, config)
+    evaluated = what_was_evaluated(data_uri, checkpoint_uri, split, fold, config)
     metrics = build_metrics(
         predictions,
         evaluated,
@@ -189,12 +189,12 @@ def build_metrics(
     }
 
 
-def _absolute(uri: str) -> str:
+def absolute_uri(uri: str) -> str:
     """Local paths made absolute: Ray workers need not share the driver's working directory."""
     return uri if storage.is_remote(uri) else str(storage.local_path(uri))
 
 
-def _load_config(checkpoint_uri: str) -> tuple[dict, bool]:
+def load_config(checkpoint_uri: str) -> tuple[dict, bool]:
     """(config, has_segmentation): the checkpoint loaded once in the driver, so that a bad one
     fails before any Ray work starts."""
     from models import load_checkpoint
@@ -254,7 +254,7 @@ def _max_images_per_case(case_ids: np.ndarray) -> int:
     return int(np.unique(case_ids, return_counts=True)[1].max())
 
 
-def _case_ids(data_uri: str, image_ids: np.ndarray) -> np.ndarray:
+def case_ids(data_uri: str, image_ids: np.ndarray) -> np.ndarray:
     """Each image's case id from the dataset (the image id itself where the case is unknown)."""
     from jobs.data.dataset import read_table
 
@@ -263,7 +263,7 @@ def _case_ids(data_uri: str, image_ids: np.ndarray) -> np.ndarray:
     return np.array([lookup.get(i) or i for i in image_ids.tolist()], dtype=str)
 
 
-def _what_was_evaluated(data_uri: str, checkpoint_uri: str, split: str, fold: int | None, config: dict) -> dict:
+def what_was_evaluated(data_uri: str, checkpoint_uri: str, split: str, fold: int | None, config: dict) -> dict:
     from jobs.data.dataset import read_manifest
 
     manifest = read_manifest(data_uri)
