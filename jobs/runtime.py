@@ -50,6 +50,16 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
             ray.shutdown()
 
 
+def quiet_ray(verbose: bool = False) -> None:
+    """Keep Ray's own INFO chatter (Ray Data's execution plans, deprecation warnings of its actors)
+    off the console unless `verbose`; set before `init_ray`, as Ray's processes inherit the environment.
+    Ray Train's own logs follow `RunConfig(logging_config=...)`; warnings and errors still show."""
+    if verbose:
+        return
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+
+
 def free_port(preferred: int | None = None) -> int:
     """A TCP port free on 127.0.0.1 right now: `preferred` when it is free, else any free one."""
     import socket

@@ -19,7 +19,7 @@ import torch
 
 from jobs.cli import build_parser
 from jobs.commands.flags import from_flags, show
-from jobs.train.config import SEARCHES, TrainConfig, TuneOptions
+from jobs.train.config import RECIPES, SEARCHES, TrainConfig, TuneOptions
 from models.loss_weights import SEARCH_RANGES, LossWeights
 from models.presets import BASELINE, PRESETS, TABLE3_VARIANTS, VARIANTS
 
@@ -99,7 +99,10 @@ def test_train_flags_are_the_config_fields_with_their_defaults_and_choices():
     actions = {a.dest: a for a in train._actions}
     assert actions["preset"].choices == tuple(PRESETS) and actions["variant"].choices == (*VARIANTS, BASELINE)
     assert actions["data"].required and actions["out"].required
-    assert float(_shown_default(train, "--lr")) == TrainConfig.lr
+    shown_lr = _shown_default(train, "--lr")
+    assert all(f"{recipe} {values['lr']:g}" in shown_lr for recipe, values in RECIPES.items())
+    assert TrainConfig(data="d", out="o", recipe="paper").lr == RECIPES["paper"]["lr"] == 1e-5
+    assert TrainConfig(data="d", out="o", recipe="paper", lr=1e-4).lr == 1e-4  # a given flag beats the recipe
     assert (show(1e-05), show(3.0), show(0.25), show(30)) == ("1e-5", "3", "0.25", "30")
 
 
