@@ -60,9 +60,9 @@ def train_loop_per_worker(config: LoopConfig) -> None:
             checkpoint.to_directory(resume_dir)
             restored, _ = load_checkpoint(resume_dir)
             model.load_state_dict(restored.state_dict())
-        ema = build_ema(model, run.ema)  # starts from the checkpoint's (averaged) weights
-        if checkpoint is not None and ema is not None and not load_trained_weights(resume_dir, model):
-            ema = build_ema(model, run.ema)  # a checkpoint of a run without EMA: average from here on
+        ema = build_ema(model, run.ema)  # from the checkpoint's model: the average when the run kept one
+        if checkpoint is not None and ema is not None:
+            load_trained_weights(resume_dir, model)  # the weights being trained, saved beside their average
         model = ray.train.torch.prepare_model(model)
         plain_model = model.module if hasattr(model, "module") else model
         optimizer = build_optimizer(model, run)
