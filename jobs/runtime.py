@@ -31,6 +31,9 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         return
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on one machine: loopback only
     options = dict(
+        # "local": always a Ray of our own; without it Ray joins another local Ray it finds (two busnet
+        # commands at once on one machine) and then refuses num_cpus.
+        address="local",
         num_cpus=num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1),
         object_store_memory=object_store_memory or LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=True,
