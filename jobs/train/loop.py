@@ -83,7 +83,7 @@ def train_loop_per_worker(config: LoopConfig) -> None:
         )
         metrics = {"epoch": epoch, "train_loss": train_loss, "images_per_s": images_per_s, "data_wait": data_wait}
         state = {**state, "epoch": epoch, "epochs_run": [*state["epochs_run"], epoch]}
-        stop = torch.zeros(1)
+        stop = torch.zeros(1, device=device)  # NCCL broadcasts only device tensors
         if rank == 0:
             scored = plain_model if ema is None else ema.module
             validation, threshold = validate(scored, ray.train.get_dataset_shard("val"), config, device, use_bf16)
