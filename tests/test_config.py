@@ -121,9 +121,11 @@ def test_tune_flags_leave_the_loss_weights_to_the_search():
 def test_bench_train_runs_trainings_defaults():
     args = vars(_subparser("bench", "train").parse_args([]))
     defaults = TrainConfig(data="d", out="o")
-    assert {k: args[k] for k in ("preset", "variant", "input_size", "batch_size")} == {
-        k: getattr(defaults, k) for k in ("preset", "variant", "input_size", "batch_size")
+    assert {k: args[k] for k in ("preset", "variant", "input_size")} == {
+        k: getattr(defaults, k) for k in ("preset", "variant", "input_size")
     }
+    assert args["batch_size"] is None  # unset: the recipe's, resolved as training resolves it
+    assert TrainConfig(data="d", out="o", batch_size=args["batch_size"]).batch_size == defaults.batch_size == 8
 
 
 def test_serve_flags_are_the_replicas_settings():
