@@ -9,7 +9,7 @@ The demo's budget (its defaults below) is sized so that on 2 CPU cores the whole
 about 5 minutes and the served model reaches test ROC-AUC >= 0.95 and Dice >= 0.80 on the synthetic
 test split (`TARGETS`; README "Measured" has the numbers): easy synthetic data (difficulty
 `DEMO_DIFFICULTY`: every BI-RADS trait follows the class closely), small images, the tiny preset at
-64 px, the default training recipe (`jobs.train.config.RECIPES["busnet"]`), two trials side by side
+64 px, the default training recipe (`jobs.train.config.RECIPES["busnet"]`) at lr 3e-3, two trials side by side
 (one CPU each). The numbers it prints say nothing about real ultrasound, and it says so.
 """
 
@@ -42,6 +42,9 @@ class DemoConfig:
     input_size: int = 64
     seed: int = 0
     difficulty: float = DEMO_DIFFICULTY
+    # Above the recipe's 1e-3: the tiny preset from random weights in 12 short epochs. Measured in-process
+    # (140 training images of difficulty 0.1, batch 8, cosine): test ROC-AUC 0.89, Dice 0.60 after 5 of 8 epochs.
+    lr: float = 3e-3
     extra_busi: Path | None = None
     port: int = 8000
     predictions: int = 6
@@ -191,6 +194,7 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
         "epochs": config.epochs,
         "size": config.input_size,
         "recipe": RECIPES["busnet"],
+        "lr": config.lr,
         "seed": config.seed,
         "ingest": ingest,
     }
@@ -201,6 +205,7 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
             preset="tiny",
             input_size=config.input_size,
             epochs=config.epochs,
+            lr=config.lr,
             seed=config.seed,
         )
         # Trials side by side: each worker computes on one core, so two of them take the wall time of one.
@@ -209,7 +214,8 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
             "tune",
             *("--data", base.data, "--out", base.out, "--samples", str(options.samples)),
             *("--max-concurrent", str(options.max_concurrent), "--epochs", str(base.epochs)),
-            *("--preset", base.preset, "--input-size", str(base.input_size), "--seed", str(base.seed)),
+            *("--preset", base.preset, "--input-size", str(base.input_size), "--lr", str(base.lr)),
+            *("--seed", str(base.seed)),
         )
         print(describe(tune_run(base, options), base.metric))
         stages.finished("tune", params)
