@@ -163,7 +163,7 @@ def test_metric_names_come_from_models_metrics():
     assert tuple(classification_metrics([0, 1, 1], [0.2, 0.7, 0.4])) == CLASSIFICATION_METRICS
     assert CLASSIFICATION_METRICS + tuple(segmentation_metrics(np.ones((1, 4, 4)), np.ones((1, 4, 4)))) == METRICS
     assert tuple(k for k, _ in COLUMNS) == METRICS
-    assert (*(f"val_{k}" for k in METRICS), "val_loss") == VAL_METRICS
+    assert (*(f"val_{k}" for k in METRICS), "val_loss", "val_score") == VAL_METRICS
     assert set(TABLE_METRICS) < set(VAL_METRICS) and TrainConfig.metric in VAL_METRICS
 
 
