@@ -47,10 +47,14 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         try:
             ray.init(**options)
             return
-        except Exception as exc:  # Ray gives a node 30 s to start; an overloaded machine can miss it
-            if "timed out during startup" not in str(exc) or attempt == START_ATTEMPTS:
+        except Exception as exc:
+            # Ray gives a node 30 s to start, which an overloaded machine can miss; and the dashboard's
+            # free port can be taken by another process before Ray binds it: both deserve one more try.
+            retry = any(why in str(exc) for why in ("timed out during startup", "already occupied"))
+            if not retry or attempt == START_ATTEMPTS:
                 raise
             ray.shutdown()
+            options["dashboard_port"] = free_port()
 
 
 def quiet_ray(verbose: bool = False) -> None:
