@@ -233,6 +233,7 @@ def fit(
 
     `loop` is what each worker runs (default `jobs.train.loop.train_loop_per_worker`): tests wrap it
     to inject faults, so the production loop carries no test hooks."""
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -241,6 +242,8 @@ def fit(
     from models.preprocess import Preprocessing
 
     preprocessing = Preprocessing.from_dict(prepared.preprocessing)
+    # The epoch lines are the progress; bars (also the Parquet reader's sampling bar) would bury them.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     datasets = {
         "train": read_split(
             config.data, "train", fold=config.fold, preprocessing=preprocessing, shuffle=True, seed=config.seed
@@ -249,8 +252,6 @@ def fit(
             TRAIN_COLUMNS
         ),
     }
-    for dataset in datasets.values():
-        dataset.context.enable_progress_bars = False  # the epoch lines are the progress; bars would bury them
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.gpu else {})}
     fs, path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(
@@ -321,9 +322,9 @@ def train(config: TrainConfig, loop: Callable[[LoopConfig], None] | None = None)
     """Check, train, publish the best checkpoint; the whole of `busnet train` (`loop`: see `fit`)."""
     from jobs.runtime import init_ray, quiet_ray
 
+    quiet_ray(config.verbose)  # before anything imports ray.data, which reads its log level then
     prepared = prepare(config)
     name = config.run_name()
-    quiet_ray(config.verbose)
     init_ray()
     gpus = config.workers if config.gpu else 0
     check_cluster(config.workers * config.cpus_per_worker, gpus, f"{config.workers} training workers")
