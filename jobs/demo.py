@@ -4,6 +4,13 @@ Every stage calls the same function as its `busnet` command (in this process, on
 writing under one workdir, and shows the equivalent command: what the demo shows is what a user gets
 from the CLI. A stage whose output is complete and whose parameters are unchanged is reused on the
 next run (`demo-state.json`).
+
+The demo's budget (its defaults below) is sized so that on 2 CPU cores the whole demo takes at most
+about 5 minutes and the served model reaches test ROC-AUC >= 0.95 and Dice >= 0.80 on the synthetic
+test split (`TARGETS`; README "Measured" has the numbers): easy synthetic data (difficulty
+`DEMO_DIFFICULTY`: every BI-RADS trait follows the class closely), small images, the tiny preset at
+64 px, the default training recipe (`jobs.train.config.RECIPES["busnet"]`) at lr 3e-3, two trials side by side
+(one CPU each). The numbers it prints say nothing about real ultrasound, and it says so.
 """
 
 from __future__ import annotations
@@ -18,16 +25,27 @@ from pathlib import Path
 from jobs import tracking
 from jobs.errors import BusnetError
 
+DEMO_DIFFICULTY = 0.1  # jobs.data.synth.lesion: oracle BI-RADS traits reach ROC-AUC ~0.985 here
+DEMO_IMAGE_SIDES = (200, 400)  # synthetic image sides in px: quick to draw and decode, still 3-6x the input
+TARGETS = {"auc": 0.95, "dsc": 0.80}  # what the demo's model reaches on its synthetic test split
+WALL_TARGET_S = 300
+SYNTHETIC_WARNING = (
+    "These are synthetic images: the numbers above say nothing about how the model does on real ultrasound."
+)
+
 
 @dataclass(frozen=True)
 class DemoConfig:
     workdir: Path
-    images: int = 100
+    images: int = 240
     trials: int = 2
-    epochs: int = 3
+    epochs: int = 12
     input_size: int = 64
     seed: int = 0
-    lr: float = 1e-3
+    difficulty: float = DEMO_DIFFICULTY
+    # Above the recipe's 1e-3: the tiny preset from random weights in 12 short epochs. Measured in-process
+    # (140 training images of difficulty 0.1, batch 8, cosine): test ROC-AUC 0.89, Dice 0.60 after 5 of 8 epochs.
+    lr: float = 3e-3
     extra_busi: Path | None = None
     port: int = 8000
     predictions: int = 6
@@ -86,10 +104,11 @@ class _Stages:
 
 def run_demo(config: DemoConfig) -> dict:
     """Run every stage; returns the test metrics and the served predictions."""
-    from jobs.runtime import free_port, init_ray
+    from jobs.runtime import free_port, init_ray, quiet_ray
     from serve.launch import stop_app
 
     started = time.perf_counter()
+    quiet_ray()
     paths = DemoPaths.under(config.workdir.absolute())
     config.workdir.mkdir(parents=True, exist_ok=True)
     stages = _Stages(paths, total=6)
@@ -117,11 +136,12 @@ def run_demo(config: DemoConfig) -> dict:
         predictions = _predict(stages, url, truth, paths.overlays)
         (config.workdir / "predictions.json").write_text(json.dumps(predictions, indent=2))
 
-        print(f"\n=== done in {time.perf_counter() - started:.0f} s; everything is under {config.workdir} ===")
+        print(f"\n=== done; everything is under {config.workdir} ===")
         print(
             f"experiments (tune, trials, evaluate): mlflow ui --backend-store-uri {tracking.store_uri(str(paths.runs))}"
         )
         print((paths.report / "report.md").read_text() if (paths.report / "report.md").exists() else "")
+        print(headline(metrics, time.perf_counter() - started), flush=True)
         if config.keep_serving:
             _wait_for_interrupt(url)
     finally:
@@ -132,11 +152,17 @@ def run_demo(config: DemoConfig) -> dict:
 def _synth(stages: _Stages, paths: DemoPaths, config: DemoConfig) -> dict:
     from jobs.data.synth import generate
 
-    params = {"n": config.images, "seed": config.seed}
+    low, high = DEMO_IMAGE_SIDES
+    params = {"n": config.images, "seed": config.seed, "difficulty": config.difficulty, "sides": [low, high]}
     if not stages.reusable("synth", params, (paths.synthetic / "cases.csv").exists()):
         out, n, seed = str(paths.synthetic), config.images, config.seed
-        stages.command("synth", "--out", out, "--n", str(n), "--seed", str(seed), "--force")
-        made = generate(out, n, seed, force=True, progress=True)
+        stages.command(
+            *("synth", "--out", out, "--n", str(n), "--seed", str(seed), "--difficulty", str(config.difficulty)),
+            *("--min-size", str(low), "--max-size", str(high), "--force"),
+        )
+        made = generate(
+            out, n, seed, min_size=low, max_size=high, difficulty=config.difficulty, force=True, progress=True
+        )
         print(
             f"wrote {made['images']} images ({made['benign']} benign, {made['malignant']} malignant) "
             f"in {made['cases']} cases to {made['out_dir']}"
@@ -164,13 +190,14 @@ def _ingest(stages: _Stages, paths: DemoPaths, config: DemoConfig, synth: dict) 
 
 def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -> dict:
     from jobs import storage
-    from jobs.train.config import TrainConfig, TuneOptions
+    from jobs.train.config import RECIPES, TrainConfig, TuneOptions
     from jobs.train.tune import describe, tune_run
 
     params = {
         "trials": config.trials,
         "epochs": config.epochs,
         "size": config.input_size,
+        "recipe": RECIPES["busnet"],
         "lr": config.lr,
         "seed": config.seed,
         "ingest": ingest,
@@ -183,16 +210,16 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
             input_size=config.input_size,
             epochs=config.epochs,
             lr=config.lr,
-            batch_size=8,
             seed=config.seed,
         )
-        options = TuneOptions(samples=config.trials, max_concurrent=1)
+        # Trials side by side: each worker computes on one core, so two of them take the wall time of one.
+        options = TuneOptions(samples=config.trials, max_concurrent=min(config.trials, 2))
         stages.command(
             "tune",
             *("--data", base.data, "--out", base.out, "--samples", str(options.samples)),
             *("--max-concurrent", str(options.max_concurrent), "--epochs", str(base.epochs)),
             *("--preset", base.preset, "--input-size", str(base.input_size), "--lr", str(base.lr)),
-            *("--batch-size", str(base.batch_size), "--seed", str(base.seed)),
+            *("--seed", str(base.seed)),
         )
         with tracking.session("tune", base.out):
             print(describe(tune_run(base, options), base.metric))
@@ -270,6 +297,30 @@ def _test_images(paths: DemoPaths, count: int) -> dict[str, str]:
         file.write_bytes(row["image"])
         files[str(file)] = ("benign", "malignant")[row["label"]]
     return files
+
+
+def headline(metrics: dict, seconds: float) -> str:
+    """The demo's result in four lines: wall time, the test ROC-AUC and Dice against the targets, the
+    paper's Table 2 row (real images) beside them, and that synthetic numbers say nothing about real ones."""
+    from jobs.evaluate.report import PAPER_COLUMNS, paper_row
+
+    overall = metrics["overall"]
+    title, values = paper_row("hybrid")
+    paper = dict(zip(PAPER_COLUMNS, values))
+    ours = {key: overall[key]["value"] if key in overall else None for key in TARGETS}
+    shown = "  ".join(
+        f"{name} {100 * ours[key]:.1f} (target >= {100 * TARGETS[key]:.0f})" if ours[key] is not None else f"{name} n/a"
+        for key, name in (("auc", "ROC-AUC"), ("dsc", "Dice"))
+    )
+    return "\n".join(
+        [
+            f"demo wall time: {seconds:.0f} s (target <= {WALL_TARGET_S} s on 2 CPU cores)",
+            f"synthetic test split, {overall['n']} images: {shown}",
+            f"{title}, real BUS images: AUC (hard) {paper['auc_hard']:.1f}  Dice {paper['dsc']:.1f}  "
+            f"Acc {paper['acc']:.1f}  Sens {paper['sens']:.1f}  Spec {paper['spec']:.1f}",
+            SYNTHETIC_WARNING,
+        ]
+    )
 
 
 def _wait_for_interrupt(url: str) -> None:

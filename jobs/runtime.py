@@ -31,26 +31,40 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         return
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on one machine: loopback only
     options = dict(
-        # "local": a new node; with no address Ray joins the cluster named in /tmp/ray/ray_current_cluster,
-        # which any earlier `ray start` on the machine leaves behind (and then refuses num_cpus)
+        # "local": always a Ray of our own; without it Ray joins another local Ray it finds (two busnet
+        # commands at once on one machine) and then refuses num_cpus.
         address="local",
         num_cpus=num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1),
         object_store_memory=object_store_memory or LOCAL_OBJECT_STORE_BYTES,
         include_dashboard=True,
         dashboard_host="127.0.0.1",
+        dashboard_port=free_port(),
         _node_ip_address="127.0.0.1",
         runtime_env={"env_vars": _forwarded_env()},
         logging_level="WARNING",
     )
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
-            # a fresh port each attempt: the timed-out attempt's dashboard may still hold the last one
-            ray.init(**options, dashboard_port=free_port())
+            ray.init(**options)
             return
-        except Exception as exc:  # Ray gives a node 30 s to start; an overloaded machine can miss it
-            if "timed out during startup" not in str(exc) or attempt == START_ATTEMPTS:
+        except Exception as exc:
+            # Ray gives a node 30 s to start, which an overloaded machine can miss; and the dashboard's
+            # free port can be taken by another process before Ray binds it: both deserve one more try.
+            retry = any(why in str(exc) for why in ("timed out during startup", "already occupied"))
+            if not retry or attempt == START_ATTEMPTS:
                 raise
             ray.shutdown()
+            options["dashboard_port"] = free_port()
+
+
+def quiet_ray(verbose: bool = False) -> None:
+    """Keep Ray's own INFO chatter (Ray Data's execution plans, deprecation warnings of its actors)
+    off the console unless `verbose`; set before `init_ray`, as Ray's processes inherit the environment.
+    Ray Train's own logs follow `RunConfig(logging_config=...)`; warnings and errors still show."""
+    if verbose:
+        return
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
 def free_port(preferred: int | None = None) -> int:

@@ -26,6 +26,7 @@ matters most to classification, the primary task.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import torch
@@ -82,6 +83,7 @@ class HybridMTEstan(nn.Module):
             head_inputs += self.decoder.class_channels
         self.head = ClassificationHead(head_inputs, preset.head_widths, preset.dropout)
         self.has_segmentation = self.decoder is not None
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """x [B, 3, S, S] (normalised) -> {"logits": [B], "mask_logits": [B, 1, S, S] or None}."""
@@ -95,6 +97,42 @@ class HybridMTEstan(nn.Module):
             mask_logits, class_map = self.decoder(self.cnn(x), extra)
             pooled.append(class_map)
         return {"logits": self.head(pooled + swin_maps[-1:]), "mask_logits": mask_logits}
+
+
+LESION_PRIOR = 0.1  # share of lesion pixels the mask head starts at (BUSI's median lesion is 5-10% of the image)
+AAA_GATE_START = 2.0  # sigmoid(2) = 0.88: each AAA gate starts nearly open
+
+
+def init_weights(model: HybridMTEstan) -> None:
+    """Initialise what timm does not (ESTAN blocks, decoder, AAA blocks, heads); timm's encoders keep theirs.
+
+    PyTorch's default conv init (uniform, gain 1/3 of He's) shrinks the signal through the ~20 plain
+    ReLU convs of ESTAN and the decoder, which have no normalisation between most of them; He init
+    keeps it. The AAA gate multiplies the Swin token stream at every block pair: a gate starting at
+    sigmoid(0) = 0.5 would halve the stream 3-12 times before any training, so its last conv starts
+    at zero with bias +2 (the stream passes at 0.88 and the gate learns where to close). The heads
+    start where the data are: the malignancy logit near 0 (p = 0.5), the mask logits at the lesion
+    prior, as RetinaNet does for its rare class, so Dice does not start from a mask covering every pixel.
+    """
+    ours = [m for m in (model.cnn.estan if model.cnn else None, model.decoder, model.head) if m is not None]
+    if model.swin is not None:
+        ours.append(model.swin.attention)
+    for part in ours:
+        for module in part.modules():
+            if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    if model.swin is not None:
+        for block in model.swin.attention:
+            last = block.row_col[-1]
+            nn.init.zeros_(last.weight)
+            nn.init.constant_(last.bias, AAA_GATE_START)
+    final = model.head.mlp[-1]
+    nn.init.normal_(final.weight, std=0.01)
+    if model.decoder is not None:
+        nn.init.normal_(model.decoder.head.weight, std=0.01)
+        nn.init.constant_(model.decoder.head.bias, math.log(LESION_PRIOR / (1 - LESION_PRIOR)))
 
 
 def build_model(

@@ -19,7 +19,7 @@ import torch
 
 from jobs.cli import build_parser
 from jobs.commands.flags import from_flags, show
-from jobs.train.config import SEARCHES, TrainConfig, TuneOptions
+from jobs.train.config import RECIPES, SEARCHES, TrainConfig, TuneOptions
 from models.loss_weights import SEARCH_RANGES, LossWeights
 from models.presets import BASELINE, PRESETS, TABLE3_VARIANTS, VARIANTS
 
@@ -99,7 +99,10 @@ def test_train_flags_are_the_config_fields_with_their_defaults_and_choices():
     actions = {a.dest: a for a in train._actions}
     assert actions["preset"].choices == tuple(PRESETS) and actions["variant"].choices == (*VARIANTS, BASELINE)
     assert actions["data"].required and actions["out"].required
-    assert float(_shown_default(train, "--lr")) == TrainConfig.lr
+    shown_lr = _shown_default(train, "--lr")
+    assert all(f"{recipe} {values['lr']:g}" in shown_lr for recipe, values in RECIPES.items())
+    assert TrainConfig(data="d", out="o", recipe="paper").lr == RECIPES["paper"]["lr"] == 1e-5
+    assert TrainConfig(data="d", out="o", recipe="paper", lr=1e-4).lr == 1e-4  # a given flag beats the recipe
     assert (show(1e-05), show(3.0), show(0.25), show(30)) == ("1e-5", "3", "0.25", "30")
 
 
@@ -118,9 +121,11 @@ def test_tune_flags_leave_the_loss_weights_to_the_search():
 def test_bench_train_runs_trainings_defaults():
     args = vars(_subparser("bench", "train").parse_args([]))
     defaults = TrainConfig(data="d", out="o")
-    assert {k: args[k] for k in ("preset", "variant", "input_size", "batch_size")} == {
-        k: getattr(defaults, k) for k in ("preset", "variant", "input_size", "batch_size")
+    assert {k: args[k] for k in ("preset", "variant", "input_size")} == {
+        k: getattr(defaults, k) for k in ("preset", "variant", "input_size")
     }
+    assert args["batch_size"] is None  # unset: the recipe's, resolved as training resolves it
+    assert TrainConfig(data="d", out="o", batch_size=args["batch_size"]).batch_size == defaults.batch_size == 8
 
 
 def test_serve_flags_are_the_replicas_settings():
@@ -158,7 +163,7 @@ def test_metric_names_come_from_models_metrics():
     assert tuple(classification_metrics([0, 1, 1], [0.2, 0.7, 0.4])) == CLASSIFICATION_METRICS
     assert CLASSIFICATION_METRICS + tuple(segmentation_metrics(np.ones((1, 4, 4)), np.ones((1, 4, 4)))) == METRICS
     assert tuple(k for k, _ in COLUMNS) == METRICS
-    assert (*(f"val_{k}" for k in METRICS), "val_loss") == VAL_METRICS
+    assert (*(f"val_{k}" for k in METRICS), "val_loss", "val_score") == VAL_METRICS
     assert set(TABLE_METRICS) < set(VAL_METRICS) and TrainConfig.metric in VAL_METRICS
 
 

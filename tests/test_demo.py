@@ -1,4 +1,7 @@
-"""`busnet demo` end to end with a reduced budget: every artifact, and served answers = the model's own.
+"""`busnet demo` end to end with its own budget: every artifact, served answers = the model's own, and
+the acceptance test of the training recipe: on a fresh synthetic set the demo's recipe reaches test
+ROC-AUC >= 0.9 and Dice >= 0.75 (the demo itself aims at 0.95 / 0.80 and prints what it got; this
+test leaves room for another machine's float noise, not for a recipe that does not learn).
 
 The demo's tune stage is also where `busnet tune` is checked end to end (each Tune trial is a whole
 Ray Train run, a minute or more here, so the suite runs that search once): its results table, the
@@ -17,6 +20,7 @@ import pytest
 import torch
 
 from jobs.cli import main
+from jobs.demo import SYNTHETIC_WARNING, DemoConfig
 from jobs.runtime import free_port
 from tests.test_tracking import artifact_names, tracked_runs
 
@@ -25,26 +29,12 @@ pytestmark = pytest.mark.slow
 
 def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
     workdir = tmp_path / "work"
-    code = main(
-        [
-            "demo",
-            "--workdir",
-            str(workdir),
-            "--images",
-            "60",
-            "--trials",
-            "2",
-            "--epochs",
-            "2",
-            "--port",
-            str(free_port()),
-        ]
-    )
+    code = main(["demo", "--workdir", str(workdir), "--port", str(free_port())])
     assert code == 0, capsys.readouterr().err
 
     assert (workdir / "synthetic" / "cases.csv").is_file()
     manifest = json.loads((workdir / "dataset" / "manifest.json").read_text())
-    assert manifest["num_rows"] == 60 and (workdir / "dataset" / "_COMPLETE").exists()
+    assert manifest["num_rows"] == DemoConfig.images and (workdir / "dataset" / "_COMPLETE").exists()
     best = workdir / "runs" / "best"
     for name in ("model.safetensors", "config.json", "metrics.json", "lineage.json", "_COMPLETE"):
         assert (best / name).is_file(), name
@@ -54,6 +44,8 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
     for name in ("metrics.json", "report.md", "predictions.csv", "roc.png", "confusion.png", "overlays.png"):
         assert (workdir / "report" / name).stat().st_size > 0, name
     metrics = json.loads((workdir / "report" / "metrics.json").read_text())
+    test_auc, test_dice = (metrics["overall"][key]["value"] for key in ("auc", "dsc"))
+    assert test_auc >= 0.9 and test_dice >= 0.75, f"test ROC-AUC {test_auc:.3f}, Dice {test_dice:.3f}"
     assert json.loads((best / "config.json").read_text())["weights_sha256"] in json.dumps(metrics)
 
     predictions = json.loads((workdir / "predictions.json").read_text())
@@ -73,7 +65,7 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
         assert (workdir / "overlays" / f"{answer['file'].rsplit('/', 1)[-1].rsplit('.', 1)[0]}.overlay.png").is_file()
         assert np.isfinite(answer["malignant_probability"])
     out = capsys.readouterr().out
-    assert "=== [6/6] predict" in out and "done in" in out
+    assert "=== [6/6] predict" in out and f"ROC-AUC {100 * test_auc:.1f}" in out and SYNTHETIC_WARNING in out
 
 
 def _check_tune_results(runs) -> None:
@@ -87,7 +79,7 @@ def _check_tune_results(runs) -> None:
     for row in saved["trials"]:
         for name, (low, high) in SEARCH_RANGES.items():
             assert low <= row[name] <= high
-        assert 1 <= row["best_epoch"] <= row["epochs"] <= 2
+        assert 1 <= row["best_epoch"] <= row["epochs"] <= DemoConfig.epochs
         assert (runs / "trials" / f"trial-{row['trial']}").is_dir()  # each trial is a Train run folder
     metric, pick = saved["metric"], max if saved["mode"] == "max" else min
     scores = [row[metric] for row in saved["trials"] if row.get(metric) == row.get(metric)]  # skips NaN

@@ -123,6 +123,29 @@ def test_class_signal_exists_but_classes_overlap():
     assert 0.65 < auc < 0.95
 
 
+def _trait_auc(difficulty: float) -> float:
+    """ROC-AUC of a logistic regression on the drawn BI-RADS traits (half the lesions fit, half scored)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    lesions = [(draw_lesion(rng, label, 500, difficulty), label) for label in (0, 1) for _ in range(150)]
+    traits = np.array(
+        [
+            [np.log(x.aspect), x.posterior_db, x.margin_blur / x.half_width, x.heterogeneity_db, np.std(x.radius)]
+            for x, _ in lesions
+        ]
+    )
+    labels = np.array([label for _, label in lesions])
+    fitted = LogisticRegression(max_iter=2000).fit(traits[::2], labels[::2])
+    return float(roc_auc_score(labels[1::2], fitted.decision_function(traits[1::2])))
+
+
+def test_difficulty_sets_how_far_the_classes_traits_overlap():
+    easy, default, impossible = (_trait_auc(d) for d in (0.1, 0.5, 1.0))
+    assert easy > 0.95 and 0.65 < default < 0.9 and abs(impossible - 0.5) < 0.12
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -130,6 +153,7 @@ def test_class_signal_exists_but_classes_overlap():
         (["--n", "3", "--min-size", "200", "--max-size", "150"], "max_size"),
         (["--n", "3", "--malignant-fraction", "1.5"], "malignant_fraction"),
         (["--n", "3", "--images-per-case", "3", "2"], "images_per_case"),
+        (["--n", "3", "--difficulty", "1.5"], "difficulty"),
     ],
 )
 def test_cli_rejects_bad_arguments(tmp_path, capsys, argv, message):

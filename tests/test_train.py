@@ -255,7 +255,7 @@ def test_validation_reports_the_models_own_metrics_and_loss(ray_local):
     model = build_model("tiny").train()  # validate must switch to eval itself
     weights = LossWeights(w1=2.0, alpha=0.25, gamma=1.0)  # not the defaults: validate must use the run's
     run = TrainConfig(data="d", out="o", batch_size=16, loss=weights)  # one batch: Dice is over the batch
-    config = LoopConfig(train=run, overrides={}, preprocessing={}, lineage={})
+    config = LoopConfig(train=run, overrides={}, preprocessing={}, lineage={}, steps_per_epoch=1)
     got, threshold = validate(model, ray.data.from_items(rows), config, torch.device("cpu"))
 
     with torch.no_grad():

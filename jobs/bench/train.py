@@ -158,6 +158,7 @@ def run(args: argparse.Namespace) -> int | None:
     from models import build_model
     from models.preprocess import Preprocessing
 
+    args.batch_size = TrainConfig(data="-", out="-", batch_size=args.batch_size).batch_size  # unset: the recipe's
     if args.steps < 1 or args.warmup < 1 or args.batch_size < 1 or args.threads < 1:
         raise BusnetError("--steps, --warmup, --batch-size and --threads must be at least 1")
     overrides = {"input_size": args.input_size} if args.input_size else {}

@@ -1,4 +1,4 @@
-"""Run the whole platform once, end to end, on local defaults (several minutes on 2 CPU cores).
+"""Run the whole platform once, end to end, on local defaults (about 5 minutes on 2 CPU cores).
 
 Generates a synthetic dataset, ingests it into a local object-store folder, runs a short Ray Tune
 search over w1, alpha, gamma with the tiny preset, evaluates the best model on the test split, serves
@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=D.port, help=f"HTTP port on 127.0.0.1 (default {D.port}; a free one if busy)"
     )
+    parser.add_argument(
+        "--difficulty",
+        type=float,
+        default=D.difficulty,
+        help=f"synthetic data difficulty 0..1 (busnet synth --difficulty; default {D.difficulty})",
+    )
     parser.add_argument("--seed", type=int, default=D.seed, help=f"random seed (default {D.seed})")
 
 
@@ -52,6 +58,7 @@ def run(args: argparse.Namespace) -> int | None:
             epochs=args.epochs,
             input_size=args.input_size,
             seed=args.seed,
+            difficulty=args.difficulty,
             extra_busi=args.extra_busi,
             port=args.port,
             keep_serving=args.keep_serving,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from jobs.data.synth.lesion import DEFAULT_DIFFICULTY
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -30,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar=("MIN", "MAX"),
         help="views of one lesion per case, drawn uniformly in MIN..MAX (default 1 4)",
     )
+    parser.add_argument(
+        "--difficulty",
+        type=float,
+        default=DEFAULT_DIFFICULTY,
+        help=f"0..1: how much the classes' BI-RADS traits overlap, 0 barely, 1 fully (default {DEFAULT_DIFFICULTY})",
+    )
     parser.add_argument("--force", action="store_true", help="replace the contents of a non-empty --out folder")
 
 
@@ -45,6 +53,7 @@ def run(args: argparse.Namespace) -> int | None:
         max_size=args.max_size,
         malignant_fraction=args.malignant_fraction,
         images_per_case=tuple(args.images_per_case),
+        difficulty=args.difficulty,
         force=args.force,
         progress=True,
     )

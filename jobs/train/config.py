@@ -16,6 +16,39 @@ from models.presets import AAA_GATES, AAA_PLACEMENTS, BASELINE, BASELINES, FUSIO
 
 ARCHITECTURE_OPTIONS = ("aaa_placement", "aaa_gate", "fusion")  # models.presets.NetworkPreset fields
 SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "onecycle", "constant")  # jobs.train.recipe.learning_rate
+
+# The recipes `--recipe` names: the values of the fields left unset (None). "busnet" is ours: a
+# one-epoch warm-up, cosine decay and gradient clipping make lr 1e-3 safe for randomly initialised
+# networks, where the paper's 1e-5 barely moves the tiny preset in the epochs a CPU affords (see
+# jobs/README.md); "paper" is section 3.3 as printed: Adam 1e-5, batch 4, nothing else.
+RECIPES: dict[str, dict[str, float | int | str]] = {
+    "busnet": {
+        "lr": 1e-3,
+        "batch_size": 8,
+        "schedule": "cosine",
+        "warmup_epochs": 1.0,
+        "clip_grad": 1.0,
+        "patience": 10,
+    },
+    "paper": {
+        "lr": 1e-5,
+        "batch_size": 4,
+        "schedule": "constant",
+        "warmup_epochs": 0.0,
+        "clip_grad": 0.0,
+        "patience": 0,
+    },
+}
+
+
+def _recipes_say(name: str) -> str:
+    """The "(default: ...)" text of a field the recipe fills: each recipe's value."""
+    return "the recipe's: " + ", ".join(
+        f"{recipe} {values[name]:g}" if not isinstance(values[name], str) else f"{recipe} {values[name]}"
+        for recipe, values in RECIPES.items()
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,9 +76,43 @@ class TrainConfig:
     workers: int = field(default=1, metadata={"help": "Ray Train workers, data-parallel"})
     gpu: bool = field(default=False, metadata={"help": "one GPU per worker (NCCL, bf16 autocast)"})
     cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs reserved per worker"})
-    epochs: int = field(default=30, metadata={"help": "epochs; the paper gives none"})
-    batch_size: int = field(default=4, metadata={"help": "images per worker and step"})
-    lr: float = field(default=1e-5, metadata={"help": "Adam learning rate"})
+    epochs: int = field(default=30, metadata={"help": "epochs (at most: see --patience); the paper gives none"})
+    recipe: str = field(
+        default="busnet",
+        metadata={"help": "where the unset training options below come from", "choices": tuple(RECIPES)},
+    )
+    batch_size: int | None = field(
+        default=None, metadata={"help": "images per worker and step", "unset": _recipes_say("batch_size")}
+    )
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate", "unset": _recipes_say("lr")})
+    optimizer: str = field(default="adam", metadata={"help": "Adam (the paper's) or AdamW", "choices": OPTIMIZERS})
+    weight_decay: float = field(default=0.05, metadata={"help": "AdamW's decoupled weight decay"})
+    schedule: str | None = field(
+        default=None,
+        metadata={"help": "learning rate after the warm-up", "choices": SCHEDULES, "unset": _recipes_say("schedule")},
+    )
+    warmup_epochs: float | None = field(
+        default=None,
+        metadata={"help": "linear learning-rate warm-up from lr/25, in epochs", "unset": _recipes_say("warmup_epochs")},
+    )
+    clip_grad: float | None = field(
+        default=None, metadata={"help": "clip the gradient norm to this; 0 = off", "unset": _recipes_say("clip_grad")}
+    )
+    ema: float = field(
+        default=0.0,
+        metadata={"help": "decay of an exponential moving average of the weights, validated and saved; 0 = off"},
+    )
+    balance_classes: bool = field(
+        default=False,
+        metadata={"help": "set the focal loss alpha to the benign share of the training split (class weights)"},
+    )
+    patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "stop after this many epochs without a better smoothed val_score; 0 = never",
+            "unset": _recipes_say("patience"),
+        },
+    )
     loss: LossWeights = field(default_factory=LossWeights)
     fold: int | None = field(
         default=None,
@@ -78,11 +145,28 @@ class TrainConfig:
         metadata={"help": "where Swin maps join the decoder", "choices": FUSIONS, "unset": "the preset's"},
     )
     keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --metric"})
-    metric: str = field(default="val_auc", metadata={"help": "validation metric that picks the best checkpoint"})
+    metric: str = field(
+        default="val_score",
+        metadata={"help": "validation metric that picks the best checkpoint (val_score: see --smooth)"},
+    )
+    smooth: int = field(
+        default=3,
+        metadata={
+            "help": "val_score = mean(val_auc, val_dsc) averaged over this many epochs (the last one's and before)"
+        },
+    )
     max_failures: int = field(
         default=2, metadata={"help": "worker group restarts from the last checkpoint before giving up"}
     )
     seed: int = field(default=0, metadata={"help": "random seed"})
+    verbose: bool = field(default=False, metadata={"help": "show Ray's own INFO logs (hidden by default)"})
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe {self.recipe!r}: choose one of {', '.join(RECIPES)}")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
 
     def architecture(self) -> dict:
         """The network options given (input size, AAA, fusion): `build_model` overrides of the preset."""
@@ -101,6 +185,7 @@ class LoopConfig:
     overrides: dict  # the model's resolved preset overrides (models `config["overrides"]`)
     preprocessing: dict  # models.preprocess.Preprocessing.to_dict()
     lineage: dict  # written as the checkpoints' lineage.json (plus the epoch)
+    steps_per_epoch: int  # optimizer steps of each worker per epoch (the schedule's unit)
 
 
 @dataclass(frozen=True, kw_only=True)

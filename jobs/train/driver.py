@@ -28,11 +28,12 @@ from pathlib import Path
 from jobs import storage, tracking
 from jobs.errors import BusnetError
 from jobs.train.config import ARCHITECTURE_OPTIONS, LoopConfig, TrainConfig
-from jobs.train.state import TRAIN_STATE_FILES
+from jobs.train.state import RESUME_ONLY_FILES
 from models.metrics import ERROR_RATES, METRICS
 
 # Validation metrics a run reports: every metric of models.metrics, and the loss.
-VAL_METRICS = (*(f"val_{name}" for name in METRICS), "val_loss")
+# val_score: the smoothed combined score that picks the best epoch by default (jobs.train.recipe).
+VAL_METRICS = (*(f"val_{name}" for name in METRICS), "val_loss", "val_score")
 LOWER_IS_BETTER = (*(f"val_{name}" for name in ERROR_RATES), "val_loss")
 # CPUs Ray Data must keep for decoding: when the workers reserve every CPU it stalls, backpressured.
 DATA_CPU_RESERVE = 1.0
@@ -42,8 +43,18 @@ HYPERPARAMETERS = (
     "variant",
     "workers",
     "epochs",
+    "recipe",
     "batch_size",
     "lr",
+    "optimizer",
+    "weight_decay",
+    "schedule",
+    "warmup_epochs",
+    "clip_grad",
+    "ema",
+    "balance_classes",
+    "patience",
+    "smooth",
     "fold",
     "input_size",
     *ARCHITECTURE_OPTIONS,
@@ -149,9 +160,9 @@ def _check_data(config: TrainConfig, splits: dict, has_segmentation: bool) -> No
             "segmentation; use --variant swin or a dataset with masks"
         )
     val = splits["val"]
-    if config.metric == "val_auc" and val["malignant"] in (0, val["images"]):
+    if config.metric in ("val_auc", "val_score") and val["malignant"] in (0, val["images"]):
         raise BusnetError(
-            f"{where}: the val split has only one class, so val_auc is undefined; "
+            f"{where}: the val split has only one class, so {config.metric} is undefined; "
             "use --metric val_loss or a dataset with both classes in val"
         )
     if splits["train"]["images"] < config.workers * config.batch_size:
@@ -190,11 +201,19 @@ def hyperparameters(config: TrainConfig) -> dict:
 
 
 def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: str | None = None) -> LoopConfig:
-    """The frozen config each worker gets (see `jobs.train.loop`); its lineage is plain JSON."""
+    """The frozen config each worker gets (see `jobs.train.loop`); its lineage is plain JSON.
+
+    With `balance_classes` the focal loss alpha (the weight of the malignant class) becomes the
+    benign share of the training split, so each class weighs as much in total."""
+    train = prepared.splits["train"]
+    if config.balance_classes:
+        benign_share = 1.0 - train["malignant"] / train["images"]
+        config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, alpha=benign_share))
     return LoopConfig(
         train=config,
         overrides=prepared.model_config["overrides"],
         preprocessing=prepared.preprocessing,
+        steps_per_epoch=max(1, train["images"] // config.workers // config.batch_size),
         lineage={
             "dataset": {"uri": config.data, "content_hash": prepared.content_hash},
             "hyperparameters": hyperparameters(config),
@@ -218,6 +237,7 @@ def fit(
 
     `loop` is what each worker runs (default `jobs.train.loop.train_loop_per_worker`): tests wrap it
     to inject faults, so the production loop carries no test hooks."""
+    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
@@ -226,6 +246,8 @@ def fit(
     from models.preprocess import Preprocessing
 
     preprocessing = Preprocessing.from_dict(prepared.preprocessing)
+    # The epoch lines are the progress; bars (also the Parquet reader's sampling bar) would bury them.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     datasets = {
         "train": read_split(
             config.data, "train", fold=config.fold, preprocessing=preprocessing, shuffle=True, seed=config.seed
@@ -234,8 +256,6 @@ def fit(
             TRAIN_COLUMNS
         ),
     }
-    for dataset in datasets.values():
-        dataset.context.enable_progress_bars = False  # the epoch lines are the progress; bars would bury them
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.gpu else {})}
     fs, path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(
@@ -254,6 +274,7 @@ def fit(
                 checkpoint_score_order=mode(config.metric),
             ),
             failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if config.verbose else "WARNING"),
             callbacks=callbacks or [],
         ),
         datasets=datasets,
@@ -296,15 +317,16 @@ def publish_checkpoint(checkpoint, uri: str) -> None:
         checkpoint.to_directory(str(raw))
         clean.mkdir()
         for item in raw.iterdir():
-            if item.is_file() and item.name not in TRAIN_STATE_FILES and not item.name.startswith("."):
+            if item.is_file() and item.name not in RESUME_ONLY_FILES and not item.name.startswith("."):
                 shutil.copy2(item, clean / item.name)
         storage.publish_dir(clean, uri)
 
 
 def train(config: TrainConfig, loop: Callable[[LoopConfig], None] | None = None) -> TrainOutcome:
     """Check, train, publish the best checkpoint; the whole of `busnet train` (`loop`: see `fit`)."""
-    from jobs.runtime import init_ray
+    from jobs.runtime import init_ray, quiet_ray
 
+    quiet_ray(config.verbose)  # before anything imports ray.data, which reads its log level then
     prepared = prepare(config)
     name = config.run_name()
     init_ray()

@@ -21,8 +21,9 @@ import time
 import numpy as np
 import torch
 
-from jobs.train.config import LoopConfig, TrainConfig
-from jobs.train.state import load_train_state, save_train_state
+from jobs.train.config import LoopConfig
+from jobs.train.recipe import build_ema, build_optimizer, learning_rate, selection_score, set_learning_rate, should_stop
+from jobs.train.state import load_train_state, load_trained_weights, save_train_state, save_trained_weights
 from jobs.train.step import train_step
 
 TRAIN_COLUMNS = ["image", "mask", "has_mask", "label"]
@@ -52,18 +53,23 @@ def train_loop_per_worker(config: LoopConfig) -> None:
         backbone=run.backbone,
         pretrained_backbone=run.pretrained_backbone,
     )
-    state = {"epoch": 0, "epochs_run": [], "starts": []}
+    state = {"epoch": 0, "epochs_run": [], "starts": [], "scores": []}
     checkpoint = ray.train.get_checkpoint()
     with tempfile.TemporaryDirectory(prefix="busnet-resume-") as resume_dir:
         if checkpoint is not None:
             checkpoint.to_directory(resume_dir)
             restored, _ = load_checkpoint(resume_dir)
             model.load_state_dict(restored.state_dict())
+        ema = build_ema(model, run.ema)  # from the checkpoint's model: the average when the run kept one
+        if checkpoint is not None and ema is not None:
+            load_trained_weights(resume_dir, model)  # the weights being trained, saved beside their average
         model = ray.train.torch.prepare_model(model)
         plain_model = model.module if hasattr(model, "module") else model
-        optimizer = torch.optim.Adam(model.parameters(), lr=run.lr)
+        optimizer = build_optimizer(model, run)
         if checkpoint is not None:  # the optimizer state goes onto the parameters' device, so after prepare_model
-            state = load_train_state(resume_dir, optimizer)
+            state = {"scores": [], **load_train_state(resume_dir, optimizer)}
+    if ema is not None:
+        ema.to(device)
     first_epoch = state["epoch"] + 1
     state["starts"] = [*state["starts"], first_epoch]
     preprocessing = Preprocessing.from_dict(config.preprocessing)
@@ -72,15 +78,24 @@ def train_loop_per_worker(config: LoopConfig) -> None:
 
     augmenter = Augmenter(device)
     for epoch in range(first_epoch, run.epochs + 1):
-        train_loss, images_per_s = _train_one_epoch(model, optimizer, augmenter, run, epoch, rank, world, device)
-        metrics = {"epoch": epoch, "train_loss": train_loss, "images_per_s": images_per_s}
+        train_loss, images_per_s, data_wait = _train_one_epoch(
+            model, optimizer, ema, augmenter, config, epoch, world, device
+        )
+        metrics = {"epoch": epoch, "train_loss": train_loss, "images_per_s": images_per_s, "data_wait": data_wait}
         state = {**state, "epoch": epoch, "epochs_run": [*state["epochs_run"], epoch]}
+        stop = torch.zeros(1, device=device)  # NCCL broadcasts only device tensors
         if rank == 0:
-            validation, threshold = validate(plain_model, ray.train.get_dataset_shard("val"), config, device, use_bf16)
-            metrics.update(validation, threshold=threshold)
-            _print_progress(metrics, run.epochs)
+            scored = plain_model if ema is None else ema.module
+            validation, threshold = validate(scored, ray.train.get_dataset_shard("val"), config, device, use_bf16)
+            raw, smoothed = selection_score(validation, state["scores"], run.smooth)
+            state["scores"] = [*state["scores"], raw]
+            metrics.update(validation, val_score_epoch=raw, val_score=smoothed, threshold=threshold)
+            stop[0] = float(should_stop(_smoothed_history(state["scores"], run.smooth), run.patience))
+            _print_progress(metrics, run.epochs, stopping=bool(stop[0]))
             with tempfile.TemporaryDirectory(prefix="busnet-ckpt-") as directory:
-                _write_checkpoint(plain_model, optimizer, directory, preprocessing, threshold, metrics, state, config)
+                _write_checkpoint(scored, optimizer, directory, preprocessing, threshold, metrics, state, config)
+                if ema is not None:
+                    save_trained_weights(directory, plain_model)
                 ray.train.report(
                     metrics,
                     checkpoint=ray.train.Checkpoint.from_directory(directory),
@@ -88,33 +103,56 @@ def train_loop_per_worker(config: LoopConfig) -> None:
                 )
         else:
             ray.train.report(metrics)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.broadcast(stop, src=0)
+        if stop[0]:
+            break
+
+
+def _smoothed_history(scores: list[float], smooth: int) -> list[float]:
+    """The smoothed val_score of every epoch so far (what early stopping watches)."""
+    return [selection_score({"val_auc": s}, scores[:i], smooth)[1] for i, s in enumerate(scores)]
 
 
 def _train_one_epoch(
-    model, optimizer, augmenter, run: TrainConfig, epoch: int, rank: int, world: int, device: torch.device
-) -> tuple[float, float]:
-    """One pass over this worker's shard; returns (mean loss, images/s) over all workers."""
+    model, optimizer, ema, augmenter, config: LoopConfig, epoch: int, world: int, device: torch.device
+) -> tuple[float, float, float]:
+    """One pass over this worker's shard; returns (mean loss, images/s, share of the time spent
+    waiting for data) over all workers. The learning rate follows the schedule step by step."""
     import ray.train
 
+    run = config.train
+    total_steps = run.epochs * config.steps_per_epoch
+    step = (epoch - 1) * config.steps_per_epoch
     model.train()
-    loss_sum, images, started = 0.0, 0, time.perf_counter()
+    loss_sum, images, waited, started = 0.0, 0, 0.0, time.perf_counter()
     batches = ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=run.batch_size, drop_last=True, device=device
     )
+    asked = time.perf_counter()
     for batch in batches:
-        loss = train_step(model, optimizer, augmenter, batch, run.loss)
+        waited += time.perf_counter() - asked
+        set_learning_rate(optimizer, learning_rate(step, total_steps, run, config.steps_per_epoch))
+        loss = train_step(model, optimizer, augmenter, batch, run.loss, run.clip_grad)
+        if ema is not None:
+            ema.update_parameters(model.module if hasattr(model, "module") else model)
         loss_sum += float(loss) * len(batch["label"])
         images += len(batch["label"])
+        step += 1
+        asked = time.perf_counter()
     elapsed = time.perf_counter() - started
-    totals = torch.tensor([loss_sum, float(images)], dtype=torch.float64)
+    totals = torch.tensor([loss_sum, float(images), waited], dtype=torch.float64)
     longest = torch.tensor([elapsed], dtype=torch.float64)
     if world > 1:
         import torch.distributed as dist
 
         dist.all_reduce(totals, op=dist.ReduceOp.SUM)
         dist.all_reduce(longest, op=dist.ReduceOp.MAX)
-    loss_total, image_total = totals.tolist()
-    return loss_total / max(image_total, 1.0), image_total / max(float(longest), 1e-9)
+    loss_total, image_total, wait_total = totals.tolist()
+    seconds = max(float(longest), 1e-9)
+    return loss_total / max(image_total, 1.0), image_total / seconds, min(1.0, wait_total / world / seconds)
 
 
 def validate(
@@ -176,10 +214,15 @@ def _write_checkpoint(
     save_train_state(directory, optimizer, state)
 
 
-def _print_progress(metrics: dict, epochs: int) -> None:
+def _print_progress(metrics: dict, epochs: int, stopping: bool) -> None:
     """One console line per epoch. Written to stdout directly: Ray Train turns a worker's `print`
     into a log record that reaches the console twice (from the worker's stdout and stderr files)."""
-    shown = ["train_loss", "val_loss", "val_auc", "val_acc", "val_dsc", "images_per_s"]
-    parts = [f"{k}={metrics[k]:.4g}" for k in shown if k in metrics]
-    sys.stdout.write(f"[busnet train] epoch {metrics['epoch']}/{epochs} " + " ".join(parts) + "\n")
+    dice = f" Dice {metrics['val_dsc']:.3f}" if "val_dsc" in metrics else ""
+    line = (
+        f"[busnet train] epoch {metrics['epoch']}/{epochs}  loss {metrics['train_loss']:.3f}  "
+        f"val ROC-AUC {metrics['val_auc']:.3f}{dice}  score {metrics['val_score']:.3f}  "
+        f"{metrics['images_per_s']:.1f} img/s  data wait {100 * metrics['data_wait']:.0f}%"
+        + ("  (early stop: no better val_score)" if stopping else "")
+    )
+    sys.stdout.write(line + "\n")
     sys.stdout.flush()

@@ -3,6 +3,9 @@
 Kept pickle-free like the model itself: the optimizer's tensors go to `optimizer.safetensors`, its
 hyperparameters and non-tensor entries plus the epoch history to `train_state.json`. These two files
 sit beside the model files in every checkpoint Ray Train keeps; the published `best/` leaves them out.
+With a weight EMA (`--ema`) the checkpoint's model is the average, what validation scored and what
+is served, and the trained weights themselves go to `trained.safetensors`, so that a resumed run
+goes on training them.
 """
 
 from __future__ import annotations
@@ -15,7 +18,26 @@ from safetensors.torch import load_file, save_file
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "train_state.json"
+TRAINED_WEIGHTS_FILE = "trained.safetensors"
 TRAIN_STATE_FILES = (OPTIMIZER_FILE, STATE_FILE)
+RESUME_ONLY_FILES = (*TRAIN_STATE_FILES, TRAINED_WEIGHTS_FILE)  # never part of a published model
+
+
+def save_trained_weights(directory: str | Path, model: torch.nn.Module) -> None:
+    """The weights being trained, when the checkpoint's model is their EMA."""
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        str(Path(directory) / TRAINED_WEIGHTS_FILE),
+    )
+
+
+def load_trained_weights(directory: str | Path, model: torch.nn.Module) -> bool:
+    """Load `trained.safetensors` into `model` when the checkpoint has one; says whether it had."""
+    path = Path(directory) / TRAINED_WEIGHTS_FILE
+    if not path.is_file():
+        return False
+    model.load_state_dict(load_file(str(path)))
+    return True
 
 
 def save_train_state(directory: str | Path, optimizer: torch.optim.Optimizer, state: dict) -> None:

@@ -1,8 +1,8 @@
 """One training step, the one `busnet train`'s workers run and `busnet bench train` times.
 
 Augment on the batch's device (kornia), forward under bf16 autocast on a GPU (fp32 on CPU), the
-multitask loss with the run's weights in fp32, backward, optimizer step. One function, so the
-benchmark measures exactly the step training runs.
+multitask loss with the run's weights in fp32, backward, gradient clipping (when asked), optimizer
+step. One function, so the benchmark measures exactly the step training runs.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from jobs.train.recipe import clip_gradients
 from models.losses import LossWeights, multitask_loss
 
 Augment = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
@@ -22,8 +23,11 @@ def train_step(
     augment: Augment,
     batch: dict[str, torch.Tensor],
     weights: LossWeights,
+    clip_grad: float = 0.0,
 ) -> torch.Tensor:
-    """Train on one batch ({"image", "mask", "has_mask", "label"}); returns its loss, detached."""
+    """Train on one batch ({"image", "mask", "has_mask", "label"}); returns its loss, detached.
+
+    `clip_grad` > 0 clips the global gradient norm to it (`jobs.train.recipe.clip_gradients`)."""
     images, masks = augment(batch["image"], batch["mask"])
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=images.device.type == "cuda"):
         outputs = model(images)
@@ -31,5 +35,6 @@ def train_step(
     loss = multitask_loss(outputs, batch["label"], masks, weights, has_mask=batch["has_mask"]).total
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    clip_gradients(model, clip_grad)
     optimizer.step()
     return loss.detach()

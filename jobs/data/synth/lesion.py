@@ -1,11 +1,18 @@
 """Breast lesions: shape (the mask) and how they change the echoes in and behind them.
 
 Each lesion gets a latent `suspicion` in [0, 1], drawn from a class-dependent Beta distribution
-(benign low, malignant high, overlapping). Every BI-RADS-like feature follows suspicion plus its
-own noise: low suspicion gives an oval, circumscribed, wider-than-tall (parallel) mass with posterior
-enhancement; high suspicion gives an irregular or spiculated, taller-than-wide mass with ill-defined
-margins and posterior shadowing. So the classes differ in distribution, not by a rule, and some
-benign lesions look malignant and the other way round.
+(benign low, malignant high, overlapping). Every BI-RADS feature follows suspicion plus its own
+noise: low suspicion gives an oval, circumscribed, wider-than-tall (parallel) mass with an even
+echo pattern and posterior enhancement; high suspicion gives an irregular or spiculated,
+taller-than-wide (not parallel) mass with ill-defined margins, a heterogeneous echo pattern with
+calcifications, an echogenic halo and posterior shadowing. So the classes differ in distribution,
+not by a rule, and some benign lesions look malignant and the other way round.
+
+`difficulty` in [0, 1] sets how much: the distance between the two classes' suspicion
+distributions shrinks and each trait's own noise grows with it. 0: every trait follows the class
+closely (a model that reads shape, orientation, margin, echo pattern and posterior features
+separates the classes almost perfectly; none of them alone does); 0.5: the default, oracle traits
+reach ROC-AUC ~0.84; 1: the classes look the same (ROC-AUC 0.5 for any model).
 """
 
 from __future__ import annotations
@@ -18,7 +25,20 @@ from scipy import ndimage
 from jobs.data.synth.noise import smooth_curve, smooth_noise
 
 ANGLES = np.linspace(-np.pi, np.pi, 721)
-SUSPICION_BETA = {0: (2.2, 4.0), 1: (4.0, 2.2)}  # (a, b) of the Beta per label
+DEFAULT_DIFFICULTY = 0.5
+# Lesion half-width as a share of the image width: log-normal around this median. The 20 real BUSI
+# images of shared/data/busi-sample have a median lesion width of 0.38 of the image (0.07-0.94).
+MEDIAN_HALF_WIDTH = 0.17
+
+
+def suspicion_beta(label: int, difficulty: float) -> tuple[float, float]:
+    """(a, b) of the Beta distribution of a class's suspicion: means 0.2 / 0.8 at difficulty 0, equal at 1.
+
+    At the default 0.5 these are about Beta(2.2, 4.0) and Beta(4.0, 2.2), busnet's first synth model."""
+    spread = 0.3 * (1.0 - difficulty)
+    mean = 0.5 + (spread if label else -spread)
+    concentration = 2.0 + 8.4 * (1.0 - difficulty)
+    return mean * concentration, (1.0 - mean) * concentration
 
 
 @dataclass(frozen=True)
@@ -40,18 +60,21 @@ class Lesion:
     depth: float  # fraction of the glandular layer (0 top, 1 bottom)
 
 
-def draw_lesion(rng: np.random.Generator, label: int, image_width: int) -> Lesion:
-    """Draw one lesion's traits for a case."""
-    z = float(rng.beta(*SUSPICION_BETA[label]))
+def draw_lesion(
+    rng: np.random.Generator, label: int, image_width: int, difficulty: float = DEFAULT_DIFFICULTY
+) -> Lesion:
+    """Draw one lesion's traits for a case; `difficulty` in [0, 1] (module docstring)."""
+    z = float(rng.beta(*suspicion_beta(label, difficulty)))
+    noise = 1.0
     if rng.random() < 0.07:  # a few very small lesions
-        size = rng.uniform(0.025, 0.05)
+        size = rng.uniform(0.035, 0.07)
     else:
-        size = float(np.exp(rng.normal(np.log(0.11 + 0.02 * label), 0.35)))
-    half_width = float(np.clip(size, 0.02, 0.3) * image_width)
-    aspect = float(np.exp(rng.normal(np.log(0.55) + z * (np.log(1.3) - np.log(0.55)), 0.18)))
+        size = float(np.exp(rng.normal(np.log(MEDIAN_HALF_WIDTH), 0.35)))
+    half_width = float(np.clip(size, 0.03, 0.35) * image_width)
+    aspect = float(np.exp(rng.normal(np.log(0.55) + z * (np.log(1.3) - np.log(0.55)), 0.18 * noise)))
 
     harmonics = np.arange(2, 25)
-    irregular = 0.015 + 0.14 * z**1.5 * rng.uniform(0.4, 1.4)
+    irregular = 0.015 + 0.14 * z**1.5 * _jitter(rng, 0.4, 1.4, noise)
     amplitude = irregular * harmonics**-0.9 * rng.rayleigh(1.0, harmonics.size)
     phase = rng.uniform(0, 2 * np.pi, harmonics.size)
     radius = 1 + (amplitude[:, None] * np.cos(harmonics[:, None] * ANGLES[None, :] + phase[:, None])).sum(axis=0)
@@ -73,16 +96,22 @@ def draw_lesion(rng: np.random.Generator, label: int, image_width: int) -> Lesio
         radius=radius.astype(np.float32),
         aspect=aspect,
         tilt=float(rng.normal(0, 0.25 * (1 - z) + 0.1)),
-        margin_blur=float(max(0.6, (0.02 + 0.25 * z**2 * rng.uniform(0.4, 1.4)) * half_width)),
+        margin_blur=float(max(0.6, (0.02 + 0.25 * z**2 * _jitter(rng, 0.4, 1.4, noise)) * half_width)),
         darkness_db=float(rng.uniform(20, 26) if cyst else rng.uniform(8, 15) + 3 * z),
-        heterogeneity_db=float(1.0 if cyst else rng.uniform(1, 3) + 2 * z),
-        posterior_db=float(np.clip(rng.normal(15 - 32 * z, 5) + (4 if cyst else 0), -18, 12)),
+        heterogeneity_db=float(1.0 if cyst else _jitter(rng, 1, 3, noise) + 3 * z),
+        posterior_db=float(np.clip(rng.normal(15 - 32 * z, 5 * noise) + (4 if cyst else 0), -18, 12)),
         capsule_db=float(rng.uniform(3, 8) if rng.random() < 0.6 * (1 - z) else 0.0),
         halo_db=float(rng.uniform(3, 6) if rng.random() < 0.6 * max(z - 0.4, 0) else 0.0),
         calcifications=int(rng.poisson(4) if rng.random() < 0.4 * z else 0),
         center_x=float(rng.uniform(0.3, 0.7)),
         depth=float(rng.uniform(0.15, 0.7)),
     )
+
+
+def _jitter(rng: np.random.Generator, low: float, high: float, noise: float) -> float:
+    """Uniform in low..high at noise 1 (the default difficulty), narrowed around the middle below it."""
+    middle, half = (low + high) / 2, (high - low) / 2 * min(noise, 1.0)
+    return float(rng.uniform(middle - half, middle + half))
 
 
 def view_of(lesion: Lesion, rng: np.random.Generator) -> Lesion:

@@ -13,14 +13,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from jobs.data.synth.anatomy import make_anatomy
-from jobs.data.synth.lesion import Lesion, draw_lesion, imprint, rasterize, view_of
+from jobs.data.synth.lesion import DEFAULT_DIFFICULTY, Lesion, draw_lesion, imprint, rasterize, view_of
 from jobs.data.synth.scanner import draw_settings, field_of_view, scan
 from jobs.errors import BusnetError
 
 CLASS_NAMES = ("benign", "malignant")
 PARAMS_FILE = "synth.json"
 CASES_FILE = "cases.csv"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: difficulty, BUSI-sized lesions
 CANVAS_MARGIN = 0.3  # the case's breast is this much wider than one view, to shift views over it
 
 
@@ -33,6 +33,7 @@ def generate(
     max_size: int = 800,
     malignant_fraction: float = 0.5,
     images_per_case: tuple[int, int] = (1, 4),
+    difficulty: float = DEFAULT_DIFFICULTY,
     force: bool = False,
     progress: bool = False,
 ) -> dict:
@@ -40,10 +41,11 @@ def generate(
 
     Layout: `benign/benign (N).png`, `benign/benign (N)_mask.png`, `malignant/malignant (N).png`, ...,
     `cases.csv` (image, case_id) and `synth.json` (the parameters). The same seed and options give
-    byte-identical files. An existing non-empty folder is refused unless it holds a previous
+    byte-identical files. `difficulty` in [0, 1]: how far the classes' BI-RADS traits overlap
+    (`jobs.data.synth.lesion`). An existing non-empty folder is refused unless it holds a previous
     `busnet synth` output with the same parameters, or `force` is set; our own files are then replaced.
     """
-    params = _validated(n, seed, min_size, max_size, malignant_fraction, images_per_case)
+    params = _validated(n, seed, min_size, max_size, malignant_fraction, images_per_case, difficulty)
     out = Path(out_dir)
     _prepare(out, params, force)
 
@@ -55,7 +57,7 @@ def generate(
         for case_index, (count, label) in enumerate(zip(case_sizes, case_labels)):
             case_id = f"synth-{case_index + 1:05d}"
             case_rng = np.random.default_rng([seed, case_index])
-            for image, mask in _case_images(case_rng, label, count, min_size, max_size):
+            for image, mask in _case_images(case_rng, label, count, min_size, max_size, difficulty):
                 counters[label] += 1
                 name = f"{CLASS_NAMES[label]} ({counters[label]})"
                 folder = out / CLASS_NAMES[label]
@@ -81,7 +83,13 @@ def generate(
 
 
 def _validated(
-    n: int, seed: int, min_size: int, max_size: int, malignant_fraction: float, images_per_case: tuple[int, int]
+    n: int,
+    seed: int,
+    min_size: int,
+    max_size: int,
+    malignant_fraction: float,
+    images_per_case: tuple[int, int],
+    difficulty: float,
 ) -> dict:
     if int(n) != n or n <= 0:
         raise BusnetError(f"n must be a positive number of images, got {n}")
@@ -94,6 +102,8 @@ def _validated(
         )
     if not 0 <= malignant_fraction <= 1:
         raise BusnetError(f"malignant_fraction must be within 0..1, got {malignant_fraction}")
+    if not 0 <= difficulty <= 1:
+        raise BusnetError(f"difficulty must be within 0..1, got {difficulty}")
     low, high = images_per_case
     if not 1 <= low <= high:
         raise BusnetError(f"images_per_case must be MIN MAX with 1 <= MIN <= MAX, got {low} {high}")
@@ -105,6 +115,7 @@ def _validated(
         "max_size": int(max_size),
         "malignant_fraction": float(malignant_fraction),
         "images_per_case": [int(low), int(high)],
+        "difficulty": float(difficulty),
     }
 
 
@@ -153,12 +164,12 @@ def _image_size(rng: np.random.Generator, min_size: int, max_size: int) -> tuple
     return (short_side, long_side) if rng.random() < 0.8 else (long_side, short_side)
 
 
-def _case_images(rng: np.random.Generator, label: int, count: int, min_size: int, max_size: int):
+def _case_images(rng: np.random.Generator, label: int, count: int, min_size: int, max_size: int, difficulty: float):
     """Yield `count` (image uint8 [H, W], mask bool [H, W]) views of one case's lesion."""
     height, width = _image_size(rng, min_size, max_size)
     canvas_width = int(width * (1 + CANVAS_MARGIN))
     anatomy = make_anatomy(rng, height, canvas_width)
-    lesion = draw_lesion(rng, label, width)
+    lesion = draw_lesion(rng, label, width, difficulty)
     lesion = _fit(lesion, height, width)
     for _ in range(count):
         offset = int(rng.integers(0, canvas_width - width + 1))
