@@ -25,14 +25,8 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from models.inference import binarize
+from models.limits import MAX_ASPECT, MAX_PIXELS, MAX_SIDE
 
-# Limits on a decoded image, checked from the header before any pixel is decoded. Ultrasound frames
-# are under ~2,000 px a side and at most ~3:1 (extended field of view); these leave 2x headroom and
-# bound what one decode and its padded square can cost: at the caps, ~70 MB (16-bit gray as float32).
-# A 4 x 20000 PNG of 200 bytes would otherwise pad to a 20000 x 20000 square (1.6 GB).
-MAX_SIDE = 4096
-MAX_ASPECT = 8
-MAX_PIXELS = 8_000_000
 FORMATS = ("PNG", "JPEG", "BMP")
 # timm's IMAGENET_DEFAULT_MEAN / _STD: what the ImageNet-pretrained ResNet and Swin expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
