@@ -10,6 +10,7 @@ keeps answering; batch size and wait apply to the next batch. A user_config is c
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from models.limits import MAX_PIXELS
 
@@ -25,7 +26,7 @@ REQUEST_TIMEOUT_S = 60
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
-def _limit(default: float, low: float, high: float) -> field:
+def _limit(default: float, low: float, high: float) -> Any:
     """A numeric setting and its allowed range [low, high]."""
     return field(default=default, metadata={"range": (low, high)})
 

@@ -114,6 +114,15 @@ def test_health_model_and_docs(url, checkpoints):
     assert requests.get(f"{url}/docs", timeout=30).status_code == 200
 
 
+def test_busnet_serve_sets_a_request_timeout(url):
+    """start_app (busnet serve, the demo, bench) gives Serve's proxy the timeout serve/config.yaml has."""
+    from ray.serve.context import _get_global_client
+
+    from serve.settings import REQUEST_TIMEOUT_S
+
+    assert _get_global_client().http_config.request_timeout_s == REQUEST_TIMEOUT_S
+
+
 def test_real_busi_images_raw_and_multipart(url, checkpoints, busi_sample):
     images = sorted(busi_sample.glob("*/*).png"))[:2] + sorted(busi_sample.glob("malignant/*).png"))[:1]
     assert images
