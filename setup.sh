@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) ./.venv and install busnet with its pinned torch and Ray (constraints.txt).
+# Create (or reuse) ./.venv and install busnet with the locked versions of its dependencies (constraints.txt,
+# the image's lock: platform/README.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 python=${PYTHON:-python3}

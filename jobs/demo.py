@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from jobs import tracking
 from jobs.errors import BusnetError
 
 
@@ -117,6 +118,9 @@ def run_demo(config: DemoConfig) -> dict:
         (config.workdir / "predictions.json").write_text(json.dumps(predictions, indent=2))
 
         print(f"\n=== done in {time.perf_counter() - started:.0f} s; everything is under {config.workdir} ===")
+        print(
+            f"experiments (tune, trials, evaluate): mlflow ui --backend-store-uri {tracking.store_uri(str(paths.runs))}"
+        )
         print((paths.report / "report.md").read_text() if (paths.report / "report.md").exists() else "")
         if config.keep_serving:
             _wait_for_interrupt(url)
@@ -190,7 +194,8 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
             *("--preset", base.preset, "--input-size", str(base.input_size), "--lr", str(base.lr)),
             *("--batch-size", str(base.batch_size), "--seed", str(base.seed)),
         )
-        print(describe(tune_run(base, options), base.metric))
+        with tracking.session("tune", base.out):
+            print(describe(tune_run(base, options), base.metric))
         stages.finished("tune", params)
     return params
 
@@ -203,13 +208,14 @@ def _evaluate(stages: _Stages, paths: DemoPaths, tune: dict) -> dict:
     if not stages.reusable("evaluate", params, (paths.report / "metrics.json").exists()):
         data, checkpoint, out = str(paths.dataset), str(paths.best), str(paths.report)
         stages.command("evaluate", "--data", data, "--checkpoint", checkpoint, "--split", "test", "--out", out)
-        metrics = evaluate(
-            data,
-            checkpoint,
-            out,
-            split="test",
-            progress=lambda message: print(f"busnet evaluate: {message}", file=sys.stderr, flush=True),
-        )
+        with tracking.session("evaluate", str(paths.runs)):  # beside the tune: one MLflow store for the demo
+            metrics = evaluate(
+                data,
+                checkpoint,
+                out,
+                split="test",
+                progress=lambda message: print(f"busnet evaluate: {message}", file=sys.stderr, flush=True),
+            )
         print(render_summary(metrics))
         stages.finished("evaluate", params)
     return json.loads((paths.report / "metrics.json").read_text())

@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
+from models.dicom import DicomFile, is_dicom
+from models.image_error import ImageError
 from models.inference import binarize
 from models.limits import MAX_ASPECT, MAX_PIXELS, MAX_SIDE
 
@@ -33,28 +35,20 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ImageError(ValueError):
-    """Bytes that are not a usable image; `status` is the HTTP status to answer with.
+def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, frame: int | None = None) -> np.ndarray:
+    """PNG/JPEG/BMP/DICOM bytes -> HxW (gray, uint8 or uint16) or HxWx3 (RGB, uint8) array; alpha is dropped.
 
-    413: too many pixels (or a decompression bomb), 415: not an image or not PNG/JPEG/BMP,
-    400: anything else (empty, corrupt, truncated, unsupported pixel layout).
-    """
-
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
-        self.status = status
-
-    def __reduce__(self):  # keep `status` when Ray ships the error between processes
-        return type(self), (str(self), self.status)
-
-
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """PNG/JPEG/BMP bytes -> HxW (gray, uint8 or uint16) or HxWx3 (RGB, uint8) array; alpha is dropped.
-
-    The size is checked from the header (`check_size`), before any pixel is decoded.
+    The size is checked from the header (`check_size`), before any pixel is decoded. `frame` picks a
+    frame of a multi-frame DICOM file (1 = the first, the default; models.dicom).
     """
     if not data:
         raise ImageError("empty: no image bytes")
+    if is_dicom(data):
+        dicom = DicomFile(data)
+        check_size(dicom.width, dicom.height, max_pixels)
+        return dicom.frame(frame)
+    if frame not in (None, 1):
+        raise ImageError(f"frame {frame}: only a DICOM file has several frames")
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
     except Image.DecompressionBombError as exc:

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from models.preprocess import ImageError
-from serve.body import ACCEPTED, BadRequest, read_image_bytes
+from serve.body import ACCEPTED, BadRequest, frame_number, read_image_bytes
 from serve.predictor import LoadedModel, Loader, answer, forward_batch, load_model, prepare
 from serve.public import redact_paths
 from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ServeSettings
@@ -42,6 +42,15 @@ api = FastAPI(
 )
 
 PREDICT_DOC: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": "frame",
+            "in": "query",
+            "required": False,
+            "schema": {"type": "integer", "minimum": 1},
+            "description": "the frame of a multi-frame DICOM to predict (1 = the first, the default)",
+        }
+    ],
     "requestBody": {
         "required": True,
         "description": ACCEPTED,
@@ -168,9 +177,10 @@ class BusnetService:
 
     @api.post("/v1/predict", openapi_extra=PREDICT_DOC, responses={400: ERROR_DOC, 413: ERROR_DOC, 415: ERROR_DOC})
     async def predict(self, request: Request) -> Any:
-        """Classify one image and segment its lesion."""
+        """Classify one image (or one frame of a DICOM: `?frame=N`) and segment its lesion."""
         loaded, settings = self._loaded, self._settings
         try:
+            frame = frame_number(request.query_params.get("frame"))
             data = await read_image_bytes(
                 request.headers.get("content-type"),
                 request.headers.get("content-length"),
@@ -178,7 +188,7 @@ class BusnetService:
                 settings.max_image_bytes,
             )
             async with self._decoding:
-                prepared = await asyncio.to_thread(prepare, data, loaded, settings.max_image_pixels)
+                prepared = await asyncio.to_thread(prepare, data, loaded, settings.max_image_pixels, frame)
         except (BadRequest, ImageError) as exc:
             logger.info("rejected request: %s %s", exc.status, exc)
             return error(exc.status, str(exc))

@@ -50,6 +50,15 @@ async def read_image_bytes(
     return body
 
 
+def frame_number(text: str | None) -> int | None:
+    """The `?frame=N` query parameter: which frame of a multi-frame DICOM (1 = the first), or BadRequest."""
+    if text is None:
+        return None
+    if not (text.isdigit() and int(text) >= 1):
+        raise BadRequest(400, f"frame={text[:20]!r}: expected a frame number (1 = the first)")
+    return int(text)
+
+
 async def _read_capped(stream: AsyncIterator[bytes], max_bytes: int) -> bytes:
     chunks, total = [], 0
     async for chunk in stream:

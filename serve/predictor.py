@@ -122,9 +122,10 @@ def _local_copy(uri: str) -> Iterator[str]:
         yield str(local)
 
 
-def prepare(data: bytes, loaded: LoadedModel, max_pixels: int = MAX_PIXELS) -> PreparedImage:
-    """Decode and preprocess one request body; raises `models.preprocess.ImageError` on bad input."""
-    image = decode_image(data, max_pixels=max_pixels)
+def prepare(data: bytes, loaded: LoadedModel, max_pixels: int = MAX_PIXELS, frame: int | None = None) -> PreparedImage:
+    """Decode and preprocess one request body (`frame`: of a multi-frame DICOM); raises
+    `models.preprocess.ImageError` on bad input."""
+    image = decode_image(data, max_pixels=max_pixels, frame=frame)
     height, width = image.shape[:2]
     return PreparedImage(preprocess_image(image, loaded.preprocessing), height, width)
 

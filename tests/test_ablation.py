@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from jobs.evaluate.ablation import Arm, paper_rows, parse_arms, plot, render, ru
 from jobs.evaluate.report import PAPER_COLUMNS, PAPER_ROWS
 from jobs.train.config import CvOptions, TrainConfig
 from models.presets import VARIANTS
+from tests.test_tracking import artifact_names, assert_tracked_training, tracked_runs
 
 
 def test_variants_and_baselines_are_parsed_into_arms():
@@ -111,12 +113,46 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
         acc = summary["groups"]["overall"]["per_fold"]["acc"][str(fold)]
         assert acc == tested["overall"]["metrics"]["acc"]["value"]
     assert "mean +- sd" in (cv / "cv.md").read_text()
+    _assert_tracked(tmp_path, synthetic_dataset)
     capsys.readouterr()
     assert main(argv) == 0  # everything is there: every fold is reused, nothing trains again
     assert capsys.readouterr().out.count("already trained and tested") == 4
+    assert len(tracked_runs(tmp_path, "ablation")[1]) == 11 + 3  # a new ablation run and its two cv runs
     stale = cv / "fold-1" / "eval" / "metrics.json"
     stale.write_text(json.dumps({**json.loads(stale.read_text()), "format_version": 1}))
-    assert main(argv) == 0  # metrics of an older format: tested again, not trained again
+    assert main([*argv, "--no-track"]) == 0  # metrics of an older format: tested again, not trained again
+    assert len(tracked_runs(tmp_path, "ablation")[1]) == 11 + 3  # --no-track: nothing recorded
     out = capsys.readouterr().out
     assert out.count("already trained and tested") == 3 and "fold 1: testing" in out and "training" not in out
     assert json.loads(stale.read_text())["format_version"] > 1
+
+
+def _assert_tracked(out: Path, data_uri: str) -> None:
+    """MLflow holds the ablation as one tree: ablation -> a cv per variant -> each fold's training and test."""
+    from jobs.data.dataset import read_manifest
+
+    client, runs = tracked_runs(out, "ablation")
+
+    def children(run) -> list:
+        return sorted(
+            (r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id), key=lambda r: r.info.run_name
+        )
+
+    (root,) = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+    assert len(runs) == 11 and all(run.info.status == "FINISHED" for run in runs)
+    assert root.data.params["variants"] == "mt_estan,baseline:resnet50" and root.data.params["epochs"] == "1"
+    assert artifact_names(client, root) == {"ablation.json", "ablation.md", "ablation.png"}
+    content_hash = read_manifest(data_uri)["content_hash"]
+    for cv, label in zip(children(root), ["baseline-resnet50", "mt_estan"]):
+        assert cv.info.run_name == f"cv {label}" and artifact_names(client, cv) == {"cv.json", "cv.md"}
+        summary = json.loads((out / label / "cv.json").read_text())
+        assert cv.data.metrics["acc"] == pytest.approx(summary["groups"]["overall"]["mean"]["acc"])
+        tests, trainings = children(cv)[:2], children(cv)[2:]
+        for fold, (tested, trained) in enumerate(zip(tests, trainings)):
+            folder = out / label / f"fold-{fold}"
+            assert trained.info.run_name == f"fold-{fold}" and tested.info.run_name == f"evaluate test fold {fold}"
+            assert_tracked_training(client, trained, folder, 1, str(folder / "best"), content_hash)
+            metrics = json.loads((folder / "eval" / "metrics.json").read_text())
+            assert tested.data.metrics["acc"] == pytest.approx(metrics["overall"]["metrics"]["acc"]["value"])
+            assert tested.data.params["dataset_hash"] == content_hash and tested.data.params["fold"] == str(fold)
+            assert {"metrics.json", "report.md", "predictions.csv", "roc.png"} <= artifact_names(client, tested)

@@ -18,6 +18,7 @@ import torch
 
 from jobs.cli import main
 from jobs.runtime import free_port
+from tests.test_tracking import artifact_names, tracked_runs
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +49,7 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
     for name in ("model.safetensors", "config.json", "metrics.json", "lineage.json", "_COMPLETE"):
         assert (best / name).is_file(), name
     _check_tune_results(workdir / "runs")
+    _check_tracked(workdir / "runs")
     _check_every_cpu_is_free_again(ray_local)
     for name in ("metrics.json", "report.md", "predictions.csv", "roc.png", "confusion.png", "overlays.png"):
         assert (workdir / "report" / name).stat().st_size > 0, name
@@ -109,3 +111,26 @@ def _check_every_cpu_is_free_again(ray) -> None:
     while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
         time.sleep(1)
     assert ray.available_resources().get("CPU", 0.0) == total
+
+
+def _check_tracked(runs: Path) -> None:
+    """The tune run in MLflow with each trial as a child run (Ray Tune's MLflow logger: its w1/alpha/gamma and
+    per-epoch metrics), and the demo's evaluation beside it."""
+    client, tune_runs = tracked_runs(runs, "tune")
+    (tune,) = [run for run in tune_runs if "mlflow.parentRunId" not in run.data.tags]  # the trials are its children
+    results = json.loads((runs / "tune_results.json").read_text())
+    assert (
+        tune.data.tags["checkpoint_uri"] == str(runs / "best")
+        and tune.data.tags["best_trial"] == results["best"]["trial"]
+    )
+    assert {"tune_results.csv", "tune_results.json", "config.json"} <= artifact_names(client, tune)
+    trials = client.search_runs([tune.info.experiment_id], f"tags.mlflow.parentRunId = '{tune.info.run_id}'")
+    assert len(trials) == len(results["trials"]) == 2
+    for trial in trials:
+        assert {"w1", "alpha", "gamma"} <= trial.data.params.keys()
+        steps = [m.step for m in client.get_metric_history(trial.info.run_id, "val_loss")]
+        assert steps and steps == sorted(steps) and steps[0] == 1
+    _, (evaluated,) = tracked_runs(runs, "evaluate")
+    assert evaluated.data.tags["checkpoint_uri"] == str(runs / "best") and "report.md" in artifact_names(
+        client, evaluated
+    )

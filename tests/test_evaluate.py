@@ -167,9 +167,11 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
             "300",
             "--batch-size",
             "4",
+            "--no-track",
         ]
     )
     assert code == 0, capsys.readouterr().err
+    assert not (out / "mlruns").exists()  # --no-track: nothing in MLflow (tests/test_ablation.py tracks evaluate)
     printed = capsys.readouterr().out
     assert "| **all** | 0.45 (validation) |" in printed and "| **all** | 0.5 (paper protocol) |" in printed
 

@@ -28,7 +28,7 @@ def _csv(path, header, *lines):
 
 
 def test_registry_lists_one_adapter_per_module():
-    assert names() == ["busbench", "busi", "busis", "datasetb", "folder", "hmss", "synthetic", "thammasat"]
+    assert names() == ["busbench", "busi", "busis", "datasetb", "dicom", "folder", "hmss", "synthetic", "thammasat"]
 
 
 def test_busi_union_of_masks_any_channel_count_and_normal_skipped(tmp_path):

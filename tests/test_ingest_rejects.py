@@ -27,8 +27,8 @@ def messy(tmp_path):
     write_image(busi / "malignant" / "malignant (3).png", 30, 20, seed=11)
     write_mask(busi / "malignant" / "malignant (3)_mask.png", 31, 20, (1, 1, 5, 5))  # wrong size
     (busi / "malignant" / "malignant (4).png").write_bytes(
-        (busi / "benign" / "benign (2).png").read_bytes()
-    )  # duplicate
+        (busi / "malignant" / "malignant (1).png").read_bytes()
+    )  # duplicate, same label
     (busi / "malignant" / "notes.txt").write_text("not an image")  # stray file
     (busi / "malignant" / "malignant (5).png").write_text("plain text")  # not an image
 
@@ -38,19 +38,18 @@ def messy(tmp_path):
     write_image(busis / "Original" / "case0003.png", 30, 20, seed=22)
     with (busis / "BUSIS562.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([["img name", "tumor type"], ["case0001", "B"], ["case0002", "?"]])
-    return {"busi": busi, "busis": busis, "hmss": tmp_path / "empty", "datasetb": tmp_path / "missing"}
+    return {"busi": busi, "busis": busis, "hmss": tmp_path / "empty"}
 
 
 EXPECTED = {  # file name -> part of the reason
     "malignant (2).png": "corrupt",
     "malignant (3).png": "malignant (3)_mask.png is 31x20, the image 30x20",
-    "malignant (4).png": "duplicate image: same bytes as busi/benign/benign (2).png",
+    "malignant (4).png": "duplicate image: same bytes as busi/malignant/malignant (1).png",
     "notes.txt": "not an image file",
     "malignant (5).png": "image: not a PNG, JPEG or BMP image",
     "case0002.png": "no label",
     "case0003.png": "no label: not listed in BUSIS562.csv",
     "empty": "unknown layout",
-    "missing": "not found",
 }
 
 
@@ -61,7 +60,7 @@ def test_each_bad_input_is_a_reject_and_the_rest_is_ingested(messy, tmp_path):
     assert set(reasons) == set(EXPECTED), reasons
     for name, part in EXPECTED.items():
         assert part in reasons[name], (name, reasons[name])
-    assert {r["source"] for r in manifest["rejects"]} == {"busi", "busis", "hmss", "datasetb"}
+    assert {r["source"] for r in manifest["rejects"]} == {"busi", "busis", "hmss"}
     assert sorted(rows(str(tmp_path / "ds"))) == [
         "busi/benign/benign (1).png",
         "busi/benign/benign (2).png",
@@ -69,7 +68,7 @@ def test_each_bad_input_is_a_reject_and_the_rest_is_ingested(messy, tmp_path):
         "busi/malignant/malignant (1).png",
         "busis/Original/case0001.png",
     ]
-    assert manifest["counts"]["rejected"] == {"busi": 5, "busis": 2, "datasetb": 1, "hmss": 1}
+    assert manifest["counts"]["rejected"] == {"busi": 5, "busis": 2, "hmss": 1}
 
 
 def test_strict_stops_at_the_first_bad_file_and_names_it(messy, tmp_path):

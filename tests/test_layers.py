@@ -1,7 +1,7 @@
 """The tree is the data flow: imports go down it, never back up, and no module imports itself back.
 
 Layers, lowest first (jobs/README.md draws the same flow):
-  shared plumbing (jobs.errors, jobs.storage, jobs.runtime) <- models <- jobs.data <- jobs.train
+  shared plumbing (jobs.errors, jobs.storage, jobs.runtime, jobs.tracking) <- models <- jobs.data <- jobs.train
   <- jobs.evaluate <- serve <- the CLI, its commands, the benchmarks and the demo.
 serve sits above the batch stages only so that nothing below may import it; it may itself use nothing
 but models and the shared plumbing. The graph is grimp's (import-linter's engine): every import
@@ -13,7 +13,7 @@ from __future__ import annotations
 import grimp
 import pytest
 
-PLUMBING = ("jobs.errors", "jobs.storage", "jobs.runtime")
+PLUMBING = ("jobs.errors", "jobs.storage", "jobs.runtime", "jobs.tracking")
 LAYERS = (
     PLUMBING,
     ("models",),

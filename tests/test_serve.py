@@ -8,6 +8,7 @@ for the swap test the app from serve/config.yaml (as a RayService runs it) at `/
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import threading
@@ -27,6 +28,7 @@ from jobs.cli import main
 from jobs.runtime import free_port
 from models import build_model, load_checkpoint, save_checkpoint
 from models.preprocess import Preprocessing, decode_image, preprocess_image, restore_mask
+from tests.dicom_files import KINDS, multi_frame, noise, texts_of, unsupported
 
 CONFIG = Path(__file__).resolve().parents[1] / "serve" / "config.yaml"
 MAX_BYTES = 1_000_000
@@ -74,9 +76,14 @@ def post_raw(url: str, data: bytes, content_type: str | None = "image/png", **kw
     return requests.post(f"{url}/v1/predict", data=data, headers=headers, timeout=60, **kw)
 
 
+@functools.cache
+def loaded(checkpoint: str) -> tuple[torch.nn.Module, dict]:
+    return load_checkpoint(checkpoint)  # once per checkpoint: ~2 s each on a busy 2-core machine
+
+
 def expected_probability(checkpoint: str, data: bytes) -> tuple[float, np.ndarray]:
     """The model's own forward pass on the same preprocessed input, outside Serve."""
-    model, config = load_checkpoint(checkpoint)
+    model, config = loaded(checkpoint)
     image = decode_image(data)
     x = torch.from_numpy(preprocess_image(image, Preprocessing.from_dict(config["preprocessing"])))[None]
     with torch.no_grad():
@@ -110,7 +117,8 @@ def test_health_model_and_docs(url, checkpoints):
     assert info["serving"]["max_batch_size"] == 8 and info["serving"]["torch_threads"] >= 1
     spec = requests.get(f"{url}/openapi.json", timeout=30).json()
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
-    assert {"image/png", "multipart/form-data"} <= set(body)
+    assert {"image/png", "application/dicom", "multipart/form-data"} <= set(body)
+    assert [p["name"] for p in spec["paths"]["/v1/predict"]["post"]["parameters"]] == ["frame"]
     assert requests.get(f"{url}/docs", timeout=30).status_code == 200
 
 
@@ -234,6 +242,47 @@ def test_predict_command_prints_lines_and_writes_overlays(url, busi_sample, tmp_
     assert lines[2].startswith(f"{junk}: error: HTTP 415")
     assert main(["predict", "--url", url, str(images[0]), "--json"]) == 0
     assert '"malignant_probability"' in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_dicom_of_each_photometric_interpretation(url, checkpoints, kind):
+    data = KINDS[kind][0](70)[0]
+    response = post_raw(url, data, "application/dicom")
+    assert response.status_code == 200, response.text
+    check_answer(response.json(), checkpoints["a"], data)
+    assert not [text for text in texts_of(data) if text in response.text]
+
+
+def test_dicom_multi_frame_refusals_and_no_patient_data_out(url, checkpoints, ray_local):
+    """A chosen frame (default the first) is predicted as its own image; bad frames and an undecodable
+    transfer syntax are clear errors; no header text reaches an answer or the replica's log."""
+    frames = np.stack([noise(seed, 3) for seed in (80, 81, 82)])
+    data, video = multi_frame("RGB", frames), unsupported(83)
+    answers = []
+    for number in (None, 2, 3):
+        response = post_raw(url, data, "application/dicom", params={"frame": number})
+        assert response.status_code == 200, response.text
+        check_answer(response.json(), checkpoints["a"], encode(frames[(number or 1) - 1]))
+        answers.append(response.text)
+    form = requests.post(
+        f"{url}/v1/predict?frame=2", files={"file": ("clip.dcm", data, "application/dicom")}, timeout=60
+    )
+    assert form.json() == json.loads(answers[1])
+    refused = {
+        "frame=4": (post_raw(url, data, "application/dicom", params={"frame": 4}), 400, "has 3 frames (1-3)"),
+        "frame=0": (post_raw(url, data, "application/dicom", params={"frame": 0}), 400, "expected a frame number"),
+        "H.264": (post_raw(url, video, "application/dicom"), 415, "unsupported DICOM transfer syntax: MPEG-4 AVC"),
+        "frame of a PNG": (post_raw(url, GOOD, params={"frame": 2}), 400, "only a DICOM file"),
+    }
+    for name, (response, status, text) in refused.items():
+        assert response.status_code == status and text in response.json()["error"], (name, response.text)
+        answers.append(response.text)
+    secrets = sorted({*texts_of(data), *texts_of(video)})
+    assert not [s for s in secrets if any(s in answer for answer in answers)]
+    logs = Path(ray_local._private.worker._global_node.get_logs_dir_path()) / "serve"
+    replica_log = lambda: "".join(p.read_text(errors="replace") for p in logs.glob("replica_*.log"))  # noqa: E731
+    wait_for(lambda: "unsupported DICOM transfer syntax" in replica_log(), timeout_s=30)  # the logs are these
+    assert not [s for s in secrets if s in replica_log()]
 
 
 def swap_config(checkpoint: str, **user_config) -> dict:

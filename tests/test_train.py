@@ -15,12 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from jobs import tracking
 from jobs.errors import BusnetError
 from jobs.train.config import LoopConfig, TrainConfig
 from jobs.train.driver import train
 from jobs.train.state import TRAIN_STATE_FILES
 from models.loss_weights import LossWeights
 from tests.faults import crash_once
+from tests.test_tracking import assert_tracked_training, tracked_runs
 
 MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}
 
@@ -91,9 +93,10 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
     from jobs.data.dataset import read_manifest
 
     marker = tmp_path / "crashed"
-    outcome = train(
-        _config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1), loop=crash_once(marker)
-    )
+    with tracking.session("train", str(tmp_path)):  # as `busnet train` does
+        outcome = train(
+            _config(synthetic_dataset, tmp_path, workers=2, epochs=3, keep=3, max_failures=1), loop=crash_once(marker)
+        )
     run = tmp_path / "run"
     assert marker.exists()  # a worker really exited in epoch 2
     state = _train_state(run / "epoch-0003")
@@ -118,8 +121,13 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
     assert lineage["hyperparameters"]["workers"] == 2 and lineage["hyperparameters"]["lr"] == 1e-3
     assert lineage["hyperparameters"]["w1"] == LossWeights().w1  # the worker trained with the one default
     assert lineage["run_name"] == "run" and lineage["code_version"]
+    client, runs = tracked_runs(tmp_path, "train")
+    assert len(runs) == 1
+    assert_tracked_training(client, runs[0], run, 3, outcome.best_uri, lineage["dataset"]["content_hash"])
 
-    train(_config(synthetic_dataset, tmp_path, workers=2, epochs=4, keep=3))
+    with tracking.session("train", str(tmp_path), enabled=False):  # `busnet train --no-track`
+        train(_config(synthetic_dataset, tmp_path, workers=2, epochs=4, keep=3))
+    assert len(tracked_runs(tmp_path, "train")[1]) == 1
     state = _train_state(run / "epoch-0004")
     assert state["epochs_run"] == [1, 2, 3, 4]  # epochs 1-3 were not trained again
     assert state["starts"] == [1, 2, 4]  # the second run started at epoch 4, from the saved optimizer

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs import tracking
 from jobs.commands.flags import add_flags, from_flags
 from jobs.train.config import AblationOptions, CvOptions, TrainConfig
 
@@ -24,12 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, AblationOptions)
     add_flags(parser, CvOptions)
     add_flags(parser, TrainConfig, skip=("name", "variant", "backbone", "fold"))  # set per variant and fold
+    add_flags(parser, tracking.TrackingOptions)
 
 
 def run(args: argparse.Namespace) -> int | None:
     from jobs.evaluate.ablation import render, run_ablation
 
-    outcome = run_ablation(from_flags(TrainConfig, args), from_flags(CvOptions, args), args.variants)
+    with tracking.session("ablation", args.out, enabled=not args.no_track):
+        outcome = run_ablation(from_flags(TrainConfig, args), from_flags(CvOptions, args), args.variants)
     print(render(outcome.table))
     print(f"table: {outcome.table_uri}")
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs import tracking
 from jobs.commands.flags import add_flags, from_flags
 from jobs.errors import BusnetError
 from jobs.train.config import CvOptions, TrainConfig
@@ -26,6 +27,7 @@ from jobs.train.config import CvOptions, TrainConfig
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, CvOptions)
     add_flags(parser, TrainConfig, skip=("fold",))  # each fold is one run
+    add_flags(parser, tracking.TrackingOptions)
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -33,7 +35,8 @@ def run(args: argparse.Namespace) -> int | None:
 
     if args.name is not None and ("/" in args.name or not args.name.strip()):
         raise BusnetError(f"--name {args.name!r}: use a plain name without '/'")
-    outcome = cross_validate(from_flags(TrainConfig, args), from_flags(CvOptions, args))
+    with tracking.session("cv", args.out, enabled=not args.no_track):
+        outcome = cross_validate(from_flags(TrainConfig, args), from_flags(CvOptions, args))
     print(render(outcome.summary))
     print(f"summary: {outcome.summary_uri}")
     return 0

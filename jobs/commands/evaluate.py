@@ -14,6 +14,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from jobs import tracking
+from jobs.commands.flags import add_flags
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset URI (path, file://, s3://) made by busnet ingest")
@@ -40,23 +43,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
     parser.add_argument("--batch-size", type=int, default=16, help="inference batch size (default: 16)")
+    add_flags(parser, tracking.TrackingOptions)
 
 
 def run(args: argparse.Namespace) -> int | None:
     from jobs.evaluate.report import render_summary
     from jobs.evaluate.run import evaluate
 
-    metrics = evaluate(
-        args.data,
-        args.checkpoint,
-        args.out,
-        split=args.split,
-        fold=args.fold,
-        threshold=args.threshold,
-        n_bootstrap=args.bootstrap,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        progress=lambda message: print(f"busnet evaluate: {message}", file=sys.stderr, flush=True),
-    )
+    with tracking.session("evaluate", args.out, enabled=not args.no_track):
+        metrics = evaluate(
+            args.data,
+            args.checkpoint,
+            args.out,
+            split=args.split,
+            fold=args.fold,
+            threshold=args.threshold,
+            n_bootstrap=args.bootstrap,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            progress=lambda message: print(f"busnet evaluate: {message}", file=sys.stderr, flush=True),
+        )
     print(render_summary(metrics))
     return 0

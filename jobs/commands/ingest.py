@@ -4,11 +4,15 @@ Sources (NAME=PATH, repeatable): busi (Dataset_BUSI_with_GT/), busis (Original/ 
 BUSIS562.csv; case0001 or case1 names), datasetb (original/ or imgs/, GT/, DatasetB.xlsx or .csv),
 hmss and thammasat (imgs/ + HMSS.csv / Thammasat.csv as BUSBench publishes them; crops applied once),
 busbench (BUSBench's BUS_Combined/ folder, or its Benchmark/Datasets/ tree), folder (a CSV with
-columns image, label[, mask, case_id]), synthetic (busnet synth output).
+columns image, label[, mask, case_id]), synthetic (busnet synth output), dicom (DICOM files + a labels
+table keyed by file or sop_instance_uid[, frame, mask]; only pixels, label and a hashed study leave a file).
 Unusable files (corrupt image, mask of another size, no label, unknown layout, duplicate bytes or
-pixels, a case mixing benign and malignant images unless --mixed-label-cases keep) are rejected with
-their reason, listed in manifest.json and the summary; --strict stops at the first. Splits are drawn
-by case, or taken from BUSBench's predefined folds with --folds-from DIR (folderK/{train,valid,test}.csv).
+pixels, copies or listings of one image with different labels, files sharing a name, a path or
+symlink out of the source, a case mixing benign and malignant images unless --mixed-label-cases keep)
+are rejected with their reason, listed in manifest.json and the summary; --strict stops at the first.
+A source that does not exist is an error (nothing published). Stored images carry no text/EXIF
+metadata. Splits are drawn by case, or taken from BUSBench's predefined folds with --folds-from DIR
+(folderK/{train,valid,test}.csv).
 The output (a path, file:///path or s3://bucket/prefix; S3 settings from the AWS_* environment)
 is replaced atomically. Same input and seed -> same rows, splits and content hash. Example:
 
@@ -38,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="NAME=PATH",
         help="a source to ingest (repeat for several): busi, busis, datasetb, hmss, thammasat, busbench, folder, "
-        "synthetic",
+        "synthetic, dicom",
     )
     parser.add_argument(
         "--out", required=True, metavar="URI", help="dataset URI: path, file:///path or s3://bucket/prefix"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs import tracking
 from jobs.commands.flags import add_flags, from_flags
 from jobs.errors import BusnetError
 from jobs.train.config import TrainConfig
@@ -23,6 +24,7 @@ from jobs.train.config import TrainConfig
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, TrainConfig)
+    add_flags(parser, tracking.TrackingOptions)
 
 
 def run(args: argparse.Namespace) -> int | None:
@@ -30,7 +32,8 @@ def run(args: argparse.Namespace) -> int | None:
 
     if args.name is not None and ("/" in args.name or not args.name.strip()):
         raise BusnetError(f"--name {args.name!r}: use a plain name without '/'")
-    outcome = train(from_flags(TrainConfig, args))
+    with tracking.session("train", args.out, enabled=not args.no_track):
+        outcome = train(from_flags(TrainConfig, args))
     shown = ", ".join(
         f"{k}={v:.4g}" for k, v in outcome.best_metrics.items() if k.startswith("val_") and isinstance(v, float)
     )

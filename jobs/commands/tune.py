@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 
+from jobs import tracking
 from jobs.commands.flags import add_flags, from_flags, show
 from jobs.train.config import TrainConfig, TuneOptions
 from models.loss_weights import SEARCH_RANGES
@@ -25,11 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = parser.description.replace("{ranges}", ", ".join(ranges))
     add_flags(parser, TuneOptions)
     add_flags(parser, TrainConfig, skip=("name", "loss"))  # a trial's name and loss weights are Tune's
+    add_flags(parser, tracking.TrackingOptions)
 
 
 def run(args: argparse.Namespace) -> int | None:
     from jobs.train.tune import describe, tune_run
 
-    outcome = tune_run(from_flags(TrainConfig, args), from_flags(TuneOptions, args))
+    with tracking.session("tune", args.out, enabled=not args.no_track):
+        outcome = tune_run(from_flags(TrainConfig, args), from_flags(TuneOptions, args))
     print(describe(outcome, args.metric))
     return 0

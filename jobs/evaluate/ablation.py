@@ -17,7 +17,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jobs import storage
+from jobs import storage, tracking
 from jobs.errors import BusnetError
 from jobs.evaluate.report import AUC_NOTE, COLUMNS, PAPER_COLUMNS, PAPER_PROTOCOL, PAPER_ROWS, paper_row
 from jobs.train.config import CvOptions, TrainConfig
@@ -71,10 +71,24 @@ def parse_arms(text: str) -> list[Arm]:
 def run_ablation(
     base: TrainConfig, options: CvOptions, variants: str, say: Callable[[str], None] = print
 ) -> AblationOutcome:
+    """Cross-validate every arm with the same recipe, then write the table, its JSON and its plot.
+    Tracked as one run, each arm's cv nested in it."""
+    arms = parse_arms(variants)
+    params = {**dataclasses.asdict(base), "variants": variants, "folds": options.folds, "bootstrap": options.bootstrap}
+    with tracking.run("ablation", params=params) as tracked:
+        outcome = _run_ablation(base, options, variants, arms, say)
+        tracked.log_artifacts(
+            *(outcome.table_uri.removesuffix(".json") + suffix for suffix in (".json", ".md", ".png"))
+        )
+    return outcome
+
+
+def _run_ablation(
+    base: TrainConfig, options: CvOptions, variants: str, arms: list[Arm], say: Callable[[str], None]
+) -> AblationOutcome:
     """Cross-validate every arm with the same recipe, then write the table, its JSON and its plot."""
     from jobs.evaluate.cv import cross_validate
 
-    arms = parse_arms(variants)
     rows = []
     for arm in arms:
         say(f"[busnet ablation] {arm.label}: cross-validating -> {storage.join(base.out, arm.label)}")

@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jobs import storage
+from jobs import storage, tracking
 from jobs.errors import BusnetError
 from jobs.evaluate.report import AUC_NOTE, COLUMNS, PAPER_PROTOCOL, threshold_label
 from jobs.train.config import CvOptions, TrainConfig
@@ -34,11 +34,21 @@ class CvOutcome:
 
 
 def cross_validate(base: TrainConfig, options: CvOptions, say: Callable[[str], None] = print) -> CvOutcome:
-    """Train and test every chosen fold of `base.data`, then summarise; writes cv.json and cv.md."""
+    """Train and test every chosen fold of `base.data`, then summarise; writes cv.json and cv.md.
+    Tracked as one run, each fold's training and test nested in it."""
+    folds = _chosen_folds(base.data, options.folds)
+    params = {**_plain(base), "folds": ",".join(map(str, folds)), "bootstrap": options.bootstrap}
+    with tracking.run(f"cv {base.run_name()}", params=params) as tracked:
+        outcome = _cross_validate(base, options, folds, say)
+        tracked.log_metrics(outcome.summary["groups"]["overall"]["mean"])
+        tracked.log_artifacts(outcome.summary_uri, outcome.summary_uri.removesuffix(".json") + ".md")
+    return outcome
+
+
+def _cross_validate(base: TrainConfig, options: CvOptions, folds: list[int], say: Callable[[str], None]) -> CvOutcome:
     from jobs.evaluate.run import FORMAT_VERSION, evaluate
     from jobs.train.driver import train
 
-    folds = _chosen_folds(base.data, options.folds)
     root = storage.join(base.out, base.run_name())
     per_fold = {}
     for fold in folds:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jobs import storage
+from jobs import storage, tracking
 from jobs.errors import BusnetError
 from jobs.evaluate.inference import BatchPredictor
 from jobs.evaluate.intervals import confidence_intervals
@@ -115,11 +115,33 @@ def evaluate(
         (local / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _write_predictions_csv(local / "predictions.csv", predictions, threshold)
         report.write_report(local, metrics, predictions, overlays)
+        _track(metrics, sorted(local.iterdir()))
         if storage.is_remote(out_dir):
             for path in sorted(local.iterdir()):
                 storage.write_bytes(storage.join(out_dir, path.name), path.read_bytes())
     say(f"wrote metrics.json, predictions.csv, report.md and plots to {out_dir}")
     return metrics
+
+
+def _track(metrics: dict, files: list[Path]) -> None:
+    """The evaluation as an MLflow run when tracking is on: what was evaluated, the metrics, the report."""
+    evaluated = metrics["evaluated"]
+    params = {key: evaluated[key] for key in ("data", "split", "fold", "checkpoint")}
+    params.update(
+        dataset_hash=evaluated["dataset_content_hash"],
+        threshold=metrics["threshold"],
+        bootstrap=metrics["bootstrap"]["resamples"],
+        seed=metrics["bootstrap"]["seed"],
+    )
+    fold = "" if evaluated["fold"] is None else f" fold {evaluated['fold']}"
+
+    def values(group: dict) -> dict:
+        return {name: (entry or {}).get("value") for name, entry in group["metrics"].items()}
+
+    with tracking.run(f"evaluate {evaluated['split']}{fold}", params=params) as tracked:
+        tracked.set_tags({"checkpoint_uri": evaluated["checkpoint"]})
+        tracked.log_metrics(values(metrics["overall"]) | {"paper": values(metrics["paper_protocol"]["overall"])})
+        tracked.log_artifacts(*files)
 
 
 def build_metrics(

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs import storage
+from jobs import storage, tracking
 from jobs.errors import BusnetError
 from jobs.train.config import ARCHITECTURE_OPTIONS, LoopConfig, TrainConfig
 from jobs.train.state import TRAIN_STATE_FILES
@@ -184,16 +184,20 @@ def check_cluster(cpus_needed: float, gpus_needed: float, what: str) -> None:
         )
 
 
+def hyperparameters(config: TrainConfig) -> dict:
+    """What a run's lineage and its tracking record of its config (the loss weights flattened beside them)."""
+    return {k: getattr(config, k) for k in HYPERPARAMETERS} | dataclasses.asdict(config.loss)
+
+
 def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: str | None = None) -> LoopConfig:
     """The frozen config each worker gets (see `jobs.train.loop`); its lineage is plain JSON."""
-    hyperparameters = {k: getattr(config, k) for k in HYPERPARAMETERS} | dataclasses.asdict(config.loss)
     return LoopConfig(
         train=config,
         overrides=prepared.model_config["overrides"],
         preprocessing=prepared.preprocessing,
         lineage={
             "dataset": {"uri": config.data, "content_hash": prepared.content_hash},
-            "hyperparameters": hyperparameters,
+            "hyperparameters": hyperparameters(config),
             "run_name": name,
             "trial_id": trial_id,
         },
@@ -313,10 +317,14 @@ def train(config: TrainConfig, loop: Callable[[LoopConfig], None] | None = None)
         f"{storage.join(config.out, name)}",
         flush=True,
     )
-    result = fit_or_explain(config, prepared, name=name, storage_uri=config.out, loop=loop)
-    checkpoint, metrics = best_of(result, config.metric, mode(config.metric))
-    best_uri = storage.join(config.out, name, "best")
-    publish_checkpoint(checkpoint, best_uri)
+    params = {"data": config.data, "dataset_hash": prepared.content_hash, **hyperparameters(config)}
+    with tracking.run(name, params=params) as tracked:
+        callbacks = tracked.epoch_callbacks()  # every epoch's metrics, as the workers report them
+        result = fit_or_explain(config, prepared, name=name, storage_uri=config.out, loop=loop, callbacks=callbacks)
+        checkpoint, metrics = best_of(result, config.metric, mode(config.metric))
+        best_uri = storage.join(config.out, name, "best")
+        publish_checkpoint(checkpoint, best_uri)
+        tracked.record_checkpoint(best_uri, metrics)
     return TrainOutcome(
         run_uri=storage.join(config.out, name),
         best_uri=best_uri,

@@ -20,10 +20,19 @@ import json
 import math
 from dataclasses import dataclass
 
-from jobs import storage
+from jobs import storage, tracking
 from jobs.errors import BusnetError
 from jobs.train.config import SEARCHES, TrainConfig, TuneOptions
-from jobs.train.driver import VAL_METRICS, Prepared, check_cluster, fit_or_explain, mode, prepare, publish_checkpoint
+from jobs.train.driver import (
+    VAL_METRICS,
+    Prepared,
+    check_cluster,
+    fit_or_explain,
+    hyperparameters,
+    mode,
+    prepare,
+    publish_checkpoint,
+)
 from models.loss_weights import SEARCH_RANGES, LossWeights
 from models.metrics import ERROR_RATES
 
@@ -78,10 +87,8 @@ def _search_algorithm(search: str, seed: int, max_concurrent: int):
 
 
 def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
-    """Search, tabulate, publish; the whole of `busnet tune`."""
-    import ray
+    """Search, tabulate, publish; the whole of `busnet tune`, tracked as one run."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from jobs.runtime import init_ray
 
@@ -97,10 +104,28 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
         f"{options.max_concurrent} concurrent trial(s) of {base.workers} worker(s)",
     )
     trials_uri = storage.join(base.out, "trials")
-    fs, path = storage.filesystem(base.out)
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base, prepared=prepared, trials_uri=trials_uri), {"cpu": TRIAL_CPUS}
     )
+    params = {"data": base.data, "dataset_hash": prepared.content_hash, **hyperparameters(base)}
+    params.update(dataclasses.asdict(options), **{name: f"uniform{SEARCH_RANGES[name]}" for name in SEARCH_RANGES})
+    with tracking.run("tune", params=params) as tracked:
+        outcome = _search_and_publish(base, options, trainable, search_alg, tracked)
+        tracked.record_checkpoint(outcome.best_uri, outcome.best)
+        tracked.set_tags({"best_trial": outcome.best["trial"]})
+        tracked.log_artifacts(f"{outcome.results_uri}.csv", f"{outcome.results_uri}.json")
+    return outcome
+
+
+def _search_and_publish(
+    base: TrainConfig, options: TuneOptions, trainable, search_alg, tracked: tracking.Run
+) -> TuneOutcome:
+    """Run the Tuner (each trial a child run of `tracked`, by Ray Tune's MLflow logger), tabulate, publish."""
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    fs, path = storage.filesystem(base.out)
     tuner = tune.Tuner(
         trainable,
         param_space={name: tune.uniform(low, high) for name, (low, high) in SEARCH_RANGES.items()},
@@ -117,7 +142,9 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
                 reduction_factor=2,
             ),
         ),
-        run_config=tune.RunConfig(name="tune", storage_path=path, storage_filesystem=fs),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=path, storage_filesystem=fs, callbacks=tracked.tune_callbacks()
+        ),
     )
     print(
         f"[busnet tune] {options.samples} trial(s), {options.max_concurrent} at a time, {options.search} search "

@@ -2,28 +2,31 @@
 
 Images and masks are decoded (validated) with models.preprocess, as training and serving do.
 The image is stored as found when it is PNG or JPEG and not cropped (nothing lost, no re-encoding
-cost; readers decode it with the same decode_image); cropped or BMP images are stored as PNG of the
-decoded pixels. Masks are the union of the candidate's mask files, stored as PNG 0/255.
+cost; readers decode it with the same decode_image), less its metadata (jobs.data.ingest.metadata:
+text chunks, EXIF, comments may hold patient data); cropped or BMP images, and any whose stripped
+bytes would not decode to the same pixels, are stored as PNG of the decoded pixels, which carries
+no metadata either. Masks are the union of the candidate's mask files, stored as PNG 0/255.
 
 A crop box is applied once: an image larger than the box is cropped ("applied"); one already of the
 box's size was cropped before (the benchmark's notebook crops in place or writes `<name>_crop.jpg`)
 and is kept as is ("already"). Each row says which in `crop`, and `pixels_sha256` (of the decoded
-pixels and their shape) finds identical images stored in different encodings.
+pixels and their shape; a gray image stored as RGB counts as gray) finds identical images stored in
+different encodings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from jobs.data.ingest import metadata
 from jobs.data.ingest.found import Candidate, Reject
 from models.preprocess import ImageError, decode_image, decode_mask
-
-_STORED_AS_FOUND = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")  # PNG, JPEG signatures
 
 
 class _Unusable(ValueError):
@@ -55,7 +58,7 @@ def encode(candidate: Candidate) -> dict | Reject:
     """The row for a candidate: image/mask bytes, size, sha256; or why it cannot be ingested."""
     try:
         data = _read(candidate.image)
-        pixels = _decoded(decode_image, data, "image")
+        pixels = _decoded(partial(decode_image, frame=candidate.frame), data, "image")
         height, width = pixels.shape[:2]
         window = _crop_box(candidate.crop, height, width) if candidate.crop else None
         mask = _mask_union(candidate, height, width) if candidate.masks else None
@@ -65,7 +68,7 @@ def encode(candidate: Candidate) -> dict | Reject:
         pixels, mask = np.ascontiguousarray(pixels[window]), None if mask is None else mask[window]
         image = png(pixels)
     else:
-        image = data if data.startswith(_STORED_AS_FOUND) else png(pixels)
+        image = _without_metadata(data, pixels)
     crop = "" if candidate.crop is None else "applied" if window is not None else "already"
     return {
         "image_id": candidate.image_id,
@@ -80,8 +83,30 @@ def encode(candidate: Candidate) -> dict | Reject:
         # not stored in the Parquet rows: for the manifest and the integrity checks (jobs.data.ingest.cases)
         "name": candidate.listed_name,
         "crop": crop,
-        "pixels_sha256": hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest(),
+        "pixels_sha256": pixels_sha256(pixels),
     }
+
+
+def pixels_sha256(pixels: np.ndarray) -> str:
+    """The same for the same image in any container: an RGB image whose channels are equal is gray."""
+    if pixels.ndim == 3 and (pixels == pixels[..., :1]).all():
+        pixels = np.ascontiguousarray(pixels[..., 0])
+    return hashlib.sha256(repr(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+
+
+def _without_metadata(data: bytes, pixels: np.ndarray) -> bytes:
+    """The file as found less its metadata if that decodes to the same pixels, else PNG of the pixels."""
+    stripped = metadata.strip(data)
+    if stripped is not None and (stripped == data or _decodes_to(stripped, pixels)):
+        return stripped
+    return png(pixels)
+
+
+def _decodes_to(data: bytes, pixels: np.ndarray) -> bool:
+    try:
+        return np.array_equal(decode_image(data), pixels)
+    except ImageError:
+        return False
 
 
 def _read(path: Path) -> bytes:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,7 @@ class Candidate:
     # (left, top, right, bottom) in pixels, applied once: an image already of the box's size is kept as is
     crop: tuple[int, int, int, int] | None = None
     name: str | None = None  # the source table's own name of the image (fold files use it); None: file stem
+    frame: int | None = None  # which frame of a multi-frame file (DICOM), 1 = the first; None: its only/first
 
     @property
     def listed_name(self) -> str:
@@ -72,11 +75,40 @@ def is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
 
 
-def images_by_stem(directory: Path) -> dict[str, Path]:
-    """The image files of a folder keyed by name without extension ({} if there is no folder)."""
-    if not directory.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(directory.iterdir()) if is_image(p)}
+@dataclass(frozen=True)
+class NamedImages:
+    """A folder's image files by name (file name without extension, or an adapter's key of it).
+
+    A name that several files share (a.png + a.jpg, BUSIS's case0001.png + case1.png) is ambiguous:
+    which file a table row means cannot be told, so none of them is used and each is a Reject, as is
+    every other file there that is not an image. Every file of the folder is accounted for.
+    """
+
+    by_name: dict[str, Path]
+    ambiguous: set[str]
+    rejects: list[Reject]
+
+
+def images_by_stem(directory: Path | None, source: str, key: Callable[[str], str] = str) -> NamedImages:
+    """The image files of `directory` keyed by `key(stem)` (none if there is no folder)."""
+    if directory is None or not directory.is_dir():
+        return NamedImages({}, set(), [])
+    files = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+    rejects = [Reject(source, str(p), "not an image file") for p in files if p.is_file() and not is_image(p)]
+    named: dict[str, list[Path]] = defaultdict(list)
+    for path in files:
+        if is_image(path):
+            named[key(path.stem)].append(path)
+    ambiguous = {name for name, paths in named.items() if len(paths) > 1}
+    for name in sorted(ambiguous):
+        rejects += same_name_rejects(source, name, named[name])
+    return NamedImages({n: paths[0] for n, paths in named.items() if n not in ambiguous}, ambiguous, rejects)
+
+
+def same_name_rejects(source: str, name: str, paths: list[Path]) -> list[Reject]:
+    files = ", ".join(p.name for p in paths)
+    reason = f"{len(paths)} files named {name} ({files}): which one is meant is ambiguous, none is used"
+    return [Reject(source, str(p), reason) for p in paths]
 
 
 def subfolder(root: Path, *names: str) -> Path | None:
@@ -85,3 +117,12 @@ def subfolder(root: Path, *names: str) -> Path | None:
         if (root / name).is_dir():
             return root / name
     return None
+
+
+def escapes(path: Path, root: Path) -> bool:
+    """Whether `path`, every symlink followed, lies outside `root` (resolved alike): a table's `../x`,
+    an absolute path or a symlink out of the source must not put a file from elsewhere in a dataset."""
+    try:
+        return not path.resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        return True

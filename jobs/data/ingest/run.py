@@ -1,11 +1,14 @@
 """ingest(): sources in their own layouts -> one published busnet dataset.
 
-Deterministic: candidates are processed in image-id order (source name + path inside the source),
-duplicates (same image bytes, or the same image listed twice) keep the first and reject the rest,
-and splits are seeded; the same input always gives the same rows, splits and content hash.
-Images with the same decoded pixels count as duplicates too, so no identical image can land on two
-sides; cases whose images disagree on the label are rejected (or kept, by policy) and reported, and
-an explicit check over the final assignment refuses any case or image on two sides of a split/fold.
+Nothing lost, nothing let in: a missing source root stops the ingestion before any work; every file
+an adapter sees is a row, a Reject or a Skipped; an image or mask that resolves outside its source
+root (symlink, `..`) is rejected unread. Deterministic: candidates are processed in image-id order
+(source name + path inside the source); an image listed twice keeps its first listing, or is
+rejected when the listings disagree on the label; copies of one image (same decoded pixels,
+jobs.data.ingest.duplicates) keep the first, or are all rejected when their labels disagree; splits
+are seeded: the same input always gives the same rows, splits and content hash. Cases whose images
+disagree on the label are rejected (or kept, by policy) and reported, and an explicit check over
+the final assignment refuses any case or image on two sides of a split/fold.
 With `folds_from` the benchmark's predefined folds are used as listed instead of drawn ones.
 The dataset is staged in a local temporary folder and published with jobs.storage.publish_dir,
 so a crash never leaves something a reader takes for a whole dataset.
@@ -28,9 +31,10 @@ from jobs import storage
 from jobs.data import splits
 from jobs.data.dataset import MANIFEST
 from jobs.data.ingest import adapters, cases, manifest
+from jobs.data.ingest.duplicates import Duplicates
 from jobs.data.ingest.encode import encode
 from jobs.data.ingest.folds import read_folds
-from jobs.data.ingest.found import Candidate, Reject, Skipped
+from jobs.data.ingest.found import Candidate, Reject, Skipped, escapes
 from jobs.data.ingest.writer import ShardWriter, add_splits
 from jobs.errors import BusnetError
 
@@ -76,22 +80,46 @@ class _Rejects:
         self.items.append(reject.to_dict())
 
 
-def _scan(sources: list[tuple[str, Path]], rejects: _Rejects) -> tuple[list[Candidate], dict[str, Counter]]:
-    candidates: dict[str, Candidate] = {}
-    skipped: dict[str, Counter] = defaultdict(Counter)
+def _check_roots(sources: list[tuple[str, Path]]) -> None:
+    """A source that is not there is a typo or an unmounted disk, not an empty dataset: stop."""
     for name, root in sources:
         if not root.exists():
-            rejects.add(Reject(name, str(root), "not found"))
-            continue
+            raise BusnetError(f"--source {name}={root}: not found")
+
+
+def _escaping(candidate: Candidate, root: Path) -> Reject | None:
+    """A Reject when the image or a mask resolves outside the source root (a symlink or `..` out)."""
+    for path in (candidate.image, *candidate.masks):
+        if escapes(path, root):
+            what = "image" if path == candidate.image else f"mask {path}"
+            reason = f"{what} resolves outside the source root {root} (symlink or '..'): not read"
+            return Reject(candidate.source, str(candidate.image), reason)
+    return None
+
+
+def _scan(sources: list[tuple[str, Path]], rejects: _Rejects) -> tuple[list[Candidate], dict[str, Counter]]:
+    candidates: dict[str, Candidate] = {}
+    conflicting: set[str] = set()  # image ids listed with different labels: rejected, and not kept
+    skipped: dict[str, Counter] = defaultdict(Counter)
+    for name, root in sources:
+        base = root if root.is_dir() else root.parent  # the folder source's root is a table file
         for item in adapters.scanner(name)(root, name):
             if isinstance(item, Skipped):
                 skipped[item.source][item.reason] += 1
             elif isinstance(item, Reject):
                 rejects.add(item)
-            elif item.image_id in candidates:
-                rejects.add(Reject(name, str(item.image), "duplicate image: listed more than once"))
-            else:
+            elif (outside := _escaping(item, base)) is not None:
+                rejects.add(outside)
+            elif item.image_id in conflicting:
+                continue  # its file is rejected already
+            elif item.image_id not in candidates:
                 candidates[item.image_id] = item
+            elif candidates[item.image_id].label != item.label:  # no listing overrides another
+                conflicting.add(item.image_id)
+                del candidates[item.image_id]
+                rejects.add(Reject(name, str(item.image), "listed more than once, with different labels"))
+            else:
+                rejects.add(Reject(name, str(item.image), "duplicate image: listed more than once"))
     return [candidates[k] for k in sorted(candidates)], skipped
 
 
@@ -121,6 +149,7 @@ def ingest(
         raise BusnetError(f"--shard-mb {shard_mb}: must be positive")
     if folds_from is None:
         splits.check(val=val, test=test, folds=folds)
+    _check_roots(resolved)
     storage.check_bucket(out)  # a bad URI, missing bucket or unreachable endpoint fails before any work
     rejects = _Rejects(strict)
     candidates, skipped = _scan(resolved, rejects)
@@ -132,25 +161,21 @@ def ingest(
     with tempfile.TemporaryDirectory(prefix="busnet-ingest-") as tmp:
         spool = ShardWriter(Path(tmp) / "spool", max_bytes=int(shard_mb * 1024 * 1024))
         meta: list[dict] = []
-        first_of: dict[str, tuple[str, str]] = {}  # pixels sha256 -> (image id, bytes sha256)
+        duplicates = Duplicates()
         with (
             ThreadPoolExecutor(workers) as pool,
             tqdm(total=len(candidates), desc="ingest", unit="img", disable=not progress) as bar,
         ):
             for candidate, row in zip(candidates, _ordered_map(pool, encode, candidates, 4 * workers)):
                 bar.update()
-                if isinstance(row, Reject):
-                    rejects.add(row)
-                elif row["pixels_sha256"] in first_of:
-                    first = first_of[row["pixels_sha256"]]
-                    same = "bytes" if row["sha256"] == first[1] else "pixels"
-                    reason = f"duplicate image: same {same} as {first[0]}"
-                    rejects.add(Reject(candidate.source, str(candidate.image), reason))
-                else:
-                    first_of[row["pixels_sha256"]] = (row["image_id"], row["sha256"])
+                found = [row] if isinstance(row, Reject) else duplicates.check(candidate, row)
+                for reject in found:
+                    rejects.add(reject)
+                if not found:
                     spool.add(row)
                     meta.append(_meta(row))
         spool.close()
+        meta = [m for m in meta if m["image_id"] not in duplicates.dropped]
         if not meta:
             raise BusnetError(
                 f"no images ingested ({len(rejects.items)} rejected); "
@@ -172,7 +197,7 @@ def ingest(
             "folds": folds_report,
         }
         staging = Path(tmp) / "dataset"
-        files = add_splits(spool, staging, split, fold, sides)
+        files = add_splits(spool, staging, split, fold, sides, drop=duplicates.dropped)
         params = {
             "sources": {name: str(path) for name, path in resolved},
             "val": val,

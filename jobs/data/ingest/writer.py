@@ -7,10 +7,11 @@ shard); pass 2 rewrites each shard with its split, fold and fold_splits columns 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from jobs.data.dataset import SCHEMA, shard_name
@@ -27,7 +28,6 @@ class ShardWriter:
         self.directory = directory
         self.max_bytes = max_bytes
         self.files: list[Path] = []
-        self.counts: list[int] = []
         self._rows: list[dict] = []
         self._bytes = 0
 
@@ -48,27 +48,37 @@ class ShardWriter:
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.Table.from_pylist(self._rows, schema=SPOOL_SCHEMA), path)
         self.files.append(path)
-        self.counts.append(len(self._rows))
         self._rows, self._bytes = [], 0
 
 
 def add_splits(
-    spool: ShardWriter, out_dir: Path, split: Sequence[str], fold: Sequence[int], sides: Sequence[Sequence[str]]
+    spool: ShardWriter,
+    out_dir: Path,
+    split: Sequence[str],
+    fold: Sequence[int],
+    sides: Sequence[Sequence[str]],
+    drop: Collection[str] = (),
 ) -> list[str]:
-    """Write each spooled shard again under `out_dir` with its rows' split, fold and per-fold sides
-    (`sides[k][row]`); the shard names."""
+    """Write each spooled shard again under `out_dir`, without the rows whose image id is in `drop`
+    (spooled, then rejected by a later copy), with the other rows' split, fold and per-fold sides
+    (`sides[k][row]`, rows counted without the dropped ones); the shard names."""
     per_row = [list(row_sides) for row_sides in zip(*sides)]
     names, start = [], 0
-    for index, (path, count) in enumerate(zip(spool.files, spool.counts)):
+    for path in spool.files:
         table = pq.read_table(path, schema=SPOOL_SCHEMA)
-        rows = slice(start, start + count)
+        if drop:
+            table = table.filter(pc.invert(pc.is_in(table["image_id"], pa.array(sorted(drop), pa.string()))))
+        if not table.num_rows:
+            path.unlink()
+            continue
+        rows = slice(start, start + table.num_rows)
         table = table.append_column(SCHEMA.field("split"), pa.array(split[rows], pa.string()))
         table = table.append_column(SCHEMA.field("fold"), pa.array(fold[rows], pa.int8()))
         table = table.append_column(SCHEMA.field("fold_splits"), pa.array(per_row[rows], pa.list_(pa.string())))
-        name = shard_name(index)
+        name = shard_name(len(names))
         (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table.select(SCHEMA.names).cast(SCHEMA), out_dir / name)
         path.unlink()
         names.append(name)
-        start += count
+        start += table.num_rows
     return names

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from jobs.data.ingest.found import Candidate, Found, Reject, Skipped, is_image
+from jobs.data.ingest.found import Candidate, Found, Reject, Skipped, is_image, same_name_rejects
 
 CLASSES = {"benign": 0, "malignant": 1}
 SKIPPED = ("normal",)
@@ -38,7 +38,7 @@ def scan_busi(root: Path, source: str, cases: dict[str, str] | None = None) -> I
         directory = root / folder
         if not directory.is_dir():
             continue
-        images: dict[str, Path] = {}
+        named: dict[str, list[Path]] = {}
         masks: dict[str, list[Path]] = {}
         for path in sorted(p for p in directory.iterdir() if not p.name.startswith(".")):
             match = _MASK.match(path.stem)
@@ -46,10 +46,15 @@ def scan_busi(root: Path, source: str, cases: dict[str, str] | None = None) -> I
                 yield Reject(source, str(path), "not an image file (BUSI layout)")
             elif match:
                 masks.setdefault(match["stem"], []).append(path)
-            elif path.stem in images:
-                yield Reject(source, str(path), f"a second image named {path.stem} ({images[path.stem].name})")
             else:
-                images[path.stem] = path
+                named.setdefault(path.stem, []).append(path)
+        images = {stem: paths[0] for stem, paths in named.items() if len(paths) == 1}
+        for stem, paths in sorted(named.items()):
+            if len(paths) > 1:  # a.png + a.jpg: which one its mask belongs to cannot be told
+                yield from same_name_rejects(source, stem, paths)
+                yield from (
+                    Reject(source, str(m), f"mask of the ambiguous image name {stem}") for m in masks.pop(stem, [])
+                )
         for stem in sorted(set(masks) - set(images)):
             for path in masks[stem]:
                 yield Reject(source, str(path), f"mask without its image {stem}.png")

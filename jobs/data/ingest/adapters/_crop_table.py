@@ -5,7 +5,8 @@
     <root>/<TABLE>.csv               `img name`, `case id/cover img id`, `tumor type`,
                                      `crop r1, crop r2, crop col1, crop col2` (top, height, left, width)
 The crop is applied once (jobs.data.ingest.encode decides by image size vs box): a `_crop` copy is
-preferred over the raw file. Several images share a case (`case id/cover img id`). No masks.
+preferred over the raw file (then Skipped, counted). Several images share a case (`case id/cover
+img id`). No masks.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from jobs.data.ingest.found import Candidate, Found, Reject, images_by_stem, parse_label, subfolder
+from jobs.data.ingest.found import Candidate, Found, Reject, Skipped, images_by_stem, parse_label, subfolder
 from jobs.data.ingest.tables import TableError, column, find_table, read_rows
 
 CROP_SUFFIX = "_crop"
@@ -46,16 +47,22 @@ def scan_table(root: Path, source: str, tables: tuple[str, ...]) -> Iterator[Fou
     except TableError as exc:
         yield Reject(source, str(table), str(exc))
         return
-    images = images_by_stem(images_dir)
-    used: set[str] = set()
+    found = images_by_stem(images_dir, source)
+    yield from found.rejects
+    images, used = found.by_name, set(found.ambiguous)  # ambiguous: rejected above
     for row in rows:
         name = Path(row[name_col]).stem
-        stem = name + CROP_SUFFIX if name + CROP_SUFFIX in images else name
+        copy = name + CROP_SUFFIX
+        stem = copy if copy in images or copy in found.ambiguous else name
+        if stem == copy and name in images:  # the raw file beside a _crop copy is not another image
+            yield Skipped(source, str(images[name]), f"raw image beside its {CROP_SUFFIX} copy")
+        used.update((name, copy))
+        if stem in found.ambiguous:
+            continue  # its files are rejected above
         path = images.get(stem)
         if path is None:
             yield Reject(source, f"{table}: {name}", f"listed, but no such image in {images_dir.name}/")
             continue
-        used.update((name, name + CROP_SUFFIX))  # the raw file beside a used _crop copy is not another image
         label = parse_label(row[type_col])
         if label is None:
             yield Reject(source, str(path), f"no label ({type_col}={row[type_col]!r} in {table.name})")

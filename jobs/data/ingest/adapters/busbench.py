@@ -46,10 +46,13 @@ def _scan_combined(root: Path, source: str) -> Iterator[Found]:
     except TableError as exc:
         yield Reject(source, str(table), str(exc))
         return
-    images = images_by_stem(root / "imgs")
-    listed: set[str] = set()
+    found = images_by_stem(root / "imgs", source)
+    yield from found.rejects
+    images, listed = found.by_name, set(found.ambiguous)  # ambiguous: rejected above
     for row in rows:
         name = row[name_col]
+        if name in found.ambiguous:
+            continue
         path = images.get(name)
         if path is None:
             yield Reject(source, f"{table}: {name}", "listed, but no such image in imgs/")

@@ -27,10 +27,6 @@ def number_key(stem: str) -> str:
     return f"{match['prefix'].lower()}{int(match['number'])}{(match['suffix'] or '').lower()}"
 
 
-def _by_number(files: dict[str, Path]) -> dict[str, Path]:
-    return {number_key(stem): path for stem, path in files.items()}
-
-
 def scan(root: Path, source: str) -> Iterator[Found]:
     originals = subfolder(root, "Original", "original", "imgs")
     table = find_table(root, TABLES) if root.is_dir() else None
@@ -45,11 +41,16 @@ def scan(root: Path, source: str) -> Iterator[Found]:
     except TableError as exc:
         yield Reject(source, str(table), str(exc))
         return
-    images = _by_number(images_by_stem(originals))
-    masks = _by_number(images_by_stem(subfolder(root, "GT", "gt") or root / "GT"))
-    listed: set[str] = set()
+    found = images_by_stem(originals, source, key=number_key)
+    masks = images_by_stem(subfolder(root, "GT", "gt") or root / "GT", source, key=number_key)
+    yield from found.rejects
+    yield from masks.rejects
+    images = found.by_name
+    listed: set[str] = set(found.ambiguous)  # their files are rejected above
     for row in rows:
         stem = Path(row[name_col]).stem
+        if number_key(stem) in found.ambiguous:
+            continue
         path = images.get(number_key(stem))
         if path is None:
             yield Reject(source, f"{table}: {row[name_col]}", f"listed, but no such image in {originals.name}/")
@@ -59,7 +60,11 @@ def scan(root: Path, source: str) -> Iterator[Found]:
         if label is None:
             yield Reject(source, str(path), f"no label ({type_col}={row[type_col]!r} in {table.name})")
             continue
-        mask = masks.get(number_key(Path(row.get(gt_col) or f"{stem}_GT").stem))
+        mask_key = number_key(Path(row.get(gt_col) or f"{stem}_GT").stem)
+        if mask_key in masks.ambiguous:
+            yield Reject(source, str(path), f"its mask in GT/ is ambiguous (several files named {mask_key})")
+            continue
+        mask = masks.by_name.get(mask_key)
         key = f"{originals.name}/{path.name}"
         yield Candidate(source, key, path, label, masks=(mask,) if mask else (), name=stem)
     for key in sorted(set(images) - listed):

@@ -1,0 +1,181 @@
+"""DICOM in: one frame's pixels as the array `models.preprocess.decode_image` returns, and nothing else.
+
+A DICOM file carries patient data (names, ids, dates, institutions) beside its pixels. busnet takes
+from the header only the pixel layout and, for ingest, the Study and SOP Instance UIDs (which ingest
+hashes or only matches; jobs/data/ingest/adapters/dicom.py); no header text is ever put into an error
+message, and pydicom's own warnings and log lines (which can quote header values) are silenced.
+
+Frames are numbered from 1, as DICOM numbers them (Referenced Frame Number) and viewers show them.
+Pixels: MONOCHROME1 is inverted to MONOCHROME2; gray of 9-16 stored bits becomes uint16 over the full
+range (as a 16-bit PNG would be); RGB, YBR_FULL, YBR_FULL_422 and PALETTE COLOR become 8-bit RGB.
+Ultrasound stores display values, so no VOI LUT or windowing is applied. Compressed transfer syntaxes
+are decoded by the pydicom plugins installed (pylibjpeg, libjpeg, openjpeg, rle; Pillow); any other
+is refused with 415 before a pixel is read.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from models.image_error import ImageError
+
+MAGIC_OFFSET, MAGIC = 128, b"DICM"  # the 128-byte preamble, then "DICM" (PS3.10 7.1)
+GRAY = ("MONOCHROME1", "MONOCHROME2")
+COLOR = ("RGB", "YBR_FULL", "YBR_FULL_422")  # pydicom converts YBR to RGB while decoding
+PALETTE = "PALETTE COLOR"
+PHOTOMETRICS = (*GRAY, *COLOR, PALETTE)
+# PS3.3 C.7.6.3.1.2: the values an error may name (a header's other text is never echoed)
+DEFINED_PHOTOMETRICS = (
+    *PHOTOMETRICS,
+    "HSV",
+    "ARGB",
+    "CMYK",
+    "YBR_PARTIAL_422",
+    "YBR_PARTIAL_420",
+    "YBR_ICT",
+    "YBR_RCT",
+)
+
+
+def is_dicom(data: bytes) -> bool:
+    """Whether `data` is a DICOM Part 10 file (sniffed from the preamble, as file(1) does)."""
+    return data[MAGIC_OFFSET : MAGIC_OFFSET + len(MAGIC)] == MAGIC
+
+
+@functools.cache
+def _pydicom():
+    """pydicom, configured once so it never speaks: its warnings and logs can quote header values."""
+    import pydicom
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+    logging.getLogger("pydicom").propagate = False
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    return pydicom
+
+
+def _read_header(source: bytes | Path):
+    """The header up to the pixel data (the pixels are not read), or ImageError (never its text)."""
+    pydicom = _pydicom()
+    where = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        return pydicom.dcmread(where, stop_before_pixels=True)
+    except pydicom.errors.InvalidDicomError as exc:
+        raise ImageError("not a DICOM file (no DICM preamble)", 415) from exc
+    except OSError as exc:
+        raise ImageError(f"unreadable DICOM file: {exc.strerror or type(exc).__name__}") from exc
+    except Exception as exc:  # pydicom raises many types for a broken header; their text may quote it
+        raise ImageError(f"corrupt DICOM header ({type(exc).__name__})") from exc
+
+
+def _transfer_syntax(header):
+    """The transfer syntax, if pydicom has an installed decoder for it; else ImageError 415."""
+    from pydicom.pixels import get_decoder
+
+    syntax = header.file_meta.get("TransferSyntaxUID") if hasattr(header, "file_meta") else None
+    if not syntax:
+        raise ImageError("DICOM file without a transfer syntax in its file meta information")
+    # a private syntax's UID is not echoed: only the names pydicom knows are
+    shown = f"{syntax.name} ({syntax})" if syntax.is_transfer_syntax else "a private transfer syntax"
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise ImageError(f"unsupported DICOM transfer syntax: {shown} (no pixel decoder)", 415) from exc
+    if not decoder.is_available:
+        raise ImageError(f"unsupported DICOM transfer syntax: {shown} (its decoder plugin is not installed)", 415)
+    return syntax
+
+
+def _photometric(header) -> str:
+    photometric = str(header.get("PhotometricInterpretation", "")).strip()
+    if photometric not in PHOTOMETRICS:
+        shown = photometric if photometric in DEFINED_PHOTOMETRICS else "(not a DICOM-defined one)"
+        raise ImageError(
+            f"unsupported DICOM photometric interpretation {shown}; busnet reads {', '.join(PHOTOMETRICS)}"
+        )
+    return photometric
+
+
+def _frames(header) -> int:
+    try:
+        frames = int(header.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError) as exc:
+        raise ImageError("DICOM file with an unreadable NumberOfFrames") from exc
+    if frames < 1:
+        raise ImageError(f"DICOM file with {frames} frames")
+    return frames
+
+
+def _uid(header, keyword: str) -> str | None:
+    value = str(header.get(keyword, "") or "").strip().rstrip("\0")
+    return value or None
+
+
+class DicomFile:
+    """An opened DICOM file: its header (read up to the pixel data), checked to be decodable, and
+    its frames on demand. The size is the caller's to check (models.preprocess checks every image
+    the same way) before `frame` decodes a pixel. The UIDs stay in memory: ingest hashes or matches them."""
+
+    def __init__(self, source: bytes | Path) -> None:
+        self._source = source
+        self._header = header = _read_header(source)
+        self._syntax = _transfer_syntax(header)
+        self.width, self.height = int(header.get("Columns") or 0), int(header.get("Rows") or 0)
+        if not (self.width and self.height):
+            raise ImageError("DICOM file without an image (no Rows/Columns)")
+        self.photometric = _photometric(header)
+        self.frames = _frames(header)
+        self.study_uid = _uid(header, "StudyInstanceUID")
+        self.sop_instance_uid = _uid(header, "SOPInstanceUID")
+
+    def frame(self, number: int | None = None) -> np.ndarray:
+        """Frame `number` (1 = the first; None = the first) -> HxW uint8/uint16 gray or HxWx3 uint8 RGB."""
+        number = 1 if number is None else number
+        if not 1 <= number <= self.frames:
+            plural = "s" if self.frames > 1 else ""
+            raise ImageError(f"frame {number}: the DICOM file has {self.frames} frame{plural} (1-{self.frames})")
+        from pydicom.pixels import apply_color_lut, pixel_array
+
+        source = io.BytesIO(self._source) if isinstance(self._source, bytes) else self._source
+        try:
+            pixels = pixel_array(source, index=number - 1)
+            if self.photometric == PALETTE:
+                pixels = apply_color_lut(pixels, self._header)
+        except Exception as exc:  # codec and pydicom errors of every type; their text is not echoed
+            raise ImageError(f"undecodable DICOM pixel data ({self._syntax.name}: {type(exc).__name__})") from exc
+        return _display(pixels, self.photometric, self._header)
+
+
+def _display(pixels: np.ndarray, photometric: str, header) -> np.ndarray:
+    """Decoded values -> the dtype and range decode_image gives: gray uint8/uint16, RGB uint8."""
+    if photometric == PALETTE:  # LUT entries are 8 or 16 bits (the descriptor's third value)
+        bits, signed = int(header.RedPaletteColorLookupTableDescriptor[2]), False
+    else:
+        bits, signed = int(header.get("BitsStored") or pixels.itemsize * 8), header.get("PixelRepresentation") == 1
+    gray = photometric in GRAY
+    expected = pixels.ndim == 2 if gray else pixels.ndim == 3 and pixels.shape[2] == 3
+    if not expected:
+        raise ImageError(f"DICOM {photometric} pixels of unexpected shape {pixels.shape}")
+    out = _rescale(pixels, bits, signed, 16 if gray and bits > 8 else 8)
+    if photometric == "MONOCHROME1":  # 0 is white: invert to the MONOCHROME2 everyone else uses
+        out = np.iinfo(out.dtype).max - out
+    return np.ascontiguousarray(out)
+
+
+def _rescale(pixels: np.ndarray, bits: int, signed: bool, out_bits: int) -> np.ndarray:
+    """Stored values of `bits` bits (two's complement if signed) -> unsigned `out_bits` over the full range."""
+    dtype = np.uint8 if out_bits == 8 else np.uint16
+    if not signed and bits == out_bits and pixels.dtype.kind == "u":
+        return pixels.astype(dtype, copy=False)
+    values = pixels.astype(np.int32)
+    if signed:
+        values += 1 << (bits - 1)
+    top, out_top = (1 << bits) - 1, (1 << out_bits) - 1
+    values = np.clip(values, 0, top).astype(np.uint32)
+    return ((values * out_top + top // 2) // top).astype(dtype)
