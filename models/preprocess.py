@@ -27,8 +27,8 @@ from PIL import Image, UnidentifiedImageError
 from models.dicom import DicomFile, is_dicom
 from models.image_error import ImageError
 from models.inference import binarize
+from models.limits import MAX_ASPECT, MAX_PIXELS, MAX_SIDE
 
-MAX_PIXELS = 50_000_000
 FORMATS = ("PNG", "JPEG", "BMP")
 # timm's IMAGENET_DEFAULT_MEAN / _STD: what the ImageNet-pretrained ResNet and Swin expect.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -67,11 +67,15 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS, frame: int | None = 
 
 
 def check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
-    """ImageError (413) for an image over the pixel cap; 400 when empty."""
+    """ImageError (413) for an image over the pixel, long-side or aspect-ratio caps; 400 when empty."""
     if width * height > max_pixels:
         raise ImageError(f"too many pixels: {width}x{height} is over the limit of {max_pixels:,}", 413)
     if width == 0 or height == 0:
         raise ImageError(f"empty image: {width}x{height}")
+    if max(width, height) > MAX_SIDE:
+        raise ImageError(f"too large: {width}x{height} has a side over {MAX_SIDE} px", 413)
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageError(f"too thin: {width}x{height} is more elongated than {MAX_ASPECT}:1", 413)
 
 
 def _to_array(image: Image.Image) -> np.ndarray:
@@ -84,7 +88,6 @@ def _to_array(image: Image.Image) -> np.ndarray:
         return np.array(image)
     if mode in ("LA", "La", "1"):
         return np.array(image.getchannel(0).convert("L"))
-        return np.array(image)
     # RGBA, palette (maybe with transparency), CMYK, YCbCr...: through RGBA, then drop alpha.
     return np.array(image.convert("RGBA"))[..., :3].copy()
 
@@ -189,7 +192,8 @@ def restore_mask(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     """Predicted probabilities [S, S] (or [1, S, S]) -> uint8 {0, 255} mask [height, width].
 
     The inverse of the padding and resize: bilinear resize to L = max(height, width), crop the
-    padding, then the one mask rule of `models.inference.binarize` (probability > 0.5).
+    padding, then the one mask rule of `models.inference.binarize` (probability > 0.5). Upsampling
+    computes only the height x width pixels kept (`_upsample_cropped`), never the L x L square.
     """
     prob = np.array(prob, dtype=np.float32)  # a writable copy
     if prob.ndim == 3 and prob.shape[0] == 1:
@@ -199,15 +203,40 @@ def restore_mask(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     if height < 1 or width < 1:
         raise ValueError(f"restore_mask: bad target size {height}x{width}")
     side = max(height, width)
-    square = F.interpolate(
-        torch.from_numpy(prob)[None, None],
-        size=(side, side),
-        mode="bilinear",
-        align_corners=False,
-        antialias=side < prob.shape[0],
-    )
-    cropped = square[0, 0, :height, :width].numpy()
-    return np.where(binarize(cropped), 255, 0).astype(np.uint8)
+    if side > prob.shape[0]:
+        restored = _upsample_cropped(prob, side, height, width)
+    else:  # the square is at most S x S here: small, and torch's antialiased downsampling applies
+        square = F.interpolate(
+            torch.from_numpy(prob)[None, None],
+            size=(side, side),
+            mode="bilinear",
+            align_corners=False,
+            antialias=side < prob.shape[0],
+        )
+        restored = square[0, 0, :height, :width].numpy()
+    return np.where(binarize(restored), 255, 0).astype(np.uint8)
+
+
+def _upsample_cropped(prob: np.ndarray, side: int, height: int, width: int) -> np.ndarray:
+    """The top-left height x width of `prob` bilinearly upsampled to side x side (align_corners=False,
+    as `F.interpolate`), computed separably on those pixels only: memory ~ height x width."""
+    top, bottom, row_weight = _bilinear_taps(prob.shape[0], side, height)
+    left, right, col_weight = _bilinear_taps(prob.shape[1], side, width)
+    rows = prob[top] * (1 - row_weight)[:, None] + prob[bottom] * row_weight[:, None]  # [height, S]
+    out = rows[:, left]
+    out *= 1 - col_weight
+    far = rows[:, right]
+    far *= col_weight
+    out += far
+    return out
+
+
+def _bilinear_taps(size_in: int, side: int, keep: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For the first `keep` of `side` output pixels: the two source indices and the far one's weight."""
+    source = np.maximum((np.arange(keep, dtype=np.float32) + 0.5) * np.float32(size_in / side) - 0.5, 0)
+    near = source.astype(np.int64)
+    far = np.minimum(near + 1, size_in - 1)
+    return near, far, (source - near).astype(np.float32)
 
 
 def mask_png(mask: np.ndarray) -> bytes:

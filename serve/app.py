@@ -1,11 +1,15 @@
 """The Ray Serve application: a FastAPI ingress deployment that batches requests into the model.
 
 One deployment does it all per replica: read and check the request, decode and preprocess it in a
-worker thread, queue it into `@serve.batch`, and run the batch in a worker thread (the event loop
-keeps accepting requests meanwhile, so the next batch fills while one runs). The checkpoint comes
-through `user_config` (serve/settings.py): `reconfigure` loads a new one beside the old and swaps
-only once it has run a warm-up pass; if it fails, the old model keeps serving and GET /v1/health and
-GET /v1/model say why. Entry points: `build_app(...)` (Python, `busnet serve`) and
+worker thread, queue it into `@serve.batch`, run the batch's forward pass in a worker thread (the
+event loop keeps accepting requests meanwhile, so the next batch fills while one runs), then restore
+and encode the request's own mask in a worker thread. Decoding and mask restoring take turns on a
+semaphore of the replica's CPUs, so concurrent requests cannot stack up decoded images in memory; a
+failure inside the batch answers 500 to its own request only. The checkpoint comes through
+`user_config` (serve/settings.py): `reconfigure` checks the whole config, loads a new checkpoint
+beside the old and swaps only once it has run a warm-up pass; if anything fails, nothing of the new
+config applies, the old model keeps serving and GET /v1/health and GET /v1/model say why (without
+paths: serve/public.py). Entry points: `build_app(...)` (Python, `busnet serve`) and
 `app_builder(args)` (the import path in serve/config.yaml, i.e. `serve deploy` and KubeRay).
 """
 
@@ -24,7 +28,8 @@ from ray import serve
 
 from models.preprocess import ImageError
 from serve.body import ACCEPTED, BadRequest, frame_number, read_image_bytes
-from serve.predictor import LoadedModel, Loader, load_model, predict_batch, prepare
+from serve.predictor import LoadedModel, Loader, answer, forward_batch, load_model, prepare
+from serve.public import redact_paths
 from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ServeSettings
 
 logger = logging.getLogger("ray.serve")
@@ -135,39 +140,48 @@ class BusnetService:
         self._load_error: dict | None = None
         self._stats = BatchStats()
         self._swap = asyncio.Lock()
+        self._decoding = asyncio.Semaphore(self._threads)
 
     async def reconfigure(self, user_config: dict) -> None:
-        """Apply a new user_config; load the checkpoint if it (or the precision) changed."""
+        """Apply a new user_config whole or not at all; load the checkpoint if it (or the precision) changed."""
         async with self._swap:
             try:
                 settings = ServeSettings.from_user_config(user_config)
-                current = self._loaded
-                if current is None or (settings.checkpoint, settings.precision) != (
-                    current.uri,
+                loaded = self._loaded
+                if loaded is None or (settings.checkpoint, settings.precision) != (
+                    loaded.uri,
                     self._settings.precision,
                 ):
                     logger.info("loading checkpoint %s", settings.checkpoint)
-                    self._loaded = await asyncio.to_thread(
+                    loaded = await asyncio.to_thread(
                         load_model, settings.checkpoint, self._loader, self._device, settings.precision
                     )
-                    logger.info("serving %s", self._loaded.info)
-            except Exception as exc:  # the old model, if any, keeps serving
-                self._load_error = {
-                    "user_config": user_config,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                }
+                self._set_batching(settings, self._settings)
+            except Exception as exc:  # nothing of it applies; the old model, if any, keeps serving
+                reason = f"{type(exc).__name__}: {exc}"
+                self._load_error = {"error": redact_paths(reason), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 logger.error(
                     "user_config rejected, %s: %s",
                     "keeping the model being served" if self._loaded else "no model to serve",
-                    self._load_error["error"],
+                    reason,
                 )
                 if self._loaded is None:
-                    raise RuntimeError(f"cannot serve: {self._load_error['error']}") from None
+                    raise RuntimeError(f"cannot serve: {reason}") from None
                 return
-            self._settings, self._load_error = settings, None
+            if loaded is not self._loaded:
+                logger.info("serving %s from %s", loaded.info, settings.checkpoint)
+            self._loaded, self._settings, self._load_error = loaded, settings, None
+
+    def _set_batching(self, settings: ServeSettings, previous: ServeSettings | None) -> None:
+        """Batch size and wait together: if either is refused, the previous pair is put back."""
+        try:
             self._infer.set_max_batch_size(settings.max_batch_size)
             self._infer.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        except Exception:
+            if previous is not None:
+                self._infer.set_max_batch_size(previous.max_batch_size)
+                self._infer.set_batch_wait_timeout_s(previous.batch_wait_timeout_s)
+            raise
 
     def check_health(self) -> None:
         if self._loaded is None:
@@ -185,16 +199,21 @@ class BusnetService:
                 request.stream(),
                 settings.max_image_bytes,
             )
-            prepared = await asyncio.to_thread(prepare, data, loaded, settings.max_image_pixels, frame)
+            async with self._decoding:
+                prepared = await asyncio.to_thread(prepare, data, loaded, settings.max_image_pixels, frame)
         except (BadRequest, ImageError) as exc:
             logger.info("rejected request: %s %s", exc.status, exc)
             return error(exc.status, str(exc))
-        return await self._infer((loaded, prepared))
+        prediction = await self._infer((loaded, prepared))
+        if isinstance(prediction, Exception):
+            raise prediction  # this request's 500 (see _internal_error); its batch-mates got theirs
+        async with self._decoding:
+            return await asyncio.to_thread(answer, loaded, prediction, prepared)
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
-    async def _infer(self, items: list) -> list[dict]:
+    async def _infer(self, items: list) -> list:
         self._stats.record(len(items))
-        return await asyncio.to_thread(predict_batch, items)
+        return await asyncio.to_thread(forward_batch, items)
 
     @api.get("/v1/health")
     async def health(self) -> Any:
@@ -205,16 +224,18 @@ class BusnetService:
 
     @api.get("/v1/model")
     async def model(self) -> dict:
-        """The served checkpoint's config, metrics and lineage, the replica's settings and batch stats."""
+        """The served checkpoint's config, metrics and lineage (paths redacted), the replica's settings
+        (not the checkpoint's location) and batch stats."""
         loaded = self._loaded
         config = {k: v for k, v in loaded.config.items() if k not in ("metrics", "lineage")}
+        settings = {k: v for k, v in self._settings.to_user_config().items() if k != "checkpoint"}
         return {
             "model": loaded.info,
-            "config": config,
+            "config": redact_paths(config),
             "metrics": loaded.config.get("metrics", {}),
-            "lineage": loaded.config.get("lineage", {}),
+            "lineage": redact_paths(loaded.config.get("lineage", {})),
             "serving": {
-                **self._settings.to_user_config(),
+                **settings,
                 "device": str(loaded.device),
                 "dtype": str(loaded.dtype).removeprefix("torch."),
                 "torch_threads": self._threads,

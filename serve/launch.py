@@ -1,7 +1,8 @@
 """Start and stop the Serve app the same way for `busnet serve`, the demo and `busnet bench serve`.
 
-Start: Ray (local on 127.0.0.1, or the cluster in RAY_ADDRESS), Serve's HTTP proxy on host:port,
-the app at `/`; a failure is one line. Stop: on a joined cluster only our app goes (the cluster's
+Start: Ray (local on 127.0.0.1, or the cluster in RAY_ADDRESS), Serve's HTTP proxy on host:port
+with a request timeout (`serve.settings.REQUEST_TIMEOUT_S`, as in serve/config.yaml), the app at
+`/`; a failure is one line. Stop: on a joined cluster only our app goes (the cluster's
 Serve and its other apps keep running); a local Serve is shut down with the process's Ray.
 """
 
@@ -14,6 +15,7 @@ from ray import serve
 
 from jobs.errors import BusnetError
 from serve.app import APP_NAME
+from serve.settings import REQUEST_TIMEOUT_S
 
 
 def check_port(host: str, port: int) -> None:
@@ -32,7 +34,7 @@ def start_app(app: serve.Application, host: str = "127.0.0.1", port: int = 8000,
     if not os.environ.get("RAY_ADDRESS"):
         check_port(host, port)  # a joined cluster's proxy may already listen there: that is fine
     init_ray()
-    serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
     try:
         serve.run(app, name=name, route_prefix="/", blocking=False)
     except RuntimeError as exc:

@@ -5,6 +5,9 @@ functions, so they run the same in a replica, in `busnet bench serve` and in a n
 preprocessing is `models.preprocess`, the one training used; the forward pass is
 `models.inference.predict`, the one validation and evaluation use; and the mask goes back to the
 input's own size through the preprocessing's inverse, `restore_mask`.
+
+Errors stay with their request: `forward_batch` gives each item its outputs or its own exception,
+and `answer` (mask restoring and encoding, the per-image work) runs per request, outside the batch.
 """
 
 from __future__ import annotations
@@ -61,7 +64,6 @@ class LoadedModel:
             else f"hybrid-mt-estan/{network.get('variant', '?')}",
             "preset": network.get("preset"),
             "version": sha[:12],
-            "checkpoint": self.uri,
             "sha256": sha,
             "created_at": self.config.get("lineage", {}).get("created_at"),
         }
@@ -74,6 +76,11 @@ class PreparedImage:
     tensor: np.ndarray  # float32 [3, S, S]
     height: int
     width: int
+
+
+# One image's network outputs: malignant probability, lesion probability map [S, S] (None without a
+# segmentation head).
+Prediction = tuple[float, "np.ndarray | None"]
 
 
 def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -137,16 +144,17 @@ def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.nda
     return prediction.probs, prediction.mask_probs
 
 
-def answer(loaded: LoadedModel, probability: float, mask_prob: np.ndarray | None, height: int, width: int) -> dict:
+def answer(loaded: LoadedModel, prediction: Prediction, image: PreparedImage) -> dict:
     """The JSON answer (the HTTP API of the top README.md) for one image."""
+    probability, mask_prob = prediction
     label = "malignant" if probability >= loaded.threshold else "benign"
     mask_png, lesion = None, {"area_px": None, "bbox": None}
     if mask_prob is not None:
-        mask = restore_mask(mask_prob, height, width)
+        mask = restore_mask(mask_prob, image.height, image.width)
         mask_png, lesion = encode_mask(mask), lesion_of(mask)
     return {
         "label": label,
-        "malignant_probability": float(probability),
+        "malignant_probability": probability,
         "threshold": loaded.threshold,
         "mask_png": mask_png,
         "lesion": lesion,
@@ -159,18 +167,26 @@ def encode_mask(mask: np.ndarray) -> str:
     return base64.b64encode(mask_png(mask)).decode("ascii")
 
 
-def predict_batch(items: list[tuple[LoadedModel, PreparedImage]]) -> list[dict]:
-    """Answers for a batch, in order. Requests prepared for different models (a swap happened
-    between preprocessing and batching) each run on the model they were prepared for."""
+def forward_batch(items: list[tuple[LoadedModel, PreparedImage]]) -> list[Prediction | Exception]:
+    """Network outputs for a batch, in order, each item's or the exception that stopped it. Requests
+    prepared for different models (a swap happened between preprocessing and batching) each run on
+    the model they were prepared for."""
     groups: dict[int, list[int]] = {}
     for index, (loaded, _) in enumerate(items):
         groups.setdefault(id(loaded), []).append(index)
-    answers: list[dict] = [{}] * len(items)
+    results: dict[int, Prediction | Exception] = {}
     for indices in groups.values():
-        loaded = items[indices[0]][0]
-        probs, masks = forward(loaded, np.stack([items[i][1].tensor for i in indices]))
-        for row, index in enumerate(indices):
-            image = items[index][1]
-            mask = None if masks is None else masks[row]
-            answers[index] = answer(loaded, float(probs[row]), mask, image.height, image.width)
-    return answers
+        results.update(zip(indices, _forward_group([items[i] for i in indices])))
+    return [results[index] for index in range(len(items))]
+
+
+def _forward_group(items: list[tuple[LoadedModel, PreparedImage]]) -> list[Prediction | Exception]:
+    """One model's items in one pass; if that fails, one pass per item, so only the culprit fails."""
+    loaded = items[0][0]
+    try:
+        probs, masks = forward(loaded, np.stack([image.tensor for _, image in items]))
+    except Exception as exc:  # noqa: BLE001 - handed to the request it belongs to
+        if len(items) == 1:
+            return [exc]
+        return [result for item in items for result in _forward_group([item])]
+    return [(float(probs[row]), None if masks is None else masks[row]) for row in range(len(items))]

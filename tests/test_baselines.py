@@ -79,7 +79,8 @@ def test_bad_baseline_options_are_one_clear_error(kwargs, message):
 
 
 def test_checkpoint_round_trip_rebuilds_the_backbone_and_serves_without_a_mask(tmp_path):
-    from serve.predictor import load_model, predict_batch, prepare
+    from serve.predictor import answer as answer_for
+    from serve.predictor import forward_batch, load_model, prepare
 
     torch.manual_seed(0)
     model = build_model("tiny", BASELINE, backbone="resnet50", input_size=96).eval()
@@ -93,6 +94,8 @@ def test_checkpoint_round_trip_rebuilds_the_backbone_and_serves_without_a_mask(t
     loaded = load_model(str(directory), load_checkpoint, torch.device("cpu"))
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (120, 90), dtype=np.uint8)).save(buffer, format="PNG")
-    (answer,) = predict_batch([(loaded, prepare(buffer.getvalue(), loaded))])
+    image = prepare(buffer.getvalue(), loaded)
+    (outputs,) = forward_batch([(loaded, image)])
+    answer = answer_for(loaded, outputs, image)
     assert answer["mask_png"] is None and answer["lesion"] == {"area_px": None, "bbox": None}
     assert 0.0 <= answer["malignant_probability"] <= 1.0 and answer["threshold"] == pytest.approx(0.4)

@@ -198,6 +198,53 @@ def test_max_pixels_argument_and_error_pickles():
     assert decode_image(_encode(_gray(20, 20)), max_pixels=400).shape == (20, 20)
 
 
+@pytest.mark.parametrize(
+    "width,height,words", [(20_000, 4, "side over 4096"), (2_000_000, 1, "side over"), (4000, 400, "8:1")]
+)
+def test_long_or_thin_images_are_413_before_decoding(width, height, words):
+    """A 4 x 20000 PNG is a few hundred bytes, but padding it to a square costs 20000^2 pixels."""
+    with pytest.raises(ImageError, match=words) as error:
+        decode_image(_png_header_only(width, height))
+    assert error.value.status == 413
+    assert decode_image(_encode(_gray(500, 4000))).shape == (500, 4000)  # 8:1 and 4096 px still pass
+
+
+@pytest.mark.parametrize("size", [64, 128])
+@pytest.mark.parametrize("height,width", [(7, 300), (300, 7), (500, 700), (129, 65), (64, 64), (40, 30), (1, 999)])
+def test_restore_mask_equals_resizing_the_whole_square_then_cropping(size, height, width):
+    """The cropped restoring gives the same pixels as the plain definition (resize to L x L, crop)."""
+    import torch
+    import torch.nn.functional as F
+
+    prob = np.random.default_rng(height * width).random((size, size)).astype(np.float32)
+    side = max(height, width)
+    square = F.interpolate(
+        torch.from_numpy(prob)[None, None], (side, side), mode="bilinear", antialias=side < size, align_corners=False
+    )
+    expected = np.where(square[0, 0, :height, :width].numpy() > 0.5, 255, 0)
+    np.testing.assert_array_equal(restore_mask(prob, height, width), expected)
+
+
+def test_restoring_long_thin_masks_takes_little_memory():
+    """4 x 20000 used to go through a 20000 x 20000 float square (+1.6 GB); 1 x 2,000,000 raised."""
+    import subprocess
+    import sys
+
+    script = (
+        "import resource, numpy as np\n"
+        "from models.preprocess import restore_mask\n"
+        "prob = np.random.default_rng(0).random((64, 64)).astype(np.float32)\n"
+        "restore_mask(prob, 40, 30)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "assert restore_mask(prob, 4, 20_000).shape == (4, 20_000)\n"
+        "assert restore_mask(prob[None], 1, 2_000_000).shape == (1, 2_000_000)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) < 100  # MB of peak RSS growth; the masks themselves are 2 MB
+
+
 def test_bad_arrays_are_refused():
     pre = Preprocessing(size=8)
     for array in (np.zeros((4, 4, 5), np.uint8), np.zeros((0, 4), np.uint8), np.zeros((4, 4), np.int32)):

@@ -49,7 +49,11 @@ def checkpoints(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("serve-ckpt")
     torch.manual_seed(1)
     first = save_checkpoint(
-        build_model("tiny"), root / "a", threshold=0.45, metrics={"val_auc": 0.61}, lineage={"trial_id": "test-a"}
+        build_model("tiny"),
+        root / "a",
+        threshold=0.45,
+        metrics={"val_auc": 0.61},
+        lineage={"trial_id": "test-a", "dataset": {"uri": "/data/hospital/scans", "content_hash": "abc"}},
     )
     second = save_checkpoint(build_model("tiny", input_size=128), root / "b", threshold=0.5)
     return {"a": str(first), "b": str(second)}
@@ -96,22 +100,35 @@ def check_answer(answer: dict, checkpoint: str, data: bytes) -> None:
     assert served.shape == mask.shape  # the input's own size
     assert np.mean(served != mask) < 1e-3  # equal up to pixels that sit on the threshold
     assert answer["lesion"]["area_px"] == int(np.count_nonzero(served))
-    assert set(answer["model"]) >= {"name", "version", "checkpoint", "sha256"}
+    assert set(answer["model"]) >= {"name", "version", "sha256"} and "checkpoint" not in answer["model"]
 
 
 def test_health_model_and_docs(url, checkpoints):
     health = requests.get(f"{url}/v1/health", timeout=30).json()
     assert health["status"] == "ok" and health["last_load_error"] is None
     info = requests.get(f"{url}/v1/model", timeout=30).json()
-    assert info["model"]["checkpoint"] == checkpoints["a"]
+    assert info["model"]["sha256"] == load_checkpoint(checkpoints["a"])[1]["weights_sha256"]
     assert info["config"]["threshold"] == 0.45 and info["config"]["model"]["preset"] == "tiny"
     assert info["metrics"] == {"val_auc": 0.61} and info["lineage"]["trial_id"] == "test-a"
+    assert info["lineage"]["dataset"] == {"uri": "<path>", "content_hash": "abc"}
+    for text in (json.dumps(health), json.dumps(info)):  # no local paths, no storage locations
+        assert checkpoints["a"] not in text and "/data/hospital" not in text and "/tmp" not in text
+        assert "checkpoint" not in text and "user_config" not in text
     assert info["serving"]["max_batch_size"] == 8 and info["serving"]["torch_threads"] >= 1
     spec = requests.get(f"{url}/openapi.json", timeout=30).json()
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"image/png", "application/dicom", "multipart/form-data"} <= set(body)
     assert [p["name"] for p in spec["paths"]["/v1/predict"]["post"]["parameters"]] == ["frame"]
     assert requests.get(f"{url}/docs", timeout=30).status_code == 200
+
+
+def test_busnet_serve_sets_a_request_timeout(url):
+    """start_app (busnet serve, the demo, bench) gives Serve's proxy the timeout serve/config.yaml has."""
+    from ray.serve.context import _get_global_client
+
+    from serve.settings import REQUEST_TIMEOUT_S
+
+    assert _get_global_client().http_config.request_timeout_s == REQUEST_TIMEOUT_S
 
 
 def test_real_busi_images_raw_and_multipart(url, checkpoints, busi_sample):
@@ -165,6 +182,14 @@ def _chunked(data: bytes):
 
 
 BOMB = encode(np.zeros((2500, 2500), np.uint8))  # 6.25 MP in a few kB
+THIN = encode(np.zeros((4, 20_000), np.uint8))  # 200 bytes; padded to its square it was 1.6 GB of floats
+THREAD = encode(np.zeros((1, 2_000_000), np.uint8))  # under the pixel cap; it used to answer 500 to its batch
+MANY_PARTS = (  # 0.9 MB of tiny parts, then the image: the old parser took ~2 s on the event loop
+    b'--B\r\nContent-Disposition: form-data; name="n"\r\n\r\nx\r\n' * 18_000
+    + b'--B\r\nContent-Disposition: form-data; name="file"\r\nContent-Type: image/png\r\n\r\n'
+    + GOOD
+    + b"\r\n--B--\r\n"
+)
 BAD_INPUTS = {
     "empty body": (lambda url: post_raw(url, b""), 400),
     "not an image": (lambda url: post_raw(url, b"hello, I am text" * 10), 415),
@@ -180,6 +205,9 @@ BAD_INPUTS = {
         400,
     ),
     "malformed multipart": (lambda url: post_raw(url, b"--nope\r\n", "multipart/form-data; boundary=x"), 400),
+    "long thin image (4 x 20000)": (lambda url: post_raw(url, THIN), 413),
+    "1 x 2,000,000 image": (lambda url: post_raw(url, THREAD), 413),
+    "many tiny multipart parts": (lambda url: post_raw(url, MANY_PARTS, "multipart/form-data; boundary=B"), 400),
 }
 
 
@@ -191,6 +219,13 @@ def test_bad_input_gets_json_error_and_the_replica_keeps_serving(url, case):
     body = response.json()
     assert list(body) == ["error"] and body["error"] and "Traceback" not in response.text
     assert post_raw(url, GOOD).status_code == 200
+
+
+def test_a_hostile_image_does_not_fail_its_batch_mates(url):
+    """Send a 1 x 2,000,000 image among good ones at once: only it is refused."""
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda data: post_raw(url, data), [GOOD] * 3 + [THREAD] + [GOOD] * 4))
+    assert [r.status_code for r in responses] == [200] * 3 + [413] + [200] * 4, [r.text[:200] for r in responses]
 
 
 def test_predict_command_prints_lines_and_writes_overlays(url, busi_sample, tmp_path, capsys):
@@ -250,7 +285,7 @@ def test_dicom_multi_frame_refusals_and_no_patient_data_out(url, checkpoints, ra
     assert not [s for s in secrets if s in replica_log()]
 
 
-def swap_config(checkpoint: str) -> dict:
+def swap_config(checkpoint: str, **user_config) -> dict:
     """serve/config.yaml as a RayService would apply it, sized for the test machine."""
     config = yaml.safe_load(CONFIG.read_text())
     app = config["applications"][0]
@@ -258,7 +293,7 @@ def swap_config(checkpoint: str) -> dict:
     deployment = app["deployments"][0]
     deployment.pop("autoscaling_config")
     deployment.update(num_replicas=1, ray_actor_options={"num_cpus": 1})
-    deployment["user_config"]["checkpoint"] = checkpoint
+    deployment["user_config"].update(checkpoint=checkpoint, **user_config)
     return config
 
 
@@ -314,12 +349,13 @@ def test_model_swap_through_user_config_drops_nothing(url, checkpoints, tmp_path
         broken = tmp_path / "broken"
         broken.mkdir()
         apply(swap_config(str(broken)))
-        health = wait_for(
-            lambda: (
-                requests.get(f"{swap}/v1/health", timeout=30).json()["last_load_error"]
-                and requests.get(f"{swap}/v1/health", timeout=30).json()
-            )
-        )
+        health = wait_for(lambda: load_error(swap, "broken") or load_error(swap, "<path>"))
+        count_before = seen[sha["b"]]
+        wait_for(lambda: seen[sha["b"]] >= count_before + 3)
+        # a string where a number belongs (it used to make every request a 500), with a valid batch
+        # size beside it: the whole config is refused, the batch size included
+        apply(swap_config(checkpoints["b"], max_image_bytes="20000000", max_batch_size=2))
+        typed = wait_for(lambda: load_error(swap, "max_image_bytes must be an integer"))
         count_before = seen[sha["b"]]
         wait_for(lambda: seen[sha["b"]] >= count_before + 3)
     finally:
@@ -327,8 +363,16 @@ def test_model_swap_through_user_config_drops_nothing(url, checkpoints, tmp_path
         for client in clients:
             client.join(timeout=60)
     assert set(seen) == {sha["a"], sha["b"]}, seen  # every request answered, by one model or the other
-    assert health["model"]["version"] == sha["b"] and str(broken) in health["last_load_error"]["error"]
+    assert health["model"]["version"] == sha["b"] and typed["model"]["version"] == sha["b"]
+    assert str(broken) not in json.dumps(health) and set(health["last_load_error"]) == {"error", "at"}
     info = requests.get(f"{swap}/v1/model", timeout=30).json()
     assert info["serving"]["replica"] == replica  # swapped in place, not by restarting the replica
-    assert info["last_load_error"]["user_config"]["checkpoint"] == str(broken)
+    assert info["serving"]["max_batch_size"] == 16 and info["serving"]["max_image_bytes"] == 20_000_000
+    assert "max_image_bytes" in info["last_load_error"]["error"]
     serve.delete("busnet-swap")
+
+
+def load_error(url: str, words: str) -> dict | None:
+    """/v1/health when its last_load_error mentions `words`."""
+    health = requests.get(f"{url}/v1/health", timeout=30).json()
+    return health if words in ((health["last_load_error"] or {}).get("error") or "") else None

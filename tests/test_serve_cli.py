@@ -16,7 +16,7 @@ import requests
 
 from jobs.cli import main
 from jobs.runtime import free_port
-from models import build_model, save_checkpoint
+from models import build_model, load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
         answer = requests.post(
             f"{url}/v1/predict", data=image.read_bytes(), headers={"Content-Type": "image/png"}, timeout=60
         ).json()
-        assert answer["model"]["checkpoint"] == str(checkpoint)
+        assert answer["model"]["sha256"] == load_checkpoint(checkpoint)[1]["weights_sha256"]
         assert np.asarray(answer["lesion"]["bbox"] or [0, 0, 1, 1]).shape == (4,)
     finally:
         process.send_signal(signal.SIGINT)

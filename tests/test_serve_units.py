@@ -18,10 +18,11 @@ from PIL import Image
 from jobs.cli import main
 from models import build_model, load_checkpoint, save_checkpoint
 from models.preprocess import decode_image, preprocess_image
-from serve.body import BadRequest, read_image_bytes
+from serve.body import MAX_PARTS, BadRequest, read_image_bytes
 from serve.client import decode_mask_png, overlay, predict_endpoint, summary
-from serve.predictor import forward, lesion_of, load_model, predict_batch, prepare, resolve_dtype
-from serve.settings import ServeSettings
+from serve.predictor import PreparedImage, answer, forward, forward_batch, lesion_of, load_model, prepare, resolve_dtype
+from serve.public import excerpt, redact_paths
+from serve.settings import REQUEST_TIMEOUT_S, ServeSettings
 
 CONFIG = Path(__file__).resolve().parents[1] / "serve" / "config.yaml"
 
@@ -55,6 +56,7 @@ def multipart(fields: dict[str, bytes]) -> tuple[str, bytes]:
 def test_raw_image_body_is_returned_as_sent():
     assert read("image/png", b"\x89PNG-bytes") == b"\x89PNG-bytes"
     assert read("image/jpeg; charset=binary", b"abc") == b"abc"
+    assert read("application/dicom", b"DICM-bytes") == b"DICM-bytes"  # models.preprocess decides
 
 
 def test_multipart_file_field_is_extracted_byte_exact():
@@ -66,7 +68,7 @@ def test_multipart_file_field_is_extracted_byte_exact():
 @pytest.mark.parametrize(
     "content_type, body, declared, status, words",
     [
-        ("text/plain", b"abc", None, 415, "unsupported content type text/plain"),
+        ("text/plain", b"abc", None, 415, "unsupported content type 'text/plain'"),
         (None, b"abc", None, 415, "(none)"),
         ("application/octet-stream", b"abc", None, 415, "image/"),
         ("image/png", b"", None, 400, "empty"),
@@ -91,6 +93,51 @@ def test_multipart_without_the_file_field_names_what_it_got():
     assert info.value.status == 400 and "no field 'file'" in str(info.value) and "image" in str(info.value)
 
 
+def many_parts(count: int, name: bytes = b"n") -> bytes:
+    part = b'--B\r\nContent-Disposition: form-data; name="' + name + b'"\r\n\r\nx\r\n'
+    return part * count + b'--B\r\nContent-Disposition: form-data; name="file"\r\n\r\nIMG\r\n--B--\r\n'
+
+
+def test_a_body_of_many_tiny_parts_is_refused_at_the_part_cap():
+    """4 MB of tiny parts kept the old parser (email, on the event loop) busy for ~9 s."""
+    body = many_parts(100_000)
+    assert len(body) > 4_000_000
+    with pytest.raises(BadRequest, match=f"more than {MAX_PARTS} parts") as info:
+        read("multipart/form-data; boundary=B", body, max_bytes=len(body))
+    assert info.value.status == 400
+    assert read("multipart/form-data; boundary=B", many_parts(MAX_PARTS - 1)) == b"IMG"
+
+
+def test_multipart_is_parsed_off_the_event_loop(monkeypatch):
+    import serve.body
+
+    threads = []
+    parse = serve.body.multipart_field
+    monkeypatch.setattr(
+        serve.body, "multipart_field", lambda *a: threads.append(threading.current_thread()) or parse(*a)
+    )
+    content_type, body = multipart({"file": b"abc"})
+    assert read(content_type, body) == b"abc"
+    assert threads and threading.main_thread() not in threads  # asyncio.run's loop runs in the main thread
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("multipart/form-data; boundary=B", many_parts(1, b"\x1b[31m" + b"A" * 5000 + b"\x07")),
+        ("image\x1b]/" + "x" * 5000, b"abc"),
+    ],
+)
+def test_errors_quote_client_text_only_as_a_short_printable_excerpt(content_type, body):
+    if b'name="file"' in body:
+        body = body.replace(b'name="file"', b'name="nope"')
+    with pytest.raises(BadRequest) as info:
+        read(content_type, body)
+    message = str(info.value)
+    assert len(message) < 250 and "A" * 100 not in message and "x" * 100 not in message
+    assert message.isprintable() and "\x1b" not in message and "\x07" not in message
+
+
 # ---------- settings ----------
 
 
@@ -103,6 +150,37 @@ def test_settings_validate_by_name_and_value():
         ServeSettings.from_user_config({})
     with pytest.raises(ValueError, match="max_batch_size"):
         ServeSettings.from_user_config({"checkpoint": "x", "max_batch_size": 0})
+
+
+@pytest.mark.parametrize(
+    "key, value, words",
+    [
+        ("max_image_bytes", "20000000", "max_image_bytes must be an integer, got str"),
+        ("max_batch_size", True, "must be an integer, got bool"),
+        ("max_batch_size", 8.0, "must be an integer, got float"),
+        ("max_batch_size", 100_000, "max_batch_size must be in"),
+        ("batch_wait_timeout_s", "0.01", "must be a number, got str"),
+        ("batch_wait_timeout_s", float("nan"), "must be in"),
+        ("max_image_pixels", 10**12, "max_image_pixels must be in"),
+        ("max_image_bytes", 10**10, "max_image_bytes must be in"),
+        ("precision", "int8", "precision must be one of"),
+        ("checkpoint", ["s3://a"], "checkpoint must be a string"),
+    ],
+)
+def test_settings_check_types_and_upper_bounds(key, value, words):
+    """A string `max_image_bytes` used to pass here and turn every request into a 500."""
+    with pytest.raises(ValueError, match=words):
+        ServeSettings.from_user_config({"checkpoint": "s3://b/m", key: value})
+
+
+def test_public_text_has_no_paths_and_client_text_is_cut():
+    assert redact_paths({"a": ["see /home/me/x.ckpt", "s3://bucket/runs/best"], "n": 3, "t": "tiny"}) == {
+        "a": ["see <path>", "<path>"],
+        "n": 3,
+        "t": "tiny",
+    }
+    assert redact_paths("No such file: '/tmp/x/config.json'") == "No such file: '<path>'"
+    assert excerpt("ab\ncd" + "z" * 100, 10) == repr("ab?cdzzzzz...")
 
 
 def test_half_precision_needs_a_gpu():
@@ -144,7 +222,7 @@ def test_batch_answers_match_single_forward_and_keep_each_request_on_its_model(c
         png_bytes(rng.integers(0, 255, (33, 90, 3), dtype=np.uint8)),
     ]
     items = [(small, prepare(images[0], small)), (large, prepare(images[1], large)), (small, prepare(images[1], small))]
-    answers = predict_batch(items)
+    answers = [answer(loaded, outputs, image) for (loaded, image), outputs in zip(items, forward_batch(items))]
     model, _ = load_checkpoint(checkpoints["tiny128"])
     x = torch.from_numpy(preprocess_image(decode_image(images[1]), large.preprocessing))[None]
     with torch.no_grad():
@@ -159,10 +237,24 @@ def test_batch_answers_match_single_forward_and_keep_each_request_on_its_model(c
         assert got["label"] == ("malignant" if got["malignant_probability"] >= 0.4 else "benign")
 
 
+def test_one_bad_item_fails_alone_and_its_batch_mates_get_their_answers(checkpoints):
+    """The 1 x 2,000,000 image used to raise MemoryError inside the batch: a 500 for every request in it."""
+    loaded = load_model(checkpoints["tiny64"], load_checkpoint, torch.device("cpu"))
+    good = prepare(png_bytes(np.full((20, 30), 90, np.uint8)), loaded)
+    thin = PreparedImage(good.tensor, 1, 2_000_000)  # what the old size checks let through
+    broken = PreparedImage(np.zeros((3, 65, 65), np.float32), 20, 30)  # cannot be stacked with the others
+    results = forward_batch([(loaded, good), (loaded, thin), (loaded, broken), (loaded, good)])
+    assert isinstance(results[2], Exception)
+    answers = [answer(loaded, results[i], image) for i, image in ((0, good), (1, thin), (3, good))]
+    assert answers[0] == answers[2] and decode_mask_png(answers[0]["mask_png"]).shape == (20, 30)
+    assert decode_mask_png(answers[1]["mask_png"]).shape == (1, 2_000_000)
+
+
 def test_swin_variant_answers_without_a_mask(checkpoints):
     loaded = load_model(checkpoints["swin"], load_checkpoint, torch.device("cpu"))
     image = prepare(png_bytes(np.full((20, 30), 90, np.uint8)), loaded)
-    (got,) = predict_batch([(loaded, image)])
+    (outputs,) = forward_batch([(loaded, image)])
+    got = answer(loaded, outputs, image)
     assert got["mask_png"] is None and got["lesion"] == {"area_px": None, "bbox": None}
     assert 0 <= got["malignant_probability"] <= 1
     assert "model without segmentation" in summary(got)
@@ -200,7 +292,7 @@ def test_a_checkpoint_in_s3_is_fetched_then_loaded(checkpoints, s3_bucket):
     uri = f"{s3_bucket}/models/tiny"
     publish_dir(checkpoints["tiny64"], uri)
     loaded = load_model(uri, load_checkpoint, torch.device("cpu"))
-    assert loaded.uri == uri and loaded.info["checkpoint"] == uri
+    assert loaded.uri == uri and "checkpoint" not in loaded.info  # callers see no storage locations
     assert loaded.info["sha256"] == load_checkpoint(checkpoints["tiny64"])[1]["weights_sha256"]
 
 
@@ -264,4 +356,5 @@ def test_config_file_is_a_valid_serve_config_whose_import_path_builds():
     assert deployment.name == DEPLOYMENT_NAME  # else the overrides would not apply
     settings = ServeSettings.from_user_config(deployment.user_config)
     assert deployment.max_ongoing_requests >= settings.max_batch_size
+    assert config.http_options.request_timeout_s == REQUEST_TIMEOUT_S  # as `busnet serve` (serve.launch)
     assert deployment.autoscaling_config["max_replicas"] >= deployment.autoscaling_config["min_replicas"]

@@ -2,7 +2,8 @@
 
 Endpoints: POST /v1/predict (an image: raw body with an image/* content type, or multipart field
 `file`), GET /v1/health, GET /v1/model, OpenAPI docs at /docs. Starts a local Ray on 127.0.0.1, or
-joins the cluster in RAY_ADDRESS. The checkpoint is checked before anything starts.
+joins the cluster in RAY_ADDRESS. The checkpoint is checked before anything starts. A request gets
+its answer or a 408 within 60 s (serve.settings.REQUEST_TIMEOUT_S, as in serve/config.yaml).
 
 Example:
   busnet serve --checkpoint runs/tune/best --port 8000
