@@ -14,7 +14,20 @@ import sys
 import traceback
 
 # The order in which `busnet --help` lists the commands; a command appears once its module exists.
-COMMAND_ORDER = ("synth", "ingest", "train", "tune", "evaluate", "cv", "ablation", "serve", "predict", "bench", "demo")
+COMMAND_ORDER = (
+    "synth",
+    "ingest",
+    "train",
+    "tune",
+    "evaluate",
+    "cv",
+    "ablation",
+    "models",
+    "serve",
+    "predict",
+    "bench",
+    "demo",
+)
 
 
 def _command_modules() -> dict:
