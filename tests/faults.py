@@ -1,14 +1,19 @@
-"""Test-only fault injection for Ray Train runs: the production worker loop, wrapped so a worker dies.
+"""Test-only fault injection: a Ray Train worker that dies, a process killed in the middle of a publish.
 
 `jobs.train.driver.train(config, loop=...)` takes the function each worker runs; `crash_once` returns
 one that runs the production `train_loop_per_worker` unchanged and kills a worker from outside it, by
 wrapping the training data shard the loop reads. The production loop carries no test hooks.
+
+`die_mid_publish` arms the current process so that its next `jobs.storage.publish_dir` uploads about
+half of the files and then the process is killed (SIGKILL: no cleanup, no finally blocks), the state
+a reader meets during a publish and a node leaves when it dies in one. Run it in a child process.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,3 +99,27 @@ def _wait_until_registered(checkpoint_dir_name: str, timeout_s: float = 120.0) -
             pass
         time.sleep(0.5)
     raise TimeoutError(f"Ray Train registered no {checkpoint_dir_name} within {timeout_s:g} s")
+
+
+def die_mid_publish() -> None:
+    """Make this process's next publish copy the first half of its files, then kill the process."""
+    import pyarrow.fs as pafs
+
+    copy_files = pafs.copy_files
+
+    def copy_half_then_die(source: str, destination: str, *, source_filesystem, destination_filesystem, **options):
+        selector = pafs.FileSelector(source, recursive=True)
+        files = sorted(i.path for i in source_filesystem.get_file_info(selector) if i.type == pafs.FileType.File)
+        for path in files[: max(1, len(files) // 2)]:
+            target = destination + path[len(source) :]
+            destination_filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            copy_files(
+                path,
+                target,
+                source_filesystem=source_filesystem,
+                destination_filesystem=destination_filesystem,
+                **options,
+            )
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pafs.copy_files = copy_half_then_die
