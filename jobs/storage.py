@@ -323,7 +323,11 @@ def _refuse_foreign_target(fs: pafs.FileSystem, path: str, uri: str) -> None:
         if kind == pafs.FileType.File:
             raise BusnetError(f"{uri}: refusing to publish here: it is a file (choose a new or empty folder)")
         entries = fs.get_file_info(pafs.FileSelector(path))
-        foreign = sorted(e.base_name for e in entries if e.base_name != VERSIONS_DIR)
+        foreign = sorted(  # all but versions/ and a pointer being written aside (_write_whole)
+            e.base_name
+            for e in entries
+            if e.base_name != VERSIONS_DIR and not e.base_name.startswith(f"{COMPLETE_MARKER}.")
+        )
         if VERSIONS_DIR in {e.base_name for e in entries}:
             inside = fs.get_file_info(pafs.FileSelector(f"{path}/{VERSIONS_DIR}"))
             foreign += [

@@ -1,0 +1,85 @@
+"""A multi-node Ray cluster on this machine loses a worker node mid-epoch; run as a script (its own Ray).
+
+    python tests/cluster_node_loss.py DATA OUT MARKERS
+
+`ray.cluster_utils.Cluster` starts a head and two worker nodes, real raylets on 127.0.0.1, 3 CPUs
+each. `busnet train` runs 2 workers of 2 CPUs, so no node holds two (one worker per node) and each
+keeps a CPU for Ray Data. In epoch 2 both workers stop (tests.faults.wait_for_node_loss) and this
+script removes a worker node that holds one of them, processes and all; Ray Train restarts the group
+from epoch 1's checkpoint on what is left (the head and the other node). Prints one JSON line:
+the workers' nodes, the removed node and the outcome. The test session's Ray is not touched: a
+process holds one Ray, so this runs in its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from pathlib import Path
+
+NODE_CPUS = 3
+OBJECT_STORE_BYTES = 100 * 1024 * 1024
+WAIT_S = 300.0
+
+
+def main(data: str, out: str, markers: Path) -> dict:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from jobs.runtime import free_port
+    from jobs.train.config import TrainConfig
+    from jobs.train.driver import train
+    from tests.faults import wait_for_node_loss
+
+    node = dict(num_cpus=NODE_CPUS, object_store_memory=OBJECT_STORE_BYTES, node_ip_address="127.0.0.1")
+    head = dict(node, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port())
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    workers = [cluster.add_node(**node) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, _node_ip_address="127.0.0.1", logging_level="WARNING")
+    seen: dict = {}
+    remover = threading.Thread(target=_remove_a_worker_node, args=(cluster, workers, markers, seen), daemon=True)
+    remover.start()
+    try:
+        config = TrainConfig(
+            data=data,
+            out=out,
+            name="run",
+            preset="tiny",
+            input_size=64,
+            epochs=3,
+            lr=1e-3,
+            workers=2,
+            cpus_per_worker=2,
+            keep=3,
+            metric="val_loss",
+            max_failures=1,
+        )
+        outcome = train(config, loop=wait_for_node_loss(markers, timeout_s=WAIT_S))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    remover.join(timeout=1)
+    return {**seen, "best_uri": outcome.best_uri, "best_metrics": outcome.best_metrics}
+
+
+def _remove_a_worker_node(cluster, workers: list, markers: Path, seen: dict) -> None:
+    """Once both ranks wait in epoch 2, remove a worker node (never the head) that holds one of them."""
+    deadline = time.monotonic() + WAIT_S
+    while time.monotonic() < deadline and len(list(markers.glob("rank-*"))) < 2:
+        time.sleep(0.5)
+    placed = {path.name: path.read_text() for path in markers.glob("rank-*")}
+    seen["worker_nodes"] = placed
+    victim = next((n for n in workers if n.node_id in placed.values()), None)
+    if victim is None:
+        seen["error"] = f"no worker node holds a training worker: {placed}"
+        return
+    seen["removed"] = victim.node_id
+    seen["head"] = cluster.head_node.node_id
+    cluster.remove_node(victim, allow_graceful=False)
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2], Path(sys.argv[3]))), flush=True)
