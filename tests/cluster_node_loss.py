@@ -14,6 +14,7 @@ process holds one Ray, so this runs in its own.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
@@ -25,6 +26,10 @@ WAIT_S = 300.0
 
 
 def main(data: str, out: str, markers: Path) -> dict:
+    # Ray swaps 127.0.0.1 in an address for the machine's IP (multi-node clusters) unless told not to;
+    # the nodes here listen on 127.0.0.1 only. Read when ray is imported, so set first.
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import ray
     from ray.cluster_utils import Cluster
 
