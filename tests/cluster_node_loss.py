@@ -33,16 +33,12 @@ def main(data: str, out: str, markers: Path) -> dict:
     import ray
     from ray.cluster_utils import Cluster
 
-    from jobs.runtime import free_port
     from jobs.train.config import TrainConfig
     from jobs.train.driver import train
     from tests.faults import wait_for_node_loss
 
     node = dict(num_cpus=NODE_CPUS, object_store_memory=OBJECT_STORE_BYTES, node_ip_address="127.0.0.1")
-    head = dict(node, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port())
-    cluster = Cluster(initialize_head=True, head_node_args=head)
-    workers = [cluster.add_node(**node) for _ in range(2)]
-    cluster.wait_for_nodes()
+    cluster, workers = _start(Cluster, node)
     ray.init(address=cluster.address, _node_ip_address="127.0.0.1", logging_level="WARNING")
     seen: dict = {}
     remover = threading.Thread(target=_remove_a_worker_node, args=(cluster, workers, markers, seen), daemon=True)
@@ -68,6 +64,25 @@ def main(data: str, out: str, markers: Path) -> dict:
         cluster.shutdown()
     remover.join(timeout=1)
     return {**seen, "best_uri": outcome.best_uri, "best_metrics": outcome.best_metrics}
+
+
+def _start(cluster_class, node: dict, attempts: int = 3) -> tuple:
+    """(cluster, its two worker nodes); Ray gives a node 30 s to start, which a loaded machine can
+    miss, and a free port picked for the dashboard can be taken before it binds: then again."""
+    from jobs.runtime import free_port
+
+    for attempt in range(1, attempts + 1):
+        cluster = cluster_class()
+        try:
+            cluster.add_node(**node, include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=free_port())
+            workers = [cluster.add_node(**node) for _ in range(2)]
+            cluster.wait_for_nodes()
+            return cluster, workers
+        except Exception as exc:
+            cluster.shutdown()
+            if not any(k in str(exc) for k in ("timed out during startup", "already occupied")) or attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _remove_a_worker_node(cluster, workers: list, markers: Path, seen: dict) -> None:
