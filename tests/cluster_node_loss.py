@@ -22,7 +22,8 @@ from pathlib import Path
 
 NODE_CPUS = 3
 OBJECT_STORE_BYTES = 100 * 1024 * 1024
-WAIT_S = 300.0
+WAIT_S = 300.0  # how long the stopped workers wait for the node to go
+RUN_S = 1500.0  # how long the remover waits for them: cluster start + epoch 1 took 10 min on a loaded 2-core machine
 
 
 def main(data: str, out: str, markers: Path) -> dict:
@@ -66,7 +67,7 @@ def main(data: str, out: str, markers: Path) -> dict:
     return {**seen, "best_uri": outcome.best_uri, "best_metrics": outcome.best_metrics}
 
 
-def _start(cluster_class, node: dict, attempts: int = 3) -> tuple:
+def _start(cluster_class, node: dict, attempts: int = 5) -> tuple:
     """(cluster, its two worker nodes); Ray gives a node 30 s to start, which a loaded machine can
     miss, and a free port picked for the dashboard can be taken before it binds: then again."""
     from jobs.runtime import free_port
@@ -87,7 +88,7 @@ def _start(cluster_class, node: dict, attempts: int = 3) -> tuple:
 
 def _remove_a_worker_node(cluster, workers: list, markers: Path, seen: dict) -> None:
     """Once both ranks wait in epoch 2, remove a worker node (never the head) that holds one of them."""
-    deadline = time.monotonic() + WAIT_S
+    deadline = time.monotonic() + RUN_S
     while time.monotonic() < deadline and len(list(markers.glob("rank-*"))) < 2:
         time.sleep(0.5)
     placed = {path.name: path.read_text() for path in markers.glob("rank-*")}
