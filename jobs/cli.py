@@ -22,6 +22,7 @@ COMMAND_ORDER = (
     "evaluate",
     "cv",
     "ablation",
+    "models",
     "serve",
     "predict",
     "export",

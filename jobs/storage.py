@@ -20,9 +20,18 @@ pyarrow sends one ranged GET per read call, so a whole object is read with one c
 (`open_input_file().read()`) and copies go in 64 MiB chunks: reading that 100 MB object from a
 stream in pyarrow's default pieces took 97 s (hundreds of GETs), copy_files' default 1 MiB 31 s.
 
-A directory "publishes" atomically for readers: locally it is written beside the target and
-renamed into place; on S3 (no rename) every file is uploaded first and the `_COMPLETE` marker last,
-and readers only trust a directory that has it.
+A directory "publishes" atomically for readers, the same way locally and on S3 (which has no rename):
+
+    <uri>/_COMPLETE                  the pointer: "versions/<version>", written last, in one piece
+    <uri>/versions/<version>/...     each publication in its own folder, never changed afterwards
+    <uri>/versions/<version>/_COMPLETE   written after the version's files
+
+A new version is uploaded whole beside the current one and only then does the pointer swap to it,
+so readers (`resolve`, once per load) get the old version or the new one, never half of one, and a
+publish that dies leaves the old one served. A publication from before versions (its files beside an
+empty `_COMPLETE`) still reads as before. Busnet replaces only its own publications: `publish_dir`
+refuses a bucket root and a folder holding anything without that marker, so a typo in `--out` cannot
+delete a user's data.
 
 Failures of the store (missing bucket, access denied, unreachable endpoint, not found) become one
 BusnetError line that says what to fix (`_explain`).
@@ -31,11 +40,12 @@ BusnetError line that says what to fix (`_explain`).
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -44,6 +54,7 @@ import pyarrow.fs as pafs
 from jobs.errors import BusnetError
 
 COMPLETE_MARKER = "_COMPLETE"
+VERSIONS_DIR = "versions"
 COPY_CHUNK = 64 << 20  # bytes per ranged GET when copying (see the module doc)
 
 
@@ -185,18 +196,6 @@ def list_files(uri: str, suffix: str = "") -> list[str]:
     return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix))
 
 
-def delete_dir(uri: str) -> None:
-    """Remove a directory and its files; for `s3://bucket` only its contents (never the bucket)."""
-    fs, path = filesystem(uri)
-    try:
-        if is_remote(uri) and "/" not in path:
-            fs.delete_dir_contents(path, missing_dir_ok=True)
-        elif fs.get_file_info(path).type != pafs.FileType.NotFound:
-            fs.delete_dir(path)
-    except OSError as exc:
-        raise _explain(uri, exc) from exc
-
-
 def download_dir(uri: str, local_dir: str | Path) -> Path:
     """Copy a directory URI to a local folder (a no-op copy for local URIs is still a copy)."""
     fs, path = filesystem(uri)
@@ -231,34 +230,155 @@ def local_dir_for(uri: str) -> Iterator[Path]:
         yield download_dir(uri, local)
 
 
-def publish_dir(local_dir: str | Path, uri: str) -> None:
-    """Make `uri` hold a copy of `local_dir`, never visible half-written (see module doc)."""
-    local_dir = Path(local_dir)
+def publish_dir(local_dir: str | Path, uri: str, *, keep: int | None = 2) -> str:
+    """Publish a copy of `local_dir` as a new version of `uri` and make it the current one; returns
+    the version's URI. `keep`: how many complete versions stay (None: all, as for checkpoints); the
+    default 2 keeps the one replaced, which a reader that resolved `uri` just before may still read.
+
+    Staged write + marker swap (see the module doc): the version is written whole, its own marker
+    last, and only then does `<uri>/_COMPLETE` point to it, so readers see the old version or the
+    new one, never a mix. Refuses, before writing anything, a bucket root and a target that holds
+    anything busnet did not publish.
+    """
     fs, path = filesystem(uri)
+    _refuse_foreign_target(fs, path, uri)
+    version = f"{VERSIONS_DIR}/{new_version_name()}"
     try:
-        if isinstance(fs, pafs.LocalFileSystem):
-            target = Path(path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            staging = target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}"
-            shutil.copytree(local_dir, staging)
-            (staging / COMPLETE_MARKER).write_text("")
-            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            if target.exists():
-                target.rename(old)
-            staging.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
-            return
-        marker = f"{path}/{COMPLETE_MARKER}"
-        if fs.get_file_info(marker).type != pafs.FileType.NotFound:
-            fs.delete_file(marker)
-        fs.delete_dir_contents(path, missing_dir_ok=True)
+        fs.create_dir(f"{path}/{version}", recursive=True)
         pafs.copy_files(
-            str(local_dir.absolute()), path, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs
+            str(Path(local_dir).absolute()),
+            f"{path}/{version}",
+            source_filesystem=pafs.LocalFileSystem(),
+            destination_filesystem=fs,
+            chunk_size=COPY_CHUNK,
         )
-        with fs.open_output_stream(marker) as stream:
-            stream.write(b"")
+        _write_whole(fs, f"{path}/{version}/{COMPLETE_MARKER}", b"")
+        _write_whole(fs, f"{path}/{COMPLETE_MARKER}", version.encode())  # the swap
+        _prune(fs, path, version, keep)
     except OSError as exc:
         raise _explain(uri, exc) from exc
+    return join(uri, version)
+
+
+def new_version_name() -> str:
+    """`v-<UTC second>-<microsecond>-<random>`: fixed width, so names sort in publication order."""
+    now = datetime.now(timezone.utc)
+    return f"v-{now:%Y%m%dT%H%M%S}-{now:%f}-{uuid.uuid4().hex[:4]}"
+
+
+def resolve(uri: str) -> str:
+    """The folder holding a publication's files: the version `<uri>/_COMPLETE` points to, else `uri`
+    itself (a publication from before versions, a version folder, or no publication at all).
+
+    Read once per load and then only the returned folder, so a reader never mixes two versions.
+    """
+    uri = str(uri).rstrip("/")
+    fs, path = filesystem(uri)
+    try:
+        with fs.open_input_file(f"{path}/{COMPLETE_MARKER}") as handle:
+            pointer = handle.read().decode(errors="replace").strip()
+    except FileNotFoundError:
+        if versions(uri):
+            raise BusnetError(
+                f"{uri}: no complete version yet (a first publication was interrupted: publish again)"
+            ) from None
+        return uri
+    except OSError as exc:
+        raise _explain(uri, exc) from exc
+    if not pointer:
+        return uri
+    if not re.fullmatch(rf"{VERSIONS_DIR}/v-[0-9A-Za-z-]+", pointer):
+        raise BusnetError(f"{join(uri, COMPLETE_MARKER)}: not a busnet version pointer ({pointer[:60]!r})")
+    if not is_complete(join(uri, pointer)):
+        raise BusnetError(f"{uri}: its current version {pointer} is incomplete or missing (re-publish it)")
+    return join(uri, pointer)
+
+
+def versions(uri: str) -> list[tuple[str, bool]]:
+    """(name, complete) of every version folder of a publication, oldest first."""
+    fs, path = filesystem(uri)
+    try:
+        return _versions(fs, path)
+    except OSError as exc:
+        raise _explain(uri, exc) from exc
+
+
+def _versions(fs: pafs.FileSystem, path: str) -> list[tuple[str, bool]]:
+    infos = fs.get_file_info(pafs.FileSelector(f"{path}/{VERSIONS_DIR}", allow_not_found=True))
+    names = sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+    return [(n, _is_file(fs, f"{path}/{VERSIONS_DIR}/{n}/{COMPLETE_MARKER}")) for n in names]
+
+
+def _refuse_foreign_target(fs: pafs.FileSystem, path: str, uri: str) -> None:
+    """Busnet replaces only what it published: a folder with a `_COMPLETE` marker, or one holding
+    nothing but version folders (a first publication that was interrupted)."""
+    if is_remote(uri) and "/" not in path:
+        raise BusnetError(f"{uri}: refusing to publish to a bucket root; name a folder in it, e.g. {path}/datasets/x")
+    if not is_remote(uri) and Path(path).parent == Path(path):
+        raise BusnetError(f"{uri}: refusing to publish to the filesystem root; name a folder")
+    try:
+        kind = fs.get_file_info(path).type
+        if kind == pafs.FileType.NotFound or _is_file(fs, f"{path}/{COMPLETE_MARKER}"):
+            return
+        if kind == pafs.FileType.File:
+            raise BusnetError(f"{uri}: refusing to publish here: it is a file (choose a new or empty folder)")
+        entries = fs.get_file_info(pafs.FileSelector(path))
+        foreign = sorted(  # all but versions/ and a pointer being written aside (_write_whole)
+            e.base_name
+            for e in entries
+            if e.base_name != VERSIONS_DIR and not e.base_name.startswith(f"{COMPLETE_MARKER}.")
+        )
+        if VERSIONS_DIR in {e.base_name for e in entries}:
+            inside = fs.get_file_info(pafs.FileSelector(f"{path}/{VERSIONS_DIR}"))
+            foreign += [
+                f"{VERSIONS_DIR}/{e.base_name}"
+                for e in inside
+                if e.type != pafs.FileType.Directory or not e.base_name.startswith("v-")
+            ]
+    except OSError as exc:
+        raise _explain(uri, exc) from exc
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise BusnetError(
+            f"{uri}: refusing to publish here: it holds {shown}, and no {COMPLETE_MARKER} marker says busnet "
+            "published it; busnet replaces only its own publications (choose a new or empty folder)"
+        )
+
+
+def _prune(fs: pafs.FileSystem, path: str, current: str, keep: int | None) -> None:
+    """Delete what is no longer served: versions beyond `keep`, interrupted ones, and the files of a
+    publication from before versions once `keep` versions replace it. One writer per publication."""
+    found = _versions(fs, path)
+    complete = [f"{VERSIONS_DIR}/{name}" for name, done in found if done]
+    doomed = [f"{VERSIONS_DIR}/{name}" for name, done in found if not done]
+    if keep is not None:
+        doomed += [v for v in complete[:-keep] if v != current]
+        if len(complete) >= keep:  # the flat files of a publication from before versions
+            entries = fs.get_file_info(pafs.FileSelector(path))
+            doomed += [e.base_name for e in entries if e.base_name not in (VERSIONS_DIR, COMPLETE_MARKER)]
+    for name in doomed:
+        kind = fs.get_file_info(f"{path}/{name}").type
+        if kind == pafs.FileType.Directory:
+            fs.delete_dir(f"{path}/{name}")
+        elif kind == pafs.FileType.File:
+            fs.delete_file(f"{path}/{name}")
+
+
+def _write_whole(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write a small file that readers see whole or not at all: locally written aside and renamed
+    over (atomic); on S3 one PUT, which is atomic by itself."""
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_output_stream(path) as stream:
+            stream.write(data)
+        return
+    aside = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    with fs.open_output_stream(aside) as stream:
+        stream.write(data)
+    fs.move(aside, path)
+
+
+def _is_file(fs: pafs.FileSystem, path: str) -> bool:
+    return fs.get_file_info(path).type == pafs.FileType.File
 
 
 def check_bucket(uri: str) -> None:

@@ -6,6 +6,12 @@
     metrics.json       what the trainer measured (NaN/inf written as null: strict JSON)
     lineage.json       the caller's lineage + "code_version" and "created_at" (UTC, ISO 8601)
 
+Published (jobs.storage.publish_dir), a checkpoint URI such as `<run>/best` holds one immutable
+folder per publication, `versions/v-.../`, and a `_COMPLETE` pointer to the current one, swapped
+only once the new version is whole. `load_checkpoint` reads the pointer once and loads only that
+version, so replicas that load at any moment get one complete model, never a mix; a checkpoint
+from before versions (the files directly in the folder) loads as before.
+
 A model record from before a network change (no `network_version`: version 1) is read as the
 network it described (models.presets.upgrade_model_config), so older checkpoints still load.
 `load_checkpoint` trusts nothing: the weights must hash to `weights_sha256`, and the model that
@@ -65,7 +71,7 @@ def save_checkpoint(
 ) -> Path:
     """Write the checkpoint files into a local directory (created if needed); returns its path.
 
-    Publish it to object storage with jobs.storage.publish_dir. `preprocessing` defaults to
+    Publish it with jobs.storage.publish_dir (a new version each time). `preprocessing` defaults to
     ImageNet mean/std at the model's input size; it must match that size.
     """
     model = unwrap_model(model)
@@ -117,15 +123,40 @@ def load_checkpoint(uri: str | Path, device: str | torch.device = "cpu") -> tupl
     jobs.errors.BusnetError (one line) when the store itself fails: no bucket, access denied, unreachable.
     """
     uri = str(uri).rstrip("/")
+    if storage.is_remote(uri):
+        storage.check_bucket(uri)
+    uri = storage.resolve(uri)  # once: every file below comes from this one complete version
     if not storage.is_remote(uri):
         return _load_local(storage.local_path(uri), uri, device)
-    storage.check_bucket(uri)
     with tempfile.TemporaryDirectory(prefix="busnet-checkpoint-") as local:
         for name in FILES:  # only these: the trainer's optimizer state may sit beside them
             source = storage.join(uri, name)
             if storage.is_file(source):  # a missing one is named by _load_local
                 storage.download_file(source, Path(local) / name)
         return _load_local(Path(local), uri, device)
+
+
+def checkpoint_versions(uri: str | Path) -> list[dict]:
+    """Every version of a published checkpoint, oldest first: {"version", "uri", "current",
+    "complete", "metrics", "lineage"} (metrics and lineage None for an incomplete one).
+
+    A checkpoint published before versions (its files directly in `uri`) is one version named "-".
+    """
+    uri = str(uri).rstrip("/")
+    storage.check_bucket(uri)
+    current = storage.resolve(uri) if storage.is_complete(uri) else None
+    found = [(name, storage.join(uri, storage.VERSIONS_DIR, name), done) for name, done in storage.versions(uri)]
+    if storage.is_file(storage.join(uri, CONFIG)):
+        found.insert(0, ("-", uri, storage.is_complete(uri)))
+    if not found:
+        raise ValueError(f"{uri}: no checkpoint published here (no {CONFIG} and no {storage.VERSIONS_DIR}/)")
+    rows = []
+    for name, where, complete in found:
+        row = {"version": name, "uri": where, "current": where == current, "complete": complete}
+        for key, file in (("metrics", METRICS), ("lineage", LINEAGE)):
+            row[key] = json.loads(storage.read_bytes(storage.join(where, file))) if complete else None
+        rows.append(row)
+    return rows
 
 
 def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[nn.Module, dict]:

@@ -99,8 +99,12 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype:
 def load_model(uri: str, loader: Loader, device: torch.device, precision: str = "auto") -> LoadedModel:
     """Load a checkpoint and run one warm-up forward pass, so a model that loads but cannot run
     fails here (and the model being served stays) rather than on the first request."""
+    from jobs.storage import resolve
+
     dtype = resolve_dtype(precision, device)
-    with _local_copy(uri) as local, _TORCH_TURNS:
+    # The `_COMPLETE` pointer is read once: only that complete version is fetched, so a replica
+    # that (re)starts during a publish loads the old model or the new one, as its siblings do.
+    with _local_copy(resolve(uri)) as local, _TORCH_TURNS:
         model, config = loader(local, device=str(device))
     loaded = LoadedModel(
         model=model,

@@ -1,14 +1,19 @@
-"""Test-only fault injection for Ray Train runs: the production worker loop, wrapped so a worker dies.
+"""Test-only fault injection: a Ray Train worker that dies, a process killed in the middle of a publish.
 
 `jobs.train.driver.train(config, loop=...)` takes the function each worker runs; `crash_once` returns
 one that runs the production `train_loop_per_worker` unchanged and kills a worker from outside it, by
 wrapping the training data shard the loop reads. The production loop carries no test hooks.
+
+`die_mid_publish` arms the current process so that its next `jobs.storage.publish_dir` uploads about
+half of the files and then the process is killed (SIGKILL: no cleanup, no finally blocks), the state
+a reader meets during a publish and a node leaves when it dies in one. Run it in a child process.
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,14 +29,38 @@ def crash_once(marker: Path, epoch: int = 2) -> Callable[[LoopConfig], None]:
     run the loop untouched."""
     marker_path = str(marker)
 
+    def armed(rank: int, size: int) -> Callable[[], None] | None:
+        if os.path.exists(marker_path) or rank != size - 1:
+            return None
+        return lambda: _die(epoch, marker_path)
+
+    return _loop_with_fault(armed, epoch)
+
+
+def wait_for_node_loss(markers: Path, epoch: int = 2, timeout_s: float = 300.0) -> Callable[[LoopConfig], None]:
+    """The production loop, except that in a fresh run every rank stops at the second training batch
+    of `epoch` (once epoch `epoch - 1`'s checkpoint is registered), writes `markers/rank-R` holding
+    its Ray node id, and waits there, for the test to remove a node, until its group is torn down;
+    the restarted workers run the loop untouched."""
+
+    def armed(rank: int, size: int) -> Callable[[], None]:
+        return lambda: _wait_for_node_loss(epoch, markers / f"rank-{rank}", timeout_s)
+
+    return _loop_with_fault(armed, epoch)
+
+
+def _loop_with_fault(armed: Callable[[int, int], Callable[[], None] | None], epoch: int) -> Callable:
+    """The production loop, whose training shard runs `armed(rank, size)` at the second batch of
+    `epoch` in a fresh run (none when `armed` returns None, and none after a restart)."""
+
     def loop(config: LoopConfig) -> None:
         import ray.train
 
         from jobs.train.loop import train_loop_per_worker
 
         context = ray.train.get_context()
-        last_rank = context.get_world_rank() == context.get_world_size() - 1
-        if os.path.exists(marker_path) or ray.train.get_checkpoint() is not None or not last_rank:
+        fault = armed(context.get_world_rank(), context.get_world_size())
+        if fault is None or ray.train.get_checkpoint() is not None:
             train_loop_per_worker(config)  # epochs counted from 1 below: only a fresh run is armed
             return
         original = ray.train.get_dataset_shard
@@ -39,7 +68,7 @@ def crash_once(marker: Path, epoch: int = 2) -> Callable[[LoopConfig], None]:
 
         def get_dataset_shard(name: str):
             shard = original(name)
-            return _DyingShard(shard, epochs, epoch, marker_path) if name == "train" else shard
+            return _FaultyShard(shard, epochs, epoch, fault) if name == "train" else shard
 
         ray.train.get_dataset_shard = get_dataset_shard
         try:
@@ -50,11 +79,11 @@ def crash_once(marker: Path, epoch: int = 2) -> Callable[[LoopConfig], None]:
     return loop
 
 
-class _DyingShard:
-    """A worker's training shard whose pass in epoch `dies_in` kills the process at its second batch."""
+class _FaultyShard:
+    """A worker's training shard whose pass in epoch `in_epoch` runs `fault` at its second batch."""
 
-    def __init__(self, shard, epochs: Iterator[int], dies_in: int, marker: str) -> None:
-        self._shard, self._epochs, self._dies_in, self._marker = shard, epochs, dies_in, marker
+    def __init__(self, shard, epochs: Iterator[int], in_epoch: int, fault: Callable[[], None]) -> None:
+        self._shard, self._epochs, self._in_epoch, self._fault = shard, epochs, in_epoch, fault
 
     def __getattr__(self, name: str):
         return getattr(self._shard, name)
@@ -62,13 +91,22 @@ class _DyingShard:
     def iter_torch_batches(self, *args, **kwargs) -> Iterator:
         epoch = next(self._epochs)
         batches = self._shard.iter_torch_batches(*args, **kwargs)
-        return batches if epoch != self._dies_in else self._dying(batches, epoch)
+        return batches if epoch != self._in_epoch else self._faulty(batches)
 
-    def _dying(self, batches: Iterator, epoch: int) -> Iterator:
+    def _faulty(self, batches: Iterator) -> Iterator:
         for step, batch in enumerate(batches):
             if step == 1:
-                _die(epoch, self._marker)
+                self._fault()
             yield batch
+
+
+def _wait_for_node_loss(epoch: int, marker: Path, timeout_s: float) -> None:
+    import ray
+
+    _wait_until_registered(f"epoch-{epoch - 1:04d}")
+    marker.write_text(ray.get_runtime_context().get_node_id())
+    time.sleep(timeout_s)  # the test removes a node meanwhile, and Ray Train ends this group
+    raise TimeoutError(f"no node was removed within {timeout_s:g} s")
 
 
 def _die(epoch: int, marker: str) -> None:
@@ -94,3 +132,27 @@ def _wait_until_registered(checkpoint_dir_name: str, timeout_s: float = 120.0) -
             pass
         time.sleep(0.5)
     raise TimeoutError(f"Ray Train registered no {checkpoint_dir_name} within {timeout_s:g} s")
+
+
+def die_mid_publish() -> None:
+    """Make this process's next publish copy the first half of its files, then kill the process."""
+    import pyarrow.fs as pafs
+
+    copy_files = pafs.copy_files
+
+    def copy_half_then_die(source: str, destination: str, *, source_filesystem, destination_filesystem, **options):
+        selector = pafs.FileSelector(source, recursive=True)
+        files = sorted(i.path for i in source_filesystem.get_file_info(selector) if i.type == pafs.FileType.File)
+        for path in files[: max(1, len(files) // 2)]:
+            target = destination + path[len(source) :]
+            destination_filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+            copy_files(
+                path,
+                target,
+                source_filesystem=source_filesystem,
+                destination_filesystem=destination_filesystem,
+                **options,
+            )
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    pafs.copy_files = copy_half_then_die

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs import storage
 from jobs.cli import main
 from jobs.errors import BusnetError
 from jobs.evaluate.ablation import Arm, paper_rows, parse_arms, plot, render, run_ablation
@@ -94,7 +95,8 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
         summary = json.loads((tmp_path / row["label"] / "cv.json").read_text())
         assert row["folds"] == summary["folds"] == [0, 1]
         assert row["mean"] == summary["groups"]["overall"]["mean"]
-        config = json.loads((tmp_path / row["label"] / "fold-1" / "best" / "config.json").read_text())
+        best = Path(storage.resolve(str(tmp_path / row["label"] / "fold-1" / "best")))
+        config = json.loads((best / "config.json").read_text())
         assert (config["model"]["variant"], config["model"].get("backbone")) == (row["variant"], row["backbone"])
     assert table["rows"][0]["mean"]["dsc"] is not None and "dsc" not in table["rows"][1]["mean"]
     assert table["rows"][1]["paper_protocol"]["mean"] == summary["paper_protocol"]["groups"]["overall"]["mean"]
@@ -108,7 +110,7 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
     for fold in (0, 1):
         tested = json.loads((cv / f"fold-{fold}" / "eval" / "metrics.json").read_text())
         assert tested["evaluated"]["fold"] == fold and tested["evaluated"]["split"] == "test"
-        lineage = json.loads((cv / f"fold-{fold}" / "best" / "lineage.json").read_text())
+        lineage = json.loads((Path(storage.resolve(str(cv / f"fold-{fold}" / "best"))) / "lineage.json").read_text())
         assert lineage["hyperparameters"]["fold"] == fold
         acc = summary["groups"]["overall"]["per_fold"]["acc"][str(fold)]
         assert acc == tested["overall"]["metrics"]["acc"]["value"]

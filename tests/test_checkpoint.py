@@ -214,3 +214,62 @@ def test_code_version_without_git(monkeypatch):
     monkeypatch.setenv("PATH", "")  # no git executable to be found
     version = code_version.__wrapped__()
     assert version["git_commit"] is None and version["git_dirty"] is None and version["busnet"]
+
+
+def _publish_and_die(checkpoint, uri: str) -> None:
+    """Publish `checkpoint` to `uri` in a child process that is killed half-way through the upload."""
+    code = (
+        "from tests.faults import die_mid_publish; die_mid_publish(); from jobs import storage; "
+        f"storage.publish_dir({str(checkpoint)!r}, {uri!r}, keep=None)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == -9, done.stderr[-2000:]  # killed, not finished
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_read_during_a_publish_gets_the_old_complete_version(tiny_models, tmp_path, where, request, capsys):
+    """Versioned checkpoints: a publish killed half-way leaves exactly what a reader meets during one.
+    load_checkpoint, Serve's load_model and `busnet models list` all see the old version, whole;
+    the next publish becomes current and the first stays listed."""
+    from jobs import storage
+    from jobs.cli import main
+    from serve.predictor import load_model
+
+    root = request.getfixturevalue("s3_bucket") if where == "s3" else str(tmp_path / "store")
+    uri = storage.join(root, "run/best")
+    old = save_checkpoint(tiny_models["swin"], tmp_path / "old", metrics={"epoch": 1, "val_auc": 0.5})
+    new = save_checkpoint(tiny_models["hybrid"], tmp_path / "new", metrics={"epoch": 2, "val_auc": 0.75})
+    old_sha = json.loads((old / "config.json").read_text())["weights_sha256"]
+    new_sha = json.loads((new / "config.json").read_text())["weights_sha256"]
+    first = storage.publish_dir(old, uri, keep=None)
+
+    _publish_and_die(new, uri)
+    assert [done for _, done in storage.versions(uri)].count(False) == 1  # half a model is there...
+    _, config = load_checkpoint(uri)
+    assert config["weights_sha256"] == old_sha  # ...and no reader sees it
+    assert load_model(uri, load_checkpoint, torch.device("cpu"), "fp32").config["weights_sha256"] == old_sha
+    assert main(["models", "list", uri]) == 0
+    listing = capsys.readouterr().out.splitlines()
+    assert listing[1].split()[:2] == ["*", first.rsplit("/", 1)[1]] and "0.5000" in listing[1]
+    assert "(incomplete)" in listing[2]
+
+    second = storage.publish_dir(new, uri, keep=None)
+    assert load_checkpoint(uri)[1]["weights_sha256"] == new_sha
+    assert main(["models", "list", uri, "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(r["uri"], r["current"], r["metrics"]["val_auc"]) for r in rows] == [
+        (first, False, 0.5),
+        (second, True, 0.75),
+    ]
+    assert load_checkpoint(first)[1]["weights_sha256"] == old_sha  # immutable: still loadable by its own URI
+
+
+def test_models_list_of_a_checkpoint_from_before_versions(swin_checkpoint, tmp_path, capsys):
+    from jobs.cli import main
+
+    flat = _copy(swin_checkpoint, tmp_path)
+    (flat / "_COMPLETE").write_text("")
+    assert main(["models", "list", str(flat)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["*", "-"]
+    assert main(["models", "list", str(tmp_path / "nothing")]) == 1
+    assert "no checkpoint published here" in capsys.readouterr().err

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from jobs import storage
 from jobs.cli import main
 from jobs.demo import SYNTHETIC_WARNING, DemoConfig
 from jobs.runtime import free_port
@@ -33,9 +34,9 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
 
     assert (workdir / "synthetic" / "cases.csv").is_file()
-    manifest = json.loads((workdir / "dataset" / "manifest.json").read_text())
+    manifest = json.loads((Path(storage.resolve(str(workdir / "dataset"))) / "manifest.json").read_text())
     assert manifest["num_rows"] == DemoConfig.images and (workdir / "dataset" / "_COMPLETE").exists()
-    best = workdir / "runs" / "best"
+    best = Path(storage.resolve(str(workdir / "runs" / "best")))  # the current version
     for name in ("model.safetensors", "config.json", "metrics.json", "lineage.json", "_COMPLETE"):
         assert (best / name).is_file(), name
     _check_tune_results(workdir / "runs")
@@ -85,7 +86,7 @@ def _check_tune_results(runs) -> None:
     scores = [row[metric] for row in saved["trials"] if row.get(metric) == row.get(metric)]  # skips NaN
     assert saved["best"][metric] == pick(scores)
 
-    best = runs / "best"
+    best = Path(storage.resolve(str(runs / "best")))
     stored = json.loads((best / "metrics.json").read_text())
     lineage = json.loads((best / "lineage.json").read_text())
     assert stored[metric] == pytest.approx(saved["best"][metric])  # the best trial's best epoch, published

@@ -78,7 +78,7 @@ def test_synthetic_and_real_busi_read_back_through_ray_data(
     again = ingest(sources, out, val=0.1, test=0.2, folds=3, seed=0, progress=False)  # replaces, same content
     assert again["content_hash"] == manifest["content_hash"]
     assert read_table(out, columns=["image_id"]).num_rows == 60
-    assert [p.rsplit("/", 1)[-1] for p in storage.list_files(out)] == [
+    assert [p.rsplit("/", 1)[-1] for p in storage.list_files(storage.resolve(out))] == [
         "_COMPLETE",
         "part-00000.parquet",
         "manifest.json",
@@ -90,7 +90,7 @@ def test_synthetic_and_real_busi_read_back_through_ray_data(
 def test_shards_are_bounded_and_do_not_change_the_content(synthetic_dataset, tmp_path):
     raw = Path(synthetic_dataset).parent / "raw"
     manifest = ingest({"synthetic": raw}, str(tmp_path / "ds"), shard_mb=0.05, progress=False)
-    sizes = [(tmp_path / "ds" / name).stat().st_size for name in manifest["files"]]
+    sizes = [(Path(storage.resolve(str(tmp_path / "ds"))) / name).stat().st_size for name in manifest["files"]]
     assert len(sizes) > 3 and max(sizes) < 0.05 * 2**20 + 30_000  # a shard overshoots by at most one image
     assert manifest["content_hash"] == read_manifest(synthetic_dataset)["content_hash"]
 

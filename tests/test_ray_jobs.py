@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from jobs import storage
 from jobs.runtime import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -166,6 +167,6 @@ def test_busnet_train_as_a_ray_job(ray_head, synthetic_dataset, tmp_path):
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout
     assert "[busnet train] epoch 1/1" in job.stdout  # the job's log streams the training progress
-    best = out / "job" / "best"
+    best = Path(storage.resolve(str(out / "job" / "best")))
     assert (best / "_COMPLETE").exists() and (best / "model.safetensors").exists()
     assert json.loads((best / "metrics.json").read_text())["epoch"] == 1

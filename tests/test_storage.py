@@ -21,37 +21,89 @@ def _folder(root, files: dict[str, bytes]):
     return root
 
 
+def _current(uri: str, name: str) -> bytes:
+    return storage.read_bytes(storage.join(storage.resolve(uri), name))
+
+
 @pytest.mark.parametrize("scheme", ["", "file://"])
-def test_local_publish_replaces_whole_directories(tmp_path, scheme):
+def test_local_publish_adds_versions_and_swaps_the_pointer(tmp_path, scheme):
     target = f"{scheme}{tmp_path / 'out'}"
-    storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1", "sub/b.txt": b"1"}), target)
-    assert storage.is_complete(target) and storage.read_bytes(storage.join(target, "sub/b.txt")) == b"1"
-    storage.publish_dir(_folder(tmp_path / "v2", {"a.txt": b"2"}), target)
-    assert storage.read_bytes(storage.join(target, "a.txt")) == b"2"
-    assert not storage.exists(storage.join(target, "sub/b.txt"))  # nothing of v1 is left
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "v1", "v2"]  # no staging leftovers
+    first = storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1", "sub/b.txt": b"1"}), target)
+    assert storage.is_complete(target) and _current(target, "sub/b.txt") == b"1"
+    assert (tmp_path / "out/_COMPLETE").read_text() == first.rsplit("/out/", 1)[1]  # versions/v-...
+    second = storage.publish_dir(_folder(tmp_path / "v2", {"a.txt": b"2"}), target)
+    assert _current(target, "a.txt") == b"2" and not storage.exists(storage.join(storage.resolve(target), "sub"))
+    assert storage.read_bytes(storage.join(first, "sub/b.txt")) == b"1"  # the replaced one stays readable
+    third = storage.publish_dir(_folder(tmp_path / "v3", {"a.txt": b"3"}), target)
+    assert [name for name, _ in storage.versions(target)] == [second.rsplit("/", 1)[1], third.rsplit("/", 1)[1]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "v1", "v2", "v3"]  # no staging leftovers
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["_COMPLETE", "versions"]
 
 
 def test_s3_publish_read_write_and_replace(s3_bucket, tmp_path):
     uri = f"{s3_bucket}/runs/x"
     storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1", "sub/b.txt": b"1"}), uri)
-    assert storage.is_complete(uri)
-    assert storage.read_bytes(f"{uri}/sub/b.txt") == b"1"
-    storage.publish_dir(_folder(tmp_path / "v2", {"a.txt": b"2"}), uri)
-    assert storage.list_files(uri) == [f"{s3_bucket[5:]}/runs/x/{n}" for n in ("_COMPLETE", "a.txt")]
+    assert storage.is_complete(uri) and _current(uri, "sub/b.txt") == b"1"
+    second = storage.publish_dir(_folder(tmp_path / "v2", {"a.txt": b"2"}), uri, keep=1)
+    version = second.split("/runs/x/", 1)[1]
+    assert storage.list_files(uri) == [
+        f"{s3_bucket[5:]}/runs/x/{n}" for n in ("_COMPLETE", f"{version}/_COMPLETE", f"{version}/a.txt")
+    ]
     storage.write_bytes(f"{s3_bucket}/other/c.bin", b"xyz")
     assert storage.read_bytes(f"{s3_bucket}/other/c.bin") == b"xyz"
-    with storage.local_dir_for(uri) as local:
+    with storage.local_dir_for(storage.resolve(uri)) as local:
         assert local.joinpath("a.txt").read_bytes() == b"2"
     assert not local.exists()  # the download is removed after the block
 
 
-def test_publishing_to_a_bucket_root_keeps_the_bucket(s3_bucket, tmp_path):
-    storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1"}), s3_bucket)
-    storage.publish_dir(_folder(tmp_path / "v2", {"b.txt": b"2"}), s3_bucket)
-    storage.delete_dir(s3_bucket)
-    storage.check_bucket(s3_bucket)  # still there, now empty
-    assert storage.list_files(s3_bucket) == []
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_publishing_over_a_foreign_folder_is_refused_and_deletes_nothing(where, tmp_path, request):
+    """`busnet ingest --out data` over a folder of raw images: refused in one line, every file kept."""
+    root = request.getfixturevalue("s3_bucket") if where == "s3" else str(tmp_path / "store")
+    target = storage.join(root, "data")
+    for name in ("benign (1).png", "notes/readme.txt"):
+        storage.write_bytes(storage.join(target, name), b"user data")
+    with pytest.raises(
+        BusnetError, match=r"data: refusing to publish here: it holds benign \(1\)\.png, notes, and no _COMPLETE"
+    ):
+        storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1"}), target)
+    assert [p.rsplit("/data/", 1)[1] for p in storage.list_files(target)] == ["benign (1).png", "notes/readme.txt"]
+    storage.write_bytes(storage.join(root, "file"), b"user data")
+    with pytest.raises(BusnetError, match="refusing to publish here: it is a file"):
+        storage.publish_dir(tmp_path / "v1", storage.join(root, "file"))
+
+
+def test_an_interrupted_first_publication_is_replaced(tmp_path):
+    """A folder holding only a version without its marker is busnet's own leftover: publishing goes on."""
+    target = tmp_path / "out"
+    _folder(target / "versions" / storage.new_version_name(), {"half.bin": b"1"})
+    with pytest.raises(BusnetError, match="no complete version yet"):
+        storage.resolve(str(target))
+    storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1"}), str(target))
+    assert _current(str(target), "a.txt") == b"1" and [done for _, done in storage.versions(str(target))] == [True]
+
+
+def test_a_publication_from_before_versions_still_reads_and_is_replaced(tmp_path):
+    target = _folder(tmp_path / "out", {"a.txt": b"0", "_COMPLETE": b""})
+    assert storage.resolve(str(target)) == str(target) and _current(str(target), "a.txt") == b"0"
+    storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1"}), str(target))
+    assert _current(str(target), "a.txt") == b"1" and (target / "a.txt").exists()  # kept: it was just replaced
+    storage.publish_dir(_folder(tmp_path / "v2", {"a.txt": b"2"}), str(target))
+    assert _current(str(target), "a.txt") == b"2" and not (target / "a.txt").exists()
+
+
+@pytest.mark.parametrize("suffix", ["", "/"])
+def test_publishing_to_a_bucket_root_is_refused(s3_bucket, tmp_path, suffix):
+    storage.write_bytes(f"{s3_bucket}/keep/me.txt", b"1")
+    with pytest.raises(BusnetError, match="refusing to publish to a bucket root; name a folder in it"):
+        storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1"}), s3_bucket + suffix)
+    assert storage.list_files(s3_bucket) == [f"{s3_bucket[5:]}/keep/me.txt"]
+
+
+def test_a_pointer_that_is_not_a_version_is_refused(tmp_path):
+    target = _folder(tmp_path / "out", {"_COMPLETE": b"../../etc"})
+    with pytest.raises(BusnetError, match="_COMPLETE: not a busnet version pointer"):
+        storage.resolve(str(target))
 
 
 def test_missing_bucket_is_named(s3_server, tmp_path):

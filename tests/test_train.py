@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from jobs import tracking
+from jobs import storage, tracking
 from jobs.errors import BusnetError
 from jobs.train.config import LoopConfig, TrainConfig
 from jobs.train.driver import train
@@ -105,7 +105,7 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
     for epoch in (1, 2, 3):
         assert MODEL_FILES | set(TRAIN_STATE_FILES) <= {p.name for p in (run / f"epoch-{epoch:04d}").iterdir()}
 
-    best = run / "best"
+    best = Path(storage.resolve(outcome.best_uri))  # the version best/_COMPLETE points to
     assert outcome.best_uri.endswith("run/best") and (best / "_COMPLETE").exists()
     assert {p.name for p in best.iterdir()} == MODEL_FILES | {"_COMPLETE"}  # no training state published
     config = json.loads((best / "config.json").read_text())

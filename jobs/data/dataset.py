@@ -1,8 +1,11 @@
 """The busnet dataset format: Parquet shards + manifest.json in one published directory.
 
-    <uri>/manifest.json            counts, rejects, content hash, parameters, shard list
-    <uri>/data/part-00000.parquet  one row per image (columns: SCHEMA), bounded size
-    <uri>/_COMPLETE                written last (jobs.storage.publish_dir); readers require it
+    <version>/manifest.json            counts, rejects, content hash, parameters, shard list
+    <version>/data/part-00000.parquet  one row per image (columns: SCHEMA), bounded size
+
+published by jobs.storage.publish_dir: <version> is <uri>/versions/v-.../, and <uri>/_COMPLETE,
+written last, points to it (the previous version is kept until the next ingestion). A dataset from
+before versions (the files directly in <uri>) still reads.
 
 Readers go through this module so that an incomplete or missing dataset fails in one clear line.
 """
@@ -50,33 +53,40 @@ def shard_name(index: int) -> str:
 
 def read_manifest(uri: str) -> dict:
     """The manifest of a complete dataset; BusnetError when missing, incomplete or unreadable."""
+    return _current(uri)[1]
+
+
+def shard_paths(uri: str) -> tuple[pafs.FileSystem, list[str]]:
+    """(filesystem, shard paths inside it) of a complete dataset, all of its current version.
+
+    Pass both to `ray.data.read_parquet(paths, filesystem=fs)` or `pyarrow.parquet.read_table`.
+    """
+    folder, manifest = _current(uri)
+    fs, root = storage.filesystem(folder)
+    return fs, [f"{root}/{name}" for name in manifest["files"]]
+
+
+def _current(uri: str) -> tuple[str, dict]:
+    """(folder of the dataset's current version, its manifest): resolved once, so a reader never
+    mixes the manifest of one publication with the shards of the next."""
     storage.check_bucket(uri)
     if not storage.is_complete(uri):
-        if storage.exists(storage.join(uri, MANIFEST)):
+        if storage.exists(storage.join(uri, MANIFEST)) or storage.versions(uri):
             raise BusnetError(
                 f"{uri}: dataset is incomplete (no {storage.COMPLETE_MARKER} marker; "
                 "an ingestion was interrupted: run busnet ingest again)"
             )
         raise BusnetError(f"{uri}: no dataset here (no {MANIFEST}; create one with busnet ingest)")
+    folder = storage.resolve(uri)
     try:
-        manifest = json.loads(storage.read_bytes(storage.join(uri, MANIFEST)))
+        manifest = json.loads(storage.read_bytes(storage.join(folder, MANIFEST)))
     except json.JSONDecodeError as exc:
         raise BusnetError(f"{uri}/{MANIFEST}: not valid JSON ({exc})") from exc
     if manifest.get("format_version") != FORMAT_VERSION:
         raise BusnetError(
             f"{uri}/{MANIFEST}: format_version {manifest.get('format_version')!r}, this busnet reads {FORMAT_VERSION}"
         )
-    return manifest
-
-
-def shard_paths(uri: str) -> tuple[pafs.FileSystem, list[str]]:
-    """(filesystem, shard paths inside it) of a complete dataset.
-
-    Pass both to `ray.data.read_parquet(paths, filesystem=fs)` or `pyarrow.parquet.read_table`.
-    """
-    manifest = read_manifest(uri)
-    fs, root = storage.filesystem(uri)
-    return fs, [f"{root}/{name}" for name in manifest["files"]]
+    return folder, manifest
 
 
 def read_table(uri: str, columns: list[str] | None = None, filters=None) -> pa.Table:

@@ -5,7 +5,8 @@ segmentation variant, enough images for one batch per worker; the cluster: enoug
 workers with room left for Ray Data), then runs a `TorchTrainer` over `jobs.train.loop` with the Ray
 Data pipeline as input. Run folder `<out>/<name>/` (Ray Train's storage_path / name): one checkpoint
 directory per epoch (`epoch-NNNN/`, our checkpoint format + resumable training state), the best K by
-the chosen metric kept. After fit the best is published, complete or not at all, to `<out>/<name>/best/`.
+the chosen metric kept. After fit the best is published, complete or not at all, as a new version of
+`<out>/<name>/best/` (jobs.storage.publish_dir: `best/_COMPLETE` points to it).
 
 Running again with the same `out` and `name` resumes: Ray Train V2 finds the run's checkpoint
 manager snapshot there and hands the latest checkpoint to the workers, which continue with the next
@@ -310,8 +311,9 @@ def best_of(result, metric: str, mode: str) -> tuple:
     return pick(kept, key=lambda pair: pair[1][metric])
 
 
-def publish_checkpoint(checkpoint, uri: str) -> None:
-    """Publish a kept Ray checkpoint as a model checkpoint (our format, no training state) at `uri`."""
+def publish_checkpoint(checkpoint, uri: str) -> str:
+    """Publish a kept Ray checkpoint as a model checkpoint (our format, no training state) at `uri`,
+    as a new version that every earlier one stays beside (`busnet models list`); returns its URI."""
     with tempfile.TemporaryDirectory(prefix="busnet-best-") as scratch:
         raw, clean = Path(scratch) / "raw", Path(scratch) / "clean"
         checkpoint.to_directory(str(raw))
@@ -319,7 +321,7 @@ def publish_checkpoint(checkpoint, uri: str) -> None:
         for item in raw.iterdir():
             if item.is_file() and item.name not in RESUME_ONLY_FILES and not item.name.startswith("."):
                 shutil.copy2(item, clean / item.name)
-        storage.publish_dir(clean, uri)
+        return storage.publish_dir(clean, uri, keep=None)
 
 
 def train(config: TrainConfig, loop: Callable[[LoopConfig], None] | None = None) -> TrainOutcome:
