@@ -156,7 +156,10 @@ class Run:
 
         self.set_tags({"checkpoint_uri": uri, "best_epoch": metrics.get("epoch")})
         self.log_metrics({"best": metrics})
-        self.log_artifacts(*(storage.join(uri, path.rsplit("/", 1)[-1]) for path in storage.list_files(uri, ".json")))
+        version = storage.resolve(uri)  # the files of the version `uri` points to now
+        self.log_artifacts(
+            *(storage.join(version, path.rsplit("/", 1)[-1]) for path in storage.list_files(version, ".json"))
+        )
 
     def epoch_callbacks(self) -> list:
         """Ray Train callbacks that log each epoch's metrics (worker 0's report) at step `epoch`; [] when off."""

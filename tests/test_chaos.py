@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,8 @@ def test_a_cluster_that_loses_a_node_mid_epoch_finishes_from_the_last_checkpoint
     markers.mkdir()
     out = f"{s3_bucket}/runs"
     script = [sys.executable, str(REPO / "tests" / "cluster_node_loss.py"), synthetic_dataset, out, str(markers)]
-    done = subprocess.run(script, cwd=REPO, capture_output=True, text=True, timeout=1800)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # the script imports tests.faults
+    done = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     story = json.loads(done.stdout.strip().splitlines()[-1])
     nodes = story["worker_nodes"]

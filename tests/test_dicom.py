@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from jobs import storage
 from jobs.cli import main
 from jobs.data.dataset import read_table
 from jobs.data.ingest.adapters.dicom import study_case
@@ -131,7 +132,7 @@ def test_ingest_dicom_folder(dicom_folder, tmp_path, caplog, capfd):
     assert study[0]["case_id"] == study[1]["case_id"] == f"dicom/{study_case(dicom_folder['study'])}"
     assert study[0]["split"] == study[1]["split"]
 
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((Path(storage.resolve(str(out))) / "manifest.json").read_text())
     reasons = {r["file"].removeprefix(f"{root}/"): r["reason"] for r in manifest["rejects"]}
     assert "unsupported DICOM transfer syntax: MPEG-4 AVC/H.264" in reasons["bad/video.dcm"]
     assert reasons["bad/unlisted.dcm"].startswith("no label: labels.csv has no row")

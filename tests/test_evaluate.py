@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_score
 
+from jobs import storage
 from jobs.cli import main
 from jobs.evaluate.intervals import case_weights, classification_replicates, confidence_intervals, weighted_auc
 from models.metrics import CLASSIFICATION_METRICS, METRICS
@@ -114,7 +115,7 @@ def _tiny_checkpoint(directory: Path, variant: str = "hybrid", threshold: float 
 def _test_rows(data_uri: str) -> list[dict]:
     import pyarrow.dataset as pads
 
-    table = pads.dataset(f"{data_uri}/data", format="parquet").to_table()
+    table = pads.dataset(f"{storage.resolve(data_uri)}/data", format="parquet").to_table()
     return [row for row in table.to_pylist() if row["split"] == "test"]
 
 
@@ -297,7 +298,7 @@ def _rewritten_copy(dataset_uri: str, target: Path, column: str, values) -> str:
     import pyarrow.parquet as pq
 
     shutil.copytree(dataset_uri, target)
-    for part in (target / "data").glob("*.parquet"):
+    for part in (Path(storage.resolve(str(target))) / "data").glob("*.parquet"):
         table = pq.read_table(part)
         index = table.schema.get_field_index(column)
         pq.write_table(table.set_column(index, table.schema.field(column), values(table)), part)

@@ -91,12 +91,15 @@ def _assert_overfits(images, masks, labels, *, lr: float, max_steps: int) -> Non
     torch.manual_seed(0)
     model = build_model("tiny", "hybrid", input_size=SIZE)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    # annealed to 0 over the budget, as the training recipe's cosine schedule: the last steps settle
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_steps)
     initial_loss, initial_dice = batch_loss_and_dice(model, images, masks, labels)
     history = []
     for step in range(1, max_steps + 1):
         optimizer.zero_grad()
         multitask_loss(model(images), labels, masks).total.backward()
         optimizer.step()
+        schedule.step()
         if step % CHECK_EVERY == 0:
             loss, dice = batch_loss_and_dice(model, images, masks, labels)
             history.append((step, round(loss, 4), round(dice, 3)))

@@ -106,7 +106,7 @@ def test_numeric_columns_iterate_as_torch_batches(ray_local, synthetic_dataset, 
 
 def test_reads_from_s3(ray_local, synthetic_dataset, s3_bucket, stored):
     uri = f"{s3_bucket}/datasets/synthetic"
-    storage.publish_dir(synthetic_dataset, uri)
+    storage.publish_dir(storage.resolve(synthetic_dataset), uri)  # the files of its current version
     ids = {r["image_id"] for r in read_split(uri, "val", preprocessing=PRE).select_columns(["image_id"]).take_all()}
     assert ids == ids_where(stored, lambda r: r["split"] == "val")
 
@@ -114,7 +114,7 @@ def test_reads_from_s3(ray_local, synthetic_dataset, s3_bucket, stored):
 def without_test_rows(dataset_uri: str, out: Path) -> str:
     """A complete copy of the dataset whose shards hold no test rows."""
     shutil.copytree(dataset_uri, out)
-    for shard in sorted((out / "data").glob("*.parquet")):
+    for shard in sorted((Path(storage.resolve(str(out))) / "data").glob("*.parquet")):
         table = pq.read_table(shard)
         pq.write_table(table.filter(pc.field("split") != "test"), shard)
     return str(out)

@@ -46,19 +46,25 @@ def image_path(busi_sample) -> Path:
     return busi_sample.joinpath(*IMAGE)
 
 
+FIT_MAX_STEPS = 200
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, image_path, one_thread) -> str:
-    """A tiny model fitted in 25 steps to this image's BUSI mask and label, so that its mask is a
-    lesion-shaped region (an untrained head marks all pixels or scattered noise). It trains in eval
-    mode: BatchNorm keeps the statistics it is served with."""
+    """A tiny model fitted to this image's BUSI mask and label until its mask overlaps it with IoU > 0.5,
+    so that its mask is a lesion-shaped region (an untrained head marks all pixels, none or scattered
+    noise). It trains in eval mode: BatchNorm keeps the statistics it is served with."""
     torch.manual_seed(3)
     model = build_model("tiny").eval()
     x = torch.from_numpy(preprocess_image(decode_image(image_path.read_bytes()), Preprocessing(size=model.input_size)))
     truth = decode_mask(image_path.with_name(image_path.stem + "_mask.png").read_bytes())
     y = torch.from_numpy(preprocess_mask(truth, model.input_size))[None]
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(25):
+    for _ in range(FIT_MAX_STEPS):
         out = model(x[None])
+        predicted = out["mask_logits"].detach() > 0
+        if (predicted & (y > 0)).sum() > 0.5 * (predicted | (y > 0)).sum():  # IoU > 0.5: lesion-shaped
+            break
         loss = F.binary_cross_entropy_with_logits(out["mask_logits"], y)
         loss = loss + F.binary_cross_entropy_with_logits(out["logits"].flatten(), torch.ones(1))
         optimizer.zero_grad()

@@ -190,7 +190,7 @@ class _Source:
         from jobs.data.dataset import MANIFEST, read_table
         from jobs.data.pipeline import split_filter
 
-        if storage.exists(storage.join(uri, MANIFEST)):
+        if storage.exists(storage.join(storage.resolve(uri), MANIFEST)):
             filters = None if split is None else split_filter(split, None).to_pyarrow()
             ids = read_table(uri, columns=["image_id"], filters=filters).column("image_id").to_pylist()
             if not ids:
