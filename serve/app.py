@@ -51,7 +51,7 @@ PREDICT_DOC: dict[str, Any] = {
             "in": "query",
             "required": False,
             "schema": {"type": "integer", "minimum": 1},
-            "description": "the frame of a multi-frame DICOM to predict (1 = the first, the default)",
+            "description": "the frame of a multi-frame DICOM (1 = the first, the default)",
         }
     ],
     "requestBody": {
