@@ -239,6 +239,19 @@ def _bilinear_taps(size_in: int, side: int, keep: int) -> tuple[np.ndarray, np.n
     return near, far, (source - near).astype(np.float32)
 
 
+def to_8bit(image: np.ndarray) -> np.ndarray:
+    """A decoded image for display: uint16 gray over the full range the preprocessing divides by
+    (65535, so it shows what the model sees), uint8 as is."""
+    return (image // 257).astype(np.uint8) if image.dtype == np.uint16 else image
+
+
+def image_png(image: np.ndarray) -> bytes:
+    """A decoded image (a DICOM frame too) as 8-bit PNG bytes: what a browser can draw."""
+    buffer = io.BytesIO()
+    Image.fromarray(to_8bit(image)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def mask_png(mask: np.ndarray) -> bytes:
     """A 0/255 uint8 mask [H, W] as PNG bytes: lossless and small (one lesion: about 1 KB)."""
     buffer = io.BytesIO()

@@ -17,18 +17,19 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from ray import serve
 
 from models.preprocess import ImageError
 from serve.body import ACCEPTED, BadRequest, frame_number, read_image_bytes
-from serve.predictor import LoadedModel, Loader, answer, forward_batch, load_model, prepare
+from serve.predictor import LoadedModel, Loader, answer, forward_batch, load_model, prepare, preview
 from serve.public import redact_paths
 from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ServeSettings
 
@@ -50,7 +51,7 @@ PREDICT_DOC: dict[str, Any] = {
             "in": "query",
             "required": False,
             "schema": {"type": "integer", "minimum": 1},
-            "description": "the frame of a multi-frame DICOM to predict (1 = the first, the default)",
+            "description": "the frame of a multi-frame DICOM (1 = the first, the default)",
         }
     ],
     "requestBody": {
@@ -72,10 +73,18 @@ PREDICT_DOC: dict[str, Any] = {
     },
 }
 ERROR_DOC = {"content": {"application/json": {"example": {"error": "why"}}}}
+BAD_INPUT_DOC: dict[int | str, dict[str, Any]] = {400: ERROR_DOC, 413: ERROR_DOC, 415: ERROR_DOC}
+T = TypeVar("T")
 
 
 def error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+def rejected(exc: BadRequest | ImageError) -> JSONResponse:
+    """Bad input: logged without its bytes, answered with its status and why."""
+    logger.info("rejected request: %s %s", exc.status, exc)
+    return error(exc.status, str(exc))
 
 
 @api.exception_handler(Exception)
@@ -187,28 +196,52 @@ class BusnetService:
         if self._loaded is None:
             raise RuntimeError("no model loaded")
 
-    @api.post("/v1/predict", openapi_extra=PREDICT_DOC, responses={400: ERROR_DOC, 413: ERROR_DOC, 415: ERROR_DOC})
+    async def _decode(self, request: Request, settings: ServeSettings, work: Callable[[bytes, int | None], T]) -> T:
+        """The body (by the replica's limits) and `?frame=N` through `work` (the decoding) in a worker
+        thread, taking turns on the decode semaphore; BadRequest / ImageError for bad input."""
+        frame = frame_number(request.query_params.get("frame"))
+        data = await read_image_bytes(
+            request.headers.get("content-type"),
+            request.headers.get("content-length"),
+            request.stream(),
+            settings.max_image_bytes,
+        )
+        async with self._decoding:
+            return await asyncio.to_thread(work, data, frame)
+
+    @api.post("/v1/predict", openapi_extra=PREDICT_DOC, responses=BAD_INPUT_DOC)
     async def predict(self, request: Request) -> Any:
         """Classify one image (or one frame of a DICOM: `?frame=N`) and segment its lesion."""
         loaded, settings = self._loaded, self._settings
         try:
-            frame = frame_number(request.query_params.get("frame"))
-            data = await read_image_bytes(
-                request.headers.get("content-type"),
-                request.headers.get("content-length"),
-                request.stream(),
-                settings.max_image_bytes,
+            prepared = await self._decode(
+                request, settings, lambda data, frame: prepare(data, loaded, settings.max_image_pixels, frame)
             )
-            async with self._decoding:
-                prepared = await asyncio.to_thread(prepare, data, loaded, settings.max_image_pixels, frame)
         except (BadRequest, ImageError) as exc:
-            logger.info("rejected request: %s %s", exc.status, exc)
-            return error(exc.status, str(exc))
+            return rejected(exc)
         prediction = await self._infer((loaded, prepared))
         if isinstance(prediction, Exception):
             raise prediction  # this request's 500 (see _internal_error); its batch-mates got theirs
         async with self._decoding:
             return await asyncio.to_thread(answer, loaded, prediction, prepared)
+
+    @api.post(
+        "/v1/preview",
+        openapi_extra=PREDICT_DOC,
+        response_class=Response,
+        responses={200: {"content": {"image/png": {}}}, **BAD_INPUT_DOC},
+    )
+    async def preview_image(self, request: Request) -> Response:
+        """The image (or DICOM frame `?frame=N`) as the service decodes it, as an 8-bit PNG: the
+        viewer's base layer for files a browser cannot decode (DICOM)."""
+        settings = self._settings
+        try:
+            png = await self._decode(
+                request, settings, lambda data, frame: preview(data, settings.max_image_pixels, frame)
+            )
+        except (BadRequest, ImageError) as exc:
+            return rejected(exc)
+        return Response(png, media_type="image/png")
 
     @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
     async def _infer(self, items: list) -> list:

@@ -82,11 +82,9 @@ def decode_mask_png(mask_png: str) -> np.ndarray:
 
 def overlay(image_bytes: bytes, answer: dict) -> Image.Image:
     """The image (as 8-bit RGB) with the lesion contour in red and the label written on it."""
-    from models.preprocess import decode_image
+    from models.preprocess import decode_image, to_8bit
 
-    pixels = decode_image(image_bytes)
-    if pixels.dtype == np.uint16:
-        pixels = (pixels // 257).astype(np.uint8)
+    pixels = to_8bit(decode_image(image_bytes))
     if pixels.ndim == 2:
         pixels = np.repeat(pixels[:, :, None], 3, axis=2)
     canvas = pixels.copy()

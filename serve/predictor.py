@@ -26,6 +26,7 @@ from models.preprocess import (
     MAX_PIXELS,
     Preprocessing,
     decode_image,
+    image_png,
     lesion_of,
     mask_png,
     preprocess_image,
@@ -138,6 +139,12 @@ def prepare(data: bytes, loaded: LoadedModel, max_pixels: int = MAX_PIXELS, fram
     image = decode_image(data, max_pixels=max_pixels, frame=frame)
     height, width = image.shape[:2]
     return PreparedImage(preprocess_image(image, loaded.preprocessing), height, width)
+
+
+def preview(data: bytes, max_pixels: int = MAX_PIXELS, frame: int | None = None) -> bytes:
+    """The request body's image (`frame`: of a multi-frame DICOM) as 8-bit PNG, for a browser that
+    cannot decode it (DICOM); raises `models.preprocess.ImageError` on bad input."""
+    return image_png(decode_image(data, max_pixels=max_pixels, frame=frame))
 
 
 def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:

@@ -23,6 +23,7 @@ from PIL import Image
 from jobs.runtime import free_port
 from models import build_model, save_checkpoint
 from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask
+from tests.dicom_files import HEIGHT, WIDTH, gray12, multi_frame, noise
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, hermetic: nothing but 127.0.0.1 is reached, nothing of a user profile is used.
@@ -231,15 +232,53 @@ def test_bad_files_get_clear_messages(page, url, image_path, tmp_path):
     assert page.inner_text("#error").startswith(f"{image_path.name}: Cannot reach the busnet service")
 
 
-@pytest.mark.parametrize("name, frame", [("scan.dcm", ""), ("IMG0001", "2")])
-def test_dicom_is_sent_as_application_dicom(page, tmp_path, name, frame):
-    """By extension, or by the DICM preamble of an extension-less file (as PACS exports name them);
-    the frame field becomes `?frame=N`."""
+# (file, frame field, the frame's pixels): a 12-bit single frame (so the 8-bit rendering is checked)
+# and the second frame of a multi-frame file.
+FRAMES = np.stack([noise(seed) for seed in (5, 6, 7)])
+DICOMS = {"gray12": gray12(4), "multi": (multi_frame("MONOCHROME2", FRAMES), FRAMES[1])}
+
+
+@pytest.mark.parametrize("name, frame, kind", [("scan.dcm", "", "gray12"), ("IMG0001", "2", "multi")])
+def test_dicom_is_shown_with_the_service_s_decoding(page, tmp_path, name, frame, kind):
+    """Sent as application/dicom by extension, or by the DICM preamble of an extension-less file (as
+    PACS exports name them); the frame field becomes `?frame=N`, for v1/predict and v1/preview alike;
+    the base layer is the frame's own pixels (uint16 over its full range -> 8 bit)."""
+    data, pixels = DICOMS[kind]
     path = tmp_path / name
-    path.write_bytes(bytes(128) + b"DICM" + bytes(64))
+    path.write_bytes(data)
     page.fill("#frame", frame)
-    with page.expect_request("**/v1/predict*") as request:
+    with page.expect_request("**/v1/predict*") as predict, page.expect_request("**/v1/preview*") as preview:
         upload(page, path)
-    assert request.value.headers["content-type"] == "application/dicom"
-    assert request.value.url.endswith(f"/v1/predict?frame={frame}" if frame else "/v1/predict")
-    page.wait_for_function(f"document.getElementById('error').textContent.startsWith('{name}')")
+    query = f"?frame={frame}" if frame else ""
+    for request, endpoint in ((predict.value, "predict"), (preview.value, "preview")):
+        assert request.headers["content-type"] == "application/dicom"
+        assert request.url.endswith(f"/v1/{endpoint}{query}")
+    page.wait_for_function(f"document.getElementById('status').textContent === 'Analysed {name}.'")
+    expected = (pixels // 257).astype(np.uint8) if pixels.dtype == np.uint16 else pixels
+    assert expected.std() > 10  # noise, not a flat frame: the comparison means something
+    drawn = canvas_pixels(page, "image-layer")
+    assert drawn.shape[:2] == (HEIGHT, WIDTH)
+    assert np.array_equal(drawn[..., :3], np.repeat(expected[..., None], 3, axis=2))
+    assert canvas_pixels(page, "mask-layer").shape[:2] == (HEIGHT, WIDTH)
+    assert "image as the service decoded it" in page.inner_text("#caption")
+
+
+def test_preview_endpoint(url, image_path):
+    """POST v1/preview: the decoded image as PNG, and predict's errors for bad bodies and frames."""
+    data, single = DICOMS["multi"][0], DICOMS["gray12"][0]
+    dicom = {"Content-Type": "application/dicom"}
+    answer = requests.post(f"{url}/v1/preview?frame=3", data=data, headers=dicom, timeout=60)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(answer.content))), FRAMES[2])
+    png = requests.post(f"{url}/v1/preview", files={"file": image_path.read_bytes()}, timeout=60)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.content))), decode_image(image_path.read_bytes()))
+    for query, body, headers, status in [
+        ("?frame=4", data, dicom, 400),  # the file has 3
+        ("?frame=0", data, dicom, 400),
+        ("", b"not an image", {"Content-Type": "text/plain"}, 415),
+        ("", single[: len(single) // 2], dicom, 400),  # truncated pixel data
+        ("", bytes(MAX_BYTES + 1), dicom, 413),
+    ]:
+        answer = requests.post(f"{url}/v1/preview{query}", data=body, headers=headers, timeout=60)
+        assert answer.status_code == status, (query, answer.text)
+        assert answer.json()["error"]

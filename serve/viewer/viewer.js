@@ -1,4 +1,5 @@
-// busnet viewer: one image to POST v1/predict, drawn with the answer's mask, contour and box.
+// busnet viewer: one image to POST v1/predict, drawn with the answer's mask, contour and box; the
+// image itself is the browser's decoding of the file, or the service's (POST v1/preview) for DICOM.
 // Plain script, no dependencies, relative URLs (works offline and under any route prefix of the app).
 "use strict";
 
@@ -90,7 +91,14 @@ async function analyse(file) {
   }
   const answer = await response.json();
   if (controller.signal.aborted) return;
-  await render(file, type, answer);
+  try {
+    await render(file, type, query, answer, controller.signal);
+  } catch (error) {
+    if (controller.signal.aborted) return;
+    showError(`${file.name}: ${error.message}`);
+    return;
+  }
+  if (controller.signal.aborted) return;
   $("status").textContent = `Analysed ${file.name}.`;
 }
 
@@ -109,14 +117,28 @@ async function decodeMask(base64) {
   return { mask, width: bitmap.width, height: bitmap.height };
 }
 
-/** The image as the browser decodes it, or null (DICOM, or a format this browser cannot show). */
-async function decodeImage(file, type) {
-  if (type === "application/dicom") return null;
-  try {
-    return await createImageBitmap(file);
-  } catch {
-    return null;
+/** The image as the browser decodes it, if it can and at the mask's size (a JPEG's rotation tag
+ * turns it in the browser, not in the service); else as the service decodes it (POST v1/preview:
+ * an 8-bit PNG of the same body and frame), DICOM always. Throws an Error with a readable message. */
+async function decodeImage(file, type, query, shape, signal) {
+  if (type !== "application/dicom") {
+    try {
+      const image = await createImageBitmap(file);
+      if (!shape || (image.width === shape.width && image.height === shape.height)) return { image, local: true };
+    } catch {
+      // not drawable here: the service decodes it below
+    }
   }
+  let response;
+  try {
+    response = await fetch(`v1/preview${query}`, {
+      method: "POST", body: file, headers: { "Content-Type": type }, signal,
+    });
+  } catch (error) {
+    throw new Error(signal.aborted ? "aborted" : networkMessage(error));
+  }
+  if (!response.ok) throw new Error(await describeFailure(response));
+  return { image: await createImageBitmap(await response.blob()), local: false };
 }
 
 function sizeCanvas(canvas, width, height) {
@@ -173,24 +195,14 @@ function drawBox(bbox, width, height) {
   box.setAttribute("height", y1 - y0);
 }
 
-async function render(file, type, answer) {
+async function render(file, type, query, answer, signal) {
   const shape = answer.mask_png ? await decodeMask(answer.mask_png) : null;
-  const image = await decodeImage(file, type);
-  const width = shape ? shape.width : image ? image.width : 1;
-  const height = shape ? shape.height : image ? image.height : 1;
-  const base = sizeCanvas($("image-layer"), width, height);
-  const notes = [];
-  if (image && image.width === width && image.height === height) {
-    base.drawImage(image, 0, 0);
-  } else {
-    base.fillStyle = "#222";
-    base.fillRect(0, 0, width, height);
-    notes.push(image
-      ? `The browser shows this image at ${image.width}×${image.height} but the model saw ${width}×${height}` +
-        " (a rotation tag?): the mask is drawn on a blank background."
-      : "This browser cannot display the file's pixels (the service decodes DICOM itself): the mask is " +
-        "drawn on a blank background of the image's size.");
-  }
+  const { image, local } = await decodeImage(file, type, query, shape, signal);
+  if (signal.aborted) return;
+  const width = shape ? shape.width : image.width;
+  const height = shape ? shape.height : image.height;
+  sizeCanvas($("image-layer"), width, height).drawImage(image, 0, 0);
+  const notes = local ? [] : ["image as the service decoded it (8-bit)"];
   if (shape) {
     drawMask(shape.mask, width, height);
     drawContour(shape.mask, width, height);
