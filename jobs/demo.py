@@ -305,9 +305,10 @@ def headline(metrics: dict, seconds: float) -> str:
     from jobs.evaluate.report import PAPER_COLUMNS, paper_row
 
     overall = metrics["overall"]
+    values_of = overall["metrics"]
     title, values = paper_row("hybrid")
     paper = dict(zip(PAPER_COLUMNS, values))
-    ours = {key: overall[key]["value"] if key in overall else None for key in TARGETS}
+    ours = {key: values_of[key]["value"] if key in values_of else None for key in TARGETS}
     shown = "  ".join(
         f"{name} {100 * ours[key]:.1f} (target >= {100 * TARGETS[key]:.0f})" if ours[key] is not None else f"{name} n/a"
         for key, name in (("auc", "ROC-AUC"), ("dsc", "Dice"))
