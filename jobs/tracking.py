@@ -95,7 +95,11 @@ def session(command: str, out: str, *, enabled: bool = True) -> Iterator[None]:
             )
             yield
             return
-        tracking_uri, artifact_root = store_uri(out), (storage.local_path(out) / STORE_FOLDER / "artifacts").as_uri()
+        tracking_uri = store_uri(out)
+    if tracking_uri.startswith("sqlite:///"):
+        # beside the database, not MLflow's default ./mlruns of whatever the working directory is (Ray Tune's
+        # MLflow callback also sets MLFLOW_TRACKING_URI for the rest of the process)
+        artifact_root = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
     token = _SESSION.set(_Session(command, tracking_uri, artifact_root))
     try:
         yield
