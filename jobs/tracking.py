@@ -158,9 +158,9 @@ class Run:
         artifacts (config, metrics, lineage: enough to know what was published without the weights)."""
         from jobs import storage
 
-        self.set_tags({"checkpoint_uri": uri, "best_epoch": metrics.get("epoch")})
+        version = storage.resolve(uri)  # the version `uri` points to now: its files, and its name as a tag
+        self.set_tags({"checkpoint_uri": uri, "checkpoint_version": version, "best_epoch": metrics.get("epoch")})
         self.log_metrics({"best": metrics})
-        version = storage.resolve(uri)  # the files of the version `uri` points to now
         self.log_artifacts(
             *(storage.join(version, path.rsplit("/", 1)[-1]) for path in storage.list_files(version, ".json"))
         )

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs import tracking
+from jobs import storage, tracking
 
 
 def tracked_runs(out: Path | str, command: str, tracking_uri: str | None = None) -> tuple:
@@ -47,8 +47,10 @@ def assert_tracked_training(client, run, run_folder: Path, epochs: int, best_uri
     history = client.get_metric_history(run.info.run_id, "val_loss")
     stored = {e: json.loads((run_folder / f"epoch-{e:04d}" / "metrics.json").read_text()) for e in range(1, epochs + 1)}
     assert sorted((m.step, m.value) for m in history) == [(e, pytest.approx(stored[e]["val_loss"])) for e in stored]
-    best = json.loads((Path(best_uri) / "metrics.json").read_text())
-    assert run.data.tags["checkpoint_uri"] == best_uri and run.data.tags["best_epoch"] == str(best["epoch"])
+    version = storage.resolve(best_uri)
+    best = json.loads((Path(version) / "metrics.json").read_text())
+    assert run.data.tags["checkpoint_uri"] == best_uri and run.data.tags["checkpoint_version"] == version
+    assert run.data.tags["best_epoch"] == str(best["epoch"])
     assert run.data.metrics["best.val_loss"] == pytest.approx(best["val_loss"])
     assert artifact_names(client, run) == {"config.json", "metrics.json", "lineage.json"}
 
