@@ -40,7 +40,7 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
         dashboard_host="127.0.0.1",
         dashboard_port=free_port(),
         _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": _forwarded_env()},
+        runtime_env={"env_vars": _forwarded_env(), "worker_process_setup_hook": "jobs.runtime.point_at_own_cluster"},
         logging_level="WARNING",
     )
     for attempt in range(1, START_ATTEMPTS + 1):
@@ -55,6 +55,15 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
                 raise
             ray.shutdown()
             options["dashboard_port"] = free_port()
+
+
+def point_at_own_cluster() -> None:
+    """Run in every worker of a local Ray: set RAY_ADDRESS to this cluster. Ray's State API, which
+    Train's PlacementGroupCleaner asks from a detached actor, otherwise finds every Ray on the machine
+    ("Found multiple active Ray instances") and fails; the stopped trials' CPUs then stay reserved."""
+    import ray
+
+    os.environ["RAY_ADDRESS"] = ray.get_runtime_context().gcs_address
 
 
 def quiet_ray(verbose: bool = False) -> None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def crash_once(marker: Path, epoch: int = 2) -> Callable[[LoopConfig], None]:
     """The production loop, except that in a fresh run the last rank exits hard (`os._exit`) at the
-    second training batch of `epoch`, leaving `marker`; the restarted workers see the marker and
+    first training batch of `epoch`, leaving `marker`; the restarted workers see the marker and
     run the loop untouched."""
     marker_path = str(marker)
 
@@ -38,7 +38,7 @@ def crash_once(marker: Path, epoch: int = 2) -> Callable[[LoopConfig], None]:
 
 
 def wait_for_node_loss(markers: Path, epoch: int = 2, timeout_s: float = 300.0) -> Callable[[LoopConfig], None]:
-    """The production loop, except that in a fresh run every rank stops at the second training batch
+    """The production loop, except that in a fresh run every rank stops at the first training batch
     of `epoch` (once epoch `epoch - 1`'s checkpoint is registered), writes `markers/rank-R` holding
     its Ray node id, and waits there, for the test to remove a node, until its group is torn down;
     the restarted workers run the loop untouched."""
@@ -50,7 +50,7 @@ def wait_for_node_loss(markers: Path, epoch: int = 2, timeout_s: float = 300.0) 
 
 
 def _loop_with_fault(armed: Callable[[int, int], Callable[[], None] | None], epoch: int) -> Callable:
-    """The production loop, whose training shard runs `armed(rank, size)` at the second batch of
+    """The production loop, whose training shard runs `armed(rank, size)` at the first batch of
     `epoch` in a fresh run (none when `armed` returns None, and none after a restart)."""
 
     def loop(config: LoopConfig) -> None:
@@ -80,7 +80,8 @@ def _loop_with_fault(armed: Callable[[int, int], Callable[[], None] | None], epo
 
 
 class _FaultyShard:
-    """A worker's training shard whose pass in epoch `in_epoch` runs `fault` at its second batch."""
+    """A worker's training shard whose pass in epoch `in_epoch` runs `fault` at its first batch
+    (the loop drops a last partial batch, so a small shard may have only one)."""
 
     def __init__(self, shard, epochs: Iterator[int], in_epoch: int, fault: Callable[[], None]) -> None:
         self._shard, self._epochs, self._in_epoch, self._fault = shard, epochs, in_epoch, fault
@@ -94,10 +95,8 @@ class _FaultyShard:
         return batches if epoch != self._in_epoch else self._faulty(batches)
 
     def _faulty(self, batches: Iterator) -> Iterator:
-        for step, batch in enumerate(batches):
-            if step == 1:
-                self._fault()
-            yield batch
+        self._fault()  # when the loop asks for its first batch; the fault never returns
+        yield from batches
 
 
 def _wait_for_node_loss(epoch: int, marker: Path, timeout_s: float) -> None:
