@@ -97,14 +97,20 @@ def session(command: str, out: str, *, enabled: bool = True) -> Iterator[None]:
             return
         tracking_uri = store_uri(out)
     if tracking_uri.startswith("sqlite:///"):
-        # beside the database, not MLflow's default ./mlruns of whatever the working directory is (Ray Tune's
-        # MLflow callback also sets MLFLOW_TRACKING_URI for the rest of the process)
+        # beside the database, not MLflow's default ./mlruns of whatever the working directory is
         artifact_root = (Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
     token = _SESSION.set(_Session(command, tracking_uri, artifact_root))
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     try:
         yield
     finally:
         _SESSION.reset(token)
+        # Ray Tune's MLflow callback sets MLFLOW_TRACKING_URI to this session's store for the rest of the
+        # process: the next session in it (a test suite, a notebook) would track into this one's store.
+        if user_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = user_uri
 
 
 def store_uri(out: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -108,3 +109,17 @@ def test_a_tracking_uri_wins_and_a_remote_out_needs_one(out, tmp_path, monkeypat
         (str(tmp_path), {"epochs": "2"}),
     ]
     assert list(tmp_path.iterdir()) == []  # not next to the run: in the tracking URI's store
+
+
+def test_a_session_leaves_the_tracking_uri_as_it_found_it(tmp_path, monkeypatch):
+    """Ray Tune's MLflow callback calls mlflow.set_tracking_uri, which exports MLFLOW_TRACKING_URI for the
+    rest of the process: the next session there would track into the first one's store."""
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for user_uri in (None, tracking.store_uri(str(tmp_path / "server"))):
+        if user_uri:
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", user_uri)
+        with tracking.session("tune", str(tmp_path / "first")):
+            mlflow.set_tracking_uri(tracking.store_uri(str(tmp_path / "first")))  # what the callback does
+        assert os.environ.get("MLFLOW_TRACKING_URI") == user_uri
