@@ -46,11 +46,6 @@ def test_an_ingest_killed_while_publishing_leaves_the_previous_dataset_readable(
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("BUSNET_CLUSTER_TEST"),
-    reason="opt-in (BUSNET_CLUSTER_TEST=1): three Ray nodes on one 2-core machine take ~10 min and failed once in a "
-    "full run for a reason not yet found (tests/README.md)",
-)
 def test_a_cluster_that_loses_a_node_mid_epoch_finishes_from_the_last_checkpoint(
     synthetic_dataset, s3_bucket, tmp_path
 ):
