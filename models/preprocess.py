@@ -214,7 +214,7 @@ def restore_mask(prob: np.ndarray, height: int, width: int) -> np.ndarray:
             antialias=side < prob.shape[0],
         )
         restored = square[0, 0, :height, :width].numpy()
-    return np.where(binarize(restored), 255, 0).astype(np.uint8)
+    return binarize(restored).view(np.uint8) * np.uint8(255)  # np.where(..., 255, 0) went through int64: 20x slower
 
 
 def _upsample_cropped(prob: np.ndarray, side: int, height: int, width: int) -> np.ndarray:
