@@ -12,7 +12,7 @@ the latency that HTTP and Serve add to the bare single-request pipeline. Every l
 --requests and --duration.
 
 Example:
-  busnet bench serve --concurrency 1,4,16 --requests 200 --duration 20
+  busnet bench serve --concurrency 1,4,16,32 --requests 200 --duration 20
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", metavar="URI", help="checkpoint to serve (default: a fresh tiny model saved to a temp dir)"
     )
-    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts (default 1,4,16)")
+    # 32 = two full batches of the default 16 (max_ongoing_requests): one fills while the other runs
+    parser.add_argument("--concurrency", default="1,4,16,32", help="comma-separated client counts (default 1,4,16,32)")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level (default 200)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per level at most (default 20)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="the replica's largest batch (default 16)")
