@@ -214,7 +214,7 @@ def restore_mask(prob: np.ndarray, height: int, width: int) -> np.ndarray:
             antialias=side < prob.shape[0],
         )
         restored = square[0, 0, :height, :width].numpy()
-    return np.where(binarize(restored), 255, 0).astype(np.uint8)
+    return binarize(restored).view(np.uint8) * np.uint8(255)  # np.where(..., 255, 0) went through int64: 20x slower
 
 
 def _upsample_cropped(prob: np.ndarray, side: int, height: int, width: int) -> np.ndarray:
@@ -253,9 +253,12 @@ def image_png(image: np.ndarray) -> bytes:
 
 
 def mask_png(mask: np.ndarray) -> bytes:
-    """A 0/255 uint8 mask [H, W] as PNG bytes: lossless and small (one lesion: about 1 KB)."""
+    """A 0/255 uint8 mask [H, W] as PNG bytes: lossless and small (one lesion at 500x500: about 2 KB).
+
+    zlib level 1: 1.2 ms against 2.4 ms at PIL's default (6) for 2.2 KB instead of 1.3 KB, per
+    answer of the replica (measured 2026-12-02, one core)."""
     buffer = io.BytesIO()
-    Image.fromarray(mask).save(buffer, format="PNG")
+    Image.fromarray(mask).save(buffer, format="PNG", compress_level=1)
     return buffer.getvalue()
 
 

@@ -1,16 +1,18 @@
 """The Ray Serve application: a FastAPI ingress deployment that batches requests into the model.
 
 One deployment does it all per replica: read and check the request, decode and preprocess it in a
-worker thread, queue it into `@serve.batch`, run the batch's forward pass in a worker thread (the
-event loop keeps accepting requests meanwhile, so the next batch fills while one runs), then restore
-and encode the request's own mask in a worker thread. Decoding and mask restoring take turns on a
-semaphore of the replica's CPUs, so concurrent requests cannot stack up decoded images in memory; a
-failure inside the batch answers 500 to its own request only. The checkpoint comes through
-`user_config` (serve/settings.py): `reconfigure` checks the whole config, loads a new checkpoint
-beside the old and swaps only once it has run a warm-up pass; if anything fails, nothing of the new
-config applies, the old model keeps serving and GET /v1/health and GET /v1/model say why (without
-paths: serve/public.py). Entry points: `build_app(...)` (Python, `busnet serve`) and
-`app_builder(args)` (the import path in serve/config.yaml, i.e. `serve deploy` and KubeRay).
+worker thread, queue it into the replica's `Batcher` (serve/batcher.py: the next batch forms when
+the model is free, from what is queued then), and in the batcher's one worker thread run the
+batch's forward pass, then restore and encode each request's mask (the event loop keeps accepting
+and decoding requests meanwhile, so the next batch fills while one runs). Decoding takes turns on a
+semaphore of the replica's CPUs and masks are restored one at a time, so concurrent requests cannot
+stack up decoded images in memory; a failure inside the batch answers 500 to its own request only.
+The checkpoint comes through `user_config` (serve/settings.py): `reconfigure` checks the whole
+config, loads a new checkpoint beside the old and swaps only once it has run a warm-up pass; if
+anything fails, nothing of the new config applies, the old model keeps serving and GET /v1/health
+and GET /v1/model say why (without paths: serve/public.py). Entry points: `build_app(...)`
+(Python, `busnet serve`) and `app_builder(args)` (the import path in serve/config.yaml, i.e.
+`serve deploy` and KubeRay).
 """
 
 import asyncio
@@ -28,8 +30,9 @@ from fastapi.staticfiles import StaticFiles
 from ray import serve
 
 from models.preprocess import ImageError
+from serve.batcher import Batcher
 from serve.body import ACCEPTED, BadRequest, frame_number, read_image_bytes
-from serve.predictor import LoadedModel, Loader, answer, forward_batch, load_model, prepare, preview
+from serve.predictor import LoadedModel, Loader, answer_batch, load_model, prepare, preview
 from serve.public import redact_paths
 from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ServeSettings
 
@@ -148,6 +151,7 @@ class BusnetService:
         self._settings: ServeSettings | None = None
         self._load_error: dict | None = None
         self._stats = BatchStats()
+        self._batcher = Batcher(answer_batch, DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S, self._stats.record)
         self._swap = asyncio.Lock()
         self._decoding = asyncio.Semaphore(self._threads)
 
@@ -165,7 +169,6 @@ class BusnetService:
                     loaded = await asyncio.to_thread(
                         load_model, settings.checkpoint, self._loader, self._device, settings.precision
                     )
-                self._set_batching(settings, self._settings)
             except Exception as exc:  # nothing of it applies; the old model, if any, keeps serving
                 reason = f"{type(exc).__name__}: {exc}"
                 self._load_error = {"error": redact_paths(reason), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -179,18 +182,9 @@ class BusnetService:
                 return
             if loaded is not self._loaded:
                 logger.info("serving %s from %s", loaded.info, settings.checkpoint)
+            self._batcher.max_batch_size = settings.max_batch_size
+            self._batcher.wait_s = settings.batch_wait_timeout_s
             self._loaded, self._settings, self._load_error = loaded, settings, None
-
-    def _set_batching(self, settings: ServeSettings, previous: ServeSettings | None) -> None:
-        """Batch size and wait together: if either is refused, the previous pair is put back."""
-        try:
-            self._infer.set_max_batch_size(settings.max_batch_size)
-            self._infer.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
-        except Exception:
-            if previous is not None:
-                self._infer.set_max_batch_size(previous.max_batch_size)
-                self._infer.set_batch_wait_timeout_s(previous.batch_wait_timeout_s)
-            raise
 
     def check_health(self) -> None:
         if self._loaded is None:
@@ -214,16 +208,14 @@ class BusnetService:
         """Classify one image (or one frame of a DICOM: `?frame=N`) and segment its lesion."""
         loaded, settings = self._loaded, self._settings
         try:
-            prepared = await self._decode(
-                request, settings, lambda data, frame: prepare(data, loaded, settings.max_image_pixels, frame)
-            )
+            with self._batcher.expecting():
+                prepared = await self._decode(
+                    request, settings, lambda data, frame: prepare(data, loaded, settings.max_image_pixels, frame)
+                )
         except (BadRequest, ImageError) as exc:
             return rejected(exc)
-        prediction = await self._infer((loaded, prepared))
-        if isinstance(prediction, Exception):
-            raise prediction  # this request's 500 (see _internal_error); its batch-mates got theirs
-        async with self._decoding:
-            return await asyncio.to_thread(answer, loaded, prediction, prepared)
+        # an exception is this request's 500 (see _internal_error); its batch-mates get theirs
+        return await self._batcher.submit((loaded, prepared))
 
     @api.post(
         "/v1/preview",
@@ -242,11 +234,6 @@ class BusnetService:
         except (BadRequest, ImageError) as exc:
             return rejected(exc)
         return Response(png, media_type="image/png")
-
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_S)
-    async def _infer(self, items: list) -> list:
-        self._stats.record(len(items))
-        return await asyncio.to_thread(forward_batch, items)
 
     @api.get("/v1/health")
     async def health(self) -> Any:

@@ -7,7 +7,8 @@ preprocessing is `models.preprocess`, the one training used; the forward pass is
 input's own size through the preprocessing's inverse, `restore_mask`.
 
 Errors stay with their request: `forward_batch` gives each item its outputs or its own exception,
-and `answer` (mask restoring and encoding, the per-image work) runs per request, outside the batch.
+and `answer_batch` (what a replica runs per batch) adds each item's answer (`answer`: mask
+restoring and encoding) or the exception that stopped it.
 """
 
 from __future__ import annotations
@@ -176,6 +177,18 @@ def answer(loaded: LoadedModel, prediction: Prediction, image: PreparedImage) ->
 def encode_mask(mask: np.ndarray) -> str:
     """A 0/255 mask as base64 PNG text."""
     return base64.b64encode(mask_png(mask)).decode("ascii")
+
+
+def answer_batch(items: list[tuple[LoadedModel, PreparedImage]]) -> list[dict | Exception]:
+    """The JSON answers of a batch, in order: one forward pass, then each item's mask restored and
+    encoded, one at a time (so at most one full-size mask is in memory)."""
+    answers: list[dict | Exception] = []
+    for (loaded, image), prediction in zip(items, forward_batch(items)):
+        try:
+            answers.append(prediction if isinstance(prediction, Exception) else answer(loaded, prediction, image))
+        except Exception as exc:  # noqa: BLE001 - handed to the request it belongs to
+            answers.append(exc)
+    return answers
 
 
 def forward_batch(items: list[tuple[LoadedModel, PreparedImage]]) -> list[Prediction | Exception]:

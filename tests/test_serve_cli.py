@@ -94,10 +94,14 @@ def test_bench_serve_json(ray_local, capsys):
     )
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # Ray may log lines before it
-    assert report["bare_forward"]["images_per_s"] > 0
+    bare = report["bare"]
+    assert bare["forward"]["images_per_s"] > 0 and bare["pipeline_batched"]["batch_size"] == 6
+    assert bare["pipeline_single"]["p50_ms"] > 0 and bare["pipeline_batched"]["images_per_s"] > 0
     assert [level["concurrency"] for level in report["levels"]] == [1, 6]
     for level in report["levels"]:
         assert level["errors"] == 0 and 0 < level["requests"] <= 18
-        assert level["p50_ms"] <= level["p99_ms"] and level["vs_bare_forward"] > 0
+        assert level["p50_ms"] <= level["p99_ms"] and level["vs_bare_pipeline"] > 0
+    assert report["best_vs_bare_pipeline"] == max(level["vs_bare_pipeline"] for level in report["levels"])
+    assert report["c1_p50_over_bare_ms"] == report["levels"][0]["p50_ms"] - bare["pipeline_single"]["p50_ms"]
     assert report["levels"][0]["mean_batch_size"] == pytest.approx(1.0)
     assert report["levels"][1]["mean_batch_size"] >= 1.0

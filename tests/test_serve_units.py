@@ -18,9 +18,20 @@ from PIL import Image
 from jobs.cli import main
 from models import build_model, load_checkpoint, save_checkpoint
 from models.preprocess import decode_image, preprocess_image
+from serve.batcher import Batcher
 from serve.body import MAX_PARTS, BadRequest, read_image_bytes
 from serve.client import decode_mask_png, overlay, predict_endpoint, summary
-from serve.predictor import PreparedImage, answer, forward, forward_batch, lesion_of, load_model, prepare, resolve_dtype
+from serve.predictor import (
+    PreparedImage,
+    answer,
+    answer_batch,
+    forward,
+    forward_batch,
+    lesion_of,
+    load_model,
+    prepare,
+    resolve_dtype,
+)
 from serve.public import excerpt, redact_paths
 from serve.settings import REQUEST_TIMEOUT_S, ServeSettings
 
@@ -222,7 +233,7 @@ def test_batch_answers_match_single_forward_and_keep_each_request_on_its_model(c
         png_bytes(rng.integers(0, 255, (33, 90, 3), dtype=np.uint8)),
     ]
     items = [(small, prepare(images[0], small)), (large, prepare(images[1], large)), (small, prepare(images[1], small))]
-    answers = [answer(loaded, outputs, image) for (loaded, image), outputs in zip(items, forward_batch(items))]
+    answers = answer_batch(items)
     model, _ = load_checkpoint(checkpoints["tiny128"])
     x = torch.from_numpy(preprocess_image(decode_image(images[1]), large.preprocessing))[None]
     with torch.no_grad():
@@ -243,11 +254,53 @@ def test_one_bad_item_fails_alone_and_its_batch_mates_get_their_answers(checkpoi
     good = prepare(png_bytes(np.full((20, 30), 90, np.uint8)), loaded)
     thin = PreparedImage(good.tensor, 1, 2_000_000)  # what the old size checks let through
     broken = PreparedImage(np.zeros((3, 65, 65), np.float32), 20, 30)  # cannot be stacked with the others
-    results = forward_batch([(loaded, good), (loaded, thin), (loaded, broken), (loaded, good)])
+    results = answer_batch([(loaded, good), (loaded, thin), (loaded, broken), (loaded, good)])
     assert isinstance(results[2], Exception)
-    answers = [answer(loaded, results[i], image) for i, image in ((0, good), (1, thin), (3, good))]
+    answers = [results[i] for i in (0, 1, 3)]
     assert answers[0] == answers[2] and decode_mask_png(answers[0]["mask_png"]).shape == (20, 30)
     assert decode_mask_png(answers[1]["mask_png"]).shape == (1, 2_000_000)
+
+
+# ---------- the replica's batcher ----------
+
+
+def test_batcher_runs_what_is_queued_in_its_worker_thread_and_answers_each_item():
+    """Nothing is being decoded, so no batch waits its 60 s: six queued items run as 4 + 2."""
+    batches, threads = [], set()
+
+    def run(items: list[int]) -> list:
+        batches.append(items)
+        threads.add(threading.current_thread().name)
+        return [ValueError(f"item {i}") if i == 3 else i * 10 for i in items]
+
+    async def scenario() -> list:
+        batcher = Batcher(run, max_batch_size=4, wait_s=60)
+        submitted = asyncio.gather(*(batcher.submit(i) for i in range(6)), return_exceptions=True)
+        return await asyncio.wait_for(submitted, 30)
+
+    results = asyncio.run(scenario())
+    assert batches == [[0, 1, 2, 3], [4, 5]] and len(threads) == 1 and threads.pop().startswith("batch")
+    assert results[:3] == [0, 10, 20] and str(results[3]) == "item 3" and results[4:] == [40, 50]
+
+
+def test_a_batch_waits_for_requests_being_decoded_and_not_for_one_that_failed():
+    batches = []
+
+    async def scenario() -> list:
+        batcher = Batcher(lambda items: batches.append(items) or items, max_batch_size=8, wait_s=60)
+
+        async def decoded(item: int, fails: bool = False) -> int:
+            with batcher.expecting():
+                await asyncio.sleep(0.05)
+                if fails:
+                    raise BadRequest(400, "bad image")
+            return await batcher.submit(item)
+
+        requests_ = asyncio.gather(batcher.submit(0), decoded(1), decoded(2, fails=True), return_exceptions=True)
+        return await asyncio.wait_for(requests_, 30)
+
+    results = asyncio.run(scenario())
+    assert batches == [[0, 1]] and results[:2] == [0, 1] and isinstance(results[2], BadRequest)
 
 
 def test_swin_variant_answers_without_a_mask(checkpoints):

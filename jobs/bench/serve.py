@@ -1,13 +1,18 @@
 """Serve benchmark: closed-loop HTTP load at several concurrencies against a local Ray Serve app.
 
-Starts the app on 127.0.0.1 (one replica), measures the bare model's batched forward pass in this
-process with the replica's thread count, then for each concurrency drives load from a second
-process (jobs/bench/loadgen.py) and reports requests/s, p50/p99 latency, the mean batch size the replica
-ran (from GET /v1/model's batch counters) and served throughput / bare forward throughput. Every
-level is bounded by --requests and --duration.
+Two baselines first, in this process with the replica's thread count and no HTTP or Ray: the bare
+forward pass (a batch of random inputs), and the bare pipeline a request runs through in the
+replica, serve.predictor's own functions (decode -> preprocess -> forward -> mask restore ->
+encode), one request at a time (its p50: the floor under served latency at concurrency 1) and in
+batches of --max-batch-size (images/s: the ceiling of served throughput). Then the app on
+127.0.0.1 (one replica), and for each concurrency load from a second process
+(jobs/bench/loadgen.py): requests/s, p50/p99 latency, the mean batch size the replica ran (from
+GET /v1/model's batch counters), served / bare batched pipeline throughput, and at concurrency 1
+the latency that HTTP and Serve add to the bare single-request pipeline. Every level is bounded by
+--requests and --duration.
 
 Example:
-  busnet bench serve --concurrency 1,4,16 --requests 200 --duration 20
+  busnet bench serve --concurrency 1,4,16,32 --requests 200 --duration 20
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import io
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from jobs.errors import BusnetError
@@ -28,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", metavar="URI", help="checkpoint to serve (default: a fresh tiny model saved to a temp dir)"
     )
-    parser.add_argument("--concurrency", default="1,4,16", help="comma-separated client counts (default 1,4,16)")
+    # 32 = two full batches of the default 16 (max_ongoing_requests): one fills while the other runs
+    parser.add_argument("--concurrency", default="1,4,16,32", help="comma-separated client counts (default 1,4,16,32)")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level (default 200)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per level at most (default 20)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="the replica's largest batch (default 16)")
@@ -53,9 +60,12 @@ def run(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="busnet-bench-serve-") as tmp:
         checkpoint = args.checkpoint or _tiny_checkpoint(Path(tmp) / "tiny")
         threads = max(1, round(args.cpus_per_replica))
-        bare = bare_forward(checkpoint, args.max_batch_size, threads, max(2.0, args.duration / 4))
+        bare = bare_baselines(checkpoint, body, args.max_batch_size, threads, max(2.0, args.duration / 4))
         _log(
-            args, f"bare forward: {bare['images_per_s']:.1f} images/s (batch {bare['batch_size']}, {threads} thread(s))"
+            args,
+            f"bare ({threads} thread(s)): forward {bare['forward']['images_per_s']:.1f} images/s, pipeline "
+            f"{bare['pipeline_batched']['images_per_s']:.1f} images/s (batch {args.max_batch_size}), "
+            f"single request p50 {bare['pipeline_single']['p50_ms']:.1f} ms",
         )
         app = build_app(
             checkpoint,
@@ -66,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             url = start_app(app, port=free_port(), name=APP_NAME)
             info = requests.get(f"{url}/v1/model", timeout=30).json()
-            results = [_level(url, body, c, args, bare["images_per_s"]) for c in levels]
+            results = [_level(url, body, c, args, bare["pipeline_batched"]["images_per_s"]) for c in levels]
             for row in results:
                 _log(args, f"concurrency {row['concurrency']}: {row['requests_per_s']:.1f} req/s")
         finally:
@@ -81,44 +91,76 @@ def run(args: argparse.Namespace) -> int:
         "cpus_per_replica": args.cpus_per_replica,
         "max_batch_size": args.max_batch_size,
         "batch_wait_ms": args.batch_wait_ms,
-        "bare_forward": bare,
+        "bare": bare,
         "levels": results,
+        "best_vs_bare_pipeline": max(row["vs_bare_pipeline"] for row in results),
+        "c1_p50_over_bare_ms": next(
+            (
+                row["p50_ms"] - bare["pipeline_single"]["p50_ms"]
+                for row in results
+                if row["concurrency"] == 1 and row["p50_ms"] is not None
+            ),
+            None,
+        ),
     }
     print(json.dumps(report) if args.json else _table(report))
     return 0
 
 
-def bare_forward(checkpoint: str, batch_size: int, threads: int, budget_s: float, max_iterations: int = 200) -> dict:
-    """Images/s of the model's batched forward pass alone (no HTTP, decoding or postprocessing)."""
+def bare_baselines(checkpoint: str, body: bytes, batch_size: int, threads: int, budget_s: float) -> dict:
+    """The replica's work without HTTP or Ray, each measured for up to `budget_s`: the batched
+    forward pass alone, and serve.predictor's request pipeline (`prepare` + `answer_batch`, what
+    the replica runs) for one request at a time and for batches of `batch_size`."""
     import numpy as np
     import torch
 
     from models import load_checkpoint
-    from serve.predictor import forward, load_model
+    from serve.predictor import answer_batch, forward, load_model, prepare
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         loaded = load_model(checkpoint, load_checkpoint, torch.device("cpu"))
         size = loaded.preprocessing.size
-        batch = np.random.default_rng(0).standard_normal((batch_size, 3, size, size)).astype(np.float32)
-        forward(loaded, batch)  # warm-up
-        iterations, start = 0, time.perf_counter()
-        while iterations < max_iterations and time.perf_counter() - start < budget_s:
-            forward(loaded, batch)
-            iterations += 1
-        elapsed = time.perf_counter() - start
+        inputs = np.random.default_rng(0).standard_normal((batch_size, 3, size, size)).astype(np.float32)
+
+        def pipeline(count: int) -> None:
+            failed = [
+                a
+                for a in answer_batch([(loaded, prepare(body, loaded)) for _ in range(count)])
+                if isinstance(a, Exception)
+            ]
+            if failed:
+                raise BusnetError(f"the bare pipeline failed on the benchmark image: {failed[0]}")
+
+        single = _timed(lambda: pipeline(1), budget_s)
+        return {
+            "threads": threads,
+            "forward": _rate(_timed(lambda: forward(loaded, inputs), budget_s), batch_size),
+            "pipeline_single": {**_rate(single, 1), "p50_ms": float(np.percentile(single, 50)) * 1000},
+            "pipeline_batched": _rate(_timed(lambda: pipeline(batch_size), budget_s), batch_size),
+        }
     finally:
         torch.set_num_threads(previous)
-    return {
-        "batch_size": batch_size,
-        "threads": threads,
-        "iterations": iterations,
-        "images_per_s": iterations * batch_size / elapsed,
-    }
 
 
-def _level(url: str, body: bytes, concurrency: int, args: argparse.Namespace, bare_ips: float) -> dict:
+def _timed(step: Callable[[], object], budget_s: float, max_iterations: int = 200) -> list[float]:
+    """Seconds per call of `step` after one warm-up call, for up to `budget_s` in all."""
+    step()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_iterations and time.perf_counter() - start < budget_s:
+        began = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - began)
+    return times
+
+
+def _rate(times: list[float], batch_size: int) -> dict:
+    return {"batch_size": batch_size, "iterations": len(times), "images_per_s": len(times) * batch_size / sum(times)}
+
+
+def _level(url: str, body: bytes, concurrency: int, args: argparse.Namespace, bare_pipeline_ips: float) -> dict:
     """One concurrency level: warm up, then measured load from a second process."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -147,31 +189,37 @@ def _level(url: str, body: bytes, concurrency: int, args: argparse.Namespace, ba
         "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
         "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else None,
         "mean_batch_size": (after["requests"] - before["requests"]) / batches if batches else None,
-        "vs_bare_forward": rps / bare_ips,
+        "vs_bare_pipeline": rps / bare_pipeline_ips,
     }
 
 
 def _table(report: dict) -> str:
-    bare = report["bare_forward"]
+    bare = report["bare"]
+
+    def fmt(value, spec):
+        return format(value, spec) if value is not None else "-"
+
     lines = [
         f"serve bench: {report['model']} ({report['preset']}, {report['input_size']} px) from "
         f"{report['checkpoint']}; 1 replica x {report['cpus_per_replica']:g} CPU, max batch "
         f"{report['max_batch_size']}, wait {report['batch_wait_ms']:g} ms; image {report['image']}",
-        f"bare batched forward (batch {bare['batch_size']}, {bare['threads']} thread(s)): "
-        f"{bare['images_per_s']:.1f} images/s",
+        f"bare, {bare['threads']} thread(s): forward {bare['forward']['images_per_s']:.1f} images/s (batch "
+        f"{bare['forward']['batch_size']}); pipeline (decode, preprocess, forward, mask restore, encode) "
+        f"{bare['pipeline_batched']['images_per_s']:.1f} images/s batched, "
+        f"{bare['pipeline_single']['p50_ms']:.1f} ms p50 one request at a time",
         f"{'concurrency':>11} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'mean batch':>10} {'vs bare':>8}",
+        f"{'mean batch':>10} {'vs bare pipeline':>16}",
     ]
     for row in report["levels"]:
-
-        def fmt(value, spec):
-            return format(value, spec) if value is not None else "-"
-
         lines.append(
             f"{row['concurrency']:>11} {row['requests']:>8} {row['errors']:>6} {row['requests_per_s']:>8.1f} "
             f"{fmt(row['p50_ms'], '>8.1f')} {fmt(row['p99_ms'], '>8.1f')} "
-            f"{fmt(row['mean_batch_size'], '>10.2f')} {row['vs_bare_forward']:>8.3f}"
+            f"{fmt(row['mean_batch_size'], '>10.2f')} {row['vs_bare_pipeline']:>16.3f}"
         )
+    lines.append(
+        f"best served / bare batched pipeline: {report['best_vs_bare_pipeline']:.3f}; p50 at concurrency 1 "
+        f"minus bare single request: {fmt(report['c1_p50_over_bare_ms'], '.1f')} ms"
+    )
     return "\n".join(lines)
 
 

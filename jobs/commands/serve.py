@@ -59,7 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-wait-ms",
         type=float,
         default=wait_ms,
-        help=f"how long a batch waits to fill before it runs (default {wait_ms:g} ms)",
+        help=f"how long a batch waits for requests the replica is still decoding (a lone request never waits; "
+        f"default {wait_ms:g} ms)",
     )
     parser.add_argument(
         "--precision",
