@@ -1,7 +1,8 @@
 """`busnet demo` end to end with its own budget: every artifact, served answers = the model's own, and
-the acceptance test of the training recipe: on a fresh synthetic set the demo's recipe reaches test
-ROC-AUC >= 0.9 and Dice >= 0.75 (the demo itself aims at 0.95 / 0.80 and prints what it got; this
-test leaves room for another machine's float noise, not for a recipe that does not learn).
+the training recipe's test on a fresh synthetic set: floors under what the demo measured (ROC-AUC
+0.85, Dice 0.55), room for another machine's float noise, not for a recipe that does not learn. Issue
+12's acceptance (ROC-AUC >= 0.9, Dice >= 0.75) is not met yet; the demo aims at 0.95 / 0.80 and
+prints what it got.
 
 The demo's tune stage is also where `busnet tune` is checked end to end (each Tune trial is a whole
 Ray Train run, a minute or more here, so the suite runs that search once): its results table, the
@@ -46,9 +47,10 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
         assert (workdir / "report" / name).stat().st_size > 0, name
     metrics = json.loads((workdir / "report" / "metrics.json").read_text())
     test_auc, test_dice = (metrics["overall"]["metrics"][key]["value"] for key in ("auc", "dsc"))
-    # A floor well above chance, not issue 12's targets (ROC-AUC >= 0.9, Dice >= 0.75): this recipe's one
-    # measured run on 2 cores gave ROC-AUC 0.751, Dice 0.792 (2026-12-02), short of them.
-    assert test_auc >= 0.6 and test_dice >= 0.6, f"test ROC-AUC {test_auc:.3f}, Dice {test_dice:.3f}"
+    # Floors below what the demo measured, not issue 12's targets (ROC-AUC >= 0.9, Dice >= 0.75), which it
+    # misses: two runs on 2 cores (2026-12-02) served the same trial, with ROC-AUC 0.916 and Dice 0.626. The
+    # served trial learns the class more than the mask (README "Measured"), hence a Dice floor under 0.6.
+    assert test_auc >= 0.85 and test_dice >= 0.55, f"test ROC-AUC {test_auc:.3f}, Dice {test_dice:.3f}"
     assert json.loads((best / "config.json").read_text())["weights_sha256"] in json.dumps(metrics)
 
     predictions = json.loads((workdir / "predictions.json").read_text())

@@ -41,6 +41,12 @@ def suspicion_beta(label: int, difficulty: float) -> tuple[float, float]:
     return mean * concentration, (1.0 - mean) * concentration
 
 
+def trait_noise(difficulty: float) -> float:
+    """How loosely each trait follows suspicion: 1 at the default difficulty (busnet's first synth
+    model), proportional to difficulty, so that easy data shows its cues clearly and hard data blurs them."""
+    return difficulty / DEFAULT_DIFFICULTY
+
+
 @dataclass(frozen=True)
 class Lesion:
     label: int
@@ -65,7 +71,7 @@ def draw_lesion(
 ) -> Lesion:
     """Draw one lesion's traits for a case; `difficulty` in [0, 1] (module docstring)."""
     z = float(rng.beta(*suspicion_beta(label, difficulty)))
-    noise = 1.0
+    noise = trait_noise(difficulty)
     if rng.random() < 0.07:  # a few very small lesions
         size = rng.uniform(0.035, 0.07)
     else:
