@@ -230,9 +230,8 @@ def _empty_mask_dice(data_uri: str) -> float:
     return segmentation_metrics(true, [np.zeros_like(t) for t in true])["dsc"]
 
 
-def test_validation_reports_the_models_own_metrics_and_loss(ray_local):
-    """`validate` on a Ray dataset against a plain forward pass + models.losses/metrics, without the step."""
-    import ray
+def test_validation_reports_the_models_own_metrics_and_loss():
+    """`validate` on a decoded split against a plain forward pass + models.losses/metrics, without the step."""
     import torch
 
     from jobs.train.loop import robust_threshold, validate
@@ -247,16 +246,13 @@ def test_validation_reports_the_models_own_metrics_and_loss(ray_local):
         top, left = rng.integers(0, 40, 2)
         masks[i, 0, top : top + 20, left : left + 24] = 1.0
     labels, has_mask = np.arange(12) % 2, np.arange(12) % 3 != 0
-    rows = [
-        {"image": images[i], "mask": masks[i], "has_mask": bool(has_mask[i]), "label": float(labels[i])}
-        for i in range(12)
-    ]
+    split = {"image": images, "mask": masks, "has_mask": has_mask, "label": labels.astype(np.float32)}
     torch.manual_seed(0)
     model = build_model("tiny").train()  # validate must switch to eval itself
     weights = LossWeights(w1=2.0, alpha=0.25, gamma=1.0)  # not the defaults: validate must use the run's
     run = TrainConfig(data="d", out="o", batch_size=16, loss=weights)  # one batch: Dice is over the batch
     config = LoopConfig(train=run, overrides={}, preprocessing={}, lineage={}, steps_per_epoch=1)
-    got, threshold = validate(model, ray.data.from_items(rows), config, torch.device("cpu"))
+    got, threshold = validate(model, split, config, torch.device("cpu"))
 
     with torch.no_grad():
         out = model.eval()(torch.from_numpy(images))

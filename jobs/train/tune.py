@@ -27,6 +27,7 @@ from jobs.train.driver import (
     VAL_METRICS,
     Prepared,
     check_cluster,
+    decode_splits,
     fit_or_explain,
     hyperparameters,
     mode,
@@ -97,6 +98,7 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
     search_alg = _search_algorithm(options.search, base.seed, options.max_concurrent)
     prepared = prepare(base)
     init_ray()
+    prepared = decode_splits(base, prepared)  # once for every trial
     per_trial = TRIAL_CPUS + base.workers * base.cpus_per_worker
     check_cluster(
         options.max_concurrent * per_trial,
