@@ -98,13 +98,13 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
     search_alg = _search_algorithm(options.search, base.seed, options.max_concurrent)
     prepared = prepare(base)
     init_ray()
-    prepared = decode_splits(base, prepared)  # once for every trial
     per_trial = TRIAL_CPUS + base.workers * base.cpus_per_worker
     check_cluster(
         options.max_concurrent * per_trial,
         options.max_concurrent * base.workers * base.gpu,
         f"{options.max_concurrent} concurrent trial(s) of {base.workers} worker(s)",
     )
+    prepared = decode_splits(base, prepared)  # once for every trial
     trials_uri = storage.join(base.out, "trials")
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base, prepared=prepared, trials_uri=trials_uri), {"cpu": TRIAL_CPUS}
