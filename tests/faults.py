@@ -2,7 +2,7 @@
 
 `jobs.train.driver.train(config, loop=...)` takes the function each worker runs; `crash_once` returns
 one that runs the production `train_loop_per_worker` unchanged and kills a worker from outside it, by
-wrapping the training data shard the loop reads. The production loop carries no test hooks.
+wrapping the function that hands the loop each epoch's training batches. The production loop carries no test hooks.
 
 `die_mid_publish` arms the current process so that its next `jobs.storage.publish_dir` uploads about
 half of the files and then the process is killed (SIGKILL: no cleanup, no finally blocks), the state
@@ -11,7 +11,6 @@ a reader meets during a publish and a node leaves when it dies in one. Run it in
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import time
@@ -50,53 +49,39 @@ def wait_for_node_loss(markers: Path, epoch: int = 2, timeout_s: float = 300.0) 
 
 
 def _loop_with_fault(armed: Callable[[int, int], Callable[[], None] | None], epoch: int) -> Callable:
-    """The production loop, whose training shard runs `armed(rank, size)` at the first batch of
+    """The production loop, whose training batches run `armed(rank, size)` at the first batch of
     `epoch` in a fresh run (none when `armed` returns None, and none after a restart)."""
 
     def loop(config: LoopConfig) -> None:
         import ray.train
 
+        import jobs.train.loop as loop_module
         from jobs.train.loop import train_loop_per_worker
 
         context = ray.train.get_context()
         fault = armed(context.get_world_rank(), context.get_world_size())
         if fault is None or ray.train.get_checkpoint() is not None:
-            train_loop_per_worker(config)  # epochs counted from 1 below: only a fresh run is armed
+            train_loop_per_worker(config)  # only a fresh run is armed
             return
-        original = ray.train.get_dataset_shard
-        epochs = itertools.count(1)  # one training pass over the shard per epoch
+        original = loop_module.training_batches
 
-        def get_dataset_shard(name: str):
-            shard = original(name)
-            return _FaultyShard(shard, epochs, epoch, fault) if name == "train" else shard
+        def training_batches(arrays, config, in_epoch: int, *args, **kwargs):
+            batches = original(arrays, config, in_epoch, *args, **kwargs)
+            return batches if in_epoch != epoch else _faulty(batches, fault)
 
-        ray.train.get_dataset_shard = get_dataset_shard
+        loop_module.training_batches = training_batches
         try:
             train_loop_per_worker(config)
         finally:
-            ray.train.get_dataset_shard = original
+            loop_module.training_batches = original
 
     return loop
 
 
-class _FaultyShard:
-    """A worker's training shard whose pass in epoch `in_epoch` runs `fault` at its first batch
-    (the loop drops a last partial batch, so a small shard may have only one)."""
-
-    def __init__(self, shard, epochs: Iterator[int], in_epoch: int, fault: Callable[[], None]) -> None:
-        self._shard, self._epochs, self._in_epoch, self._fault = shard, epochs, in_epoch, fault
-
-    def __getattr__(self, name: str):
-        return getattr(self._shard, name)
-
-    def iter_torch_batches(self, *args, **kwargs) -> Iterator:
-        epoch = next(self._epochs)
-        batches = self._shard.iter_torch_batches(*args, **kwargs)
-        return batches if epoch != self._in_epoch else self._faulty(batches)
-
-    def _faulty(self, batches: Iterator) -> Iterator:
-        self._fault()  # when the loop asks for its first batch; the fault never returns
-        yield from batches
+def _faulty(batches: Iterator, fault: Callable[[], None]) -> Iterator:
+    """`batches`, with `fault` run when the loop asks for the first one (the fault never returns)."""
+    fault()
+    yield from batches
 
 
 def _wait_for_node_loss(epoch: int, marker: Path, timeout_s: float) -> None:

@@ -4,12 +4,8 @@
 cross-validation fold) with a filter that Ray pushes down into the Parquet reader, and decodes +
 preprocesses in streaming CPU tasks with `models.preprocess`, the same code serving uses.
 
-Shuffling is a full `random_shuffle` of the still-compressed rows, placed before decoding: it is a
-true uniform permutation, re-drawn at every execution (Ray Train re-executes the dataset each
-epoch; `RandomSeedConfig(reseed_after_execution=True)` keeps it reproducible for a seed yet
-different per epoch), and it moves the PNG/JPEG bytes (tens to hundreds of KB a row), not the
-decoded ~1 MB float arrays. `randomize_block_order` would only permute Parquet shards, which for a
-dataset of one or a few shards is nearly no shuffle at all.
+Training reads each split once per run through this pipeline and then from the object store
+(`jobs.data.cache`): every epoch draws its own order there, so the pipeline itself never shuffles.
 """
 
 from __future__ import annotations
@@ -36,19 +32,13 @@ def read_split(
     *,
     fold: int | None = None,
     preprocessing: Preprocessing,
-    shuffle: bool = False,
-    seed: int | None = None,
 ) -> ray.data.Dataset:
     """A lazy Dataset of one split, decoded and preprocessed.
 
     Rows: image float32 [3,S,S], mask float32 [1,S,S] (zeros when absent), has_mask bool,
     label float32, image_id str, source str, height int, width int. Fold semantics: see read_rows.
-    shuffle=True gives a new order at every execution (epoch), reproducible when `seed` is given.
     """
-    ds = read_rows(data_uri, split, fold=fold)
-    if shuffle:
-        ds = ds.random_shuffle(seed=ray.data.RandomSeedConfig(seed=seed, reseed_after_execution=True))
-    return decoded(ds, preprocessing)
+    return decoded(read_rows(data_uri, split, fold=fold), preprocessing)
 
 
 def read_rows(data_uri: str, split: str, *, fold: int | None = None) -> ray.data.Dataset:

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from models.loss_weights import LossWeights
 from models.presets import AAA_GATES, AAA_PLACEMENTS, BASELINE, BASELINES, FUSIONS, PRESETS, TABLE3_VARIANTS, VARIANTS
+
+if TYPE_CHECKING:
+    from jobs.data.cache import DecodedSplit
 
 ARCHITECTURE_OPTIONS = ("aaa_placement", "aaa_gate", "fusion")  # models.presets.NetworkPreset fields
 SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
@@ -76,6 +80,10 @@ class TrainConfig:
     workers: int = field(default=1, metadata={"help": "Ray Train workers, data-parallel"})
     gpu: bool = field(default=False, metadata={"help": "one GPU per worker (NCCL, bf16 autocast)"})
     cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs reserved per worker"})
+    compile: bool = field(
+        default=False,
+        metadata={"help": "torch.compile the model (worth it on a GPU: a one-off compile of a minute or more)"},
+    )
     epochs: int = field(default=30, metadata={"help": "epochs (at most: see --patience); the paper gives none"})
     recipe: str = field(
         default="busnet",
@@ -186,6 +194,7 @@ class LoopConfig:
     preprocessing: dict  # models.preprocess.Preprocessing.to_dict()
     lineage: dict  # written as the checkpoints' lineage.json (plus the epoch)
     steps_per_epoch: int  # optimizer steps of each worker per epoch (the schedule's unit)
+    splits: dict[str, DecodedSplit] = field(default_factory=dict)  # "train", "val": decoded once per run
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,10 +2,11 @@
 
 The driver checks everything it can before any worker starts (the data: empty splits, masks for a
 segmentation variant, enough images for one batch per worker; the cluster: enough CPUs/GPUs for the
-workers with room left for Ray Data), then runs a `TorchTrainer` over `jobs.train.loop` with the Ray
-Data pipeline as input. Run folder `<out>/<name>/` (Ray Train's storage_path / name): one checkpoint
-directory per epoch (`epoch-NNNN/`, our checkpoint format + resumable training state), the best K by
-the chosen metric kept. After fit the best is published, complete or not at all, as a new version of
+workers with room left for Ray Data), decodes the train and val splits once through the Ray Data
+pipeline into the object store (`jobs.data.cache`), then runs a `TorchTrainer` over `jobs.train.loop`.
+Run folder `<out>/<name>/` (Ray Train's storage_path / name): one checkpoint directory per epoch
+(`epoch-NNNN/`, our checkpoint format + resumable training state), the best K by the chosen metric
+kept. After fit the best is published, complete or not at all, as a new version of
 `<out>/<name>/best/` (jobs.storage.publish_dir: `best/_COMPLETE` points to it).
 
 Running again with the same `out` and `name` resumes: Ray Train V2 finds the run's checkpoint
@@ -22,15 +23,20 @@ import os
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jobs import storage, tracking
 from jobs.errors import BusnetError
 from jobs.train.config import ARCHITECTURE_OPTIONS, LoopConfig, TrainConfig
 from jobs.train.state import RESUME_ONLY_FILES
 from models.metrics import ERROR_RATES, METRICS
+
+if TYPE_CHECKING:
+    from jobs.data.cache import DecodedSplit
 
 # Validation metrics a run reports: every metric of models.metrics, and the loss.
 # val_score: the smoothed combined score that picks the best epoch by default (jobs.train.recipe).
@@ -75,13 +81,15 @@ def mode(metric: str) -> str:
 
 @dataclass
 class Prepared:
-    """What the driver learnt before training: the model's config and preprocessing, the data's shape."""
+    """What the driver learnt before training: the model's config and preprocessing, the data's shape;
+    and, once Ray runs, the train and val splits decoded into the object store (`decode_splits`)."""
 
     model_config: dict
     preprocessing: dict
     has_segmentation: bool
     content_hash: str
     splits: dict[str, dict[str, int]]
+    decoded: dict[str, DecodedSplit] | None = None
 
 
 @dataclass
@@ -215,6 +223,7 @@ def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: st
         overrides=prepared.model_config["overrides"],
         preprocessing=prepared.preprocessing,
         steps_per_epoch=max(1, train["images"] // config.workers // config.batch_size),
+        splits=prepared.decoded or {},
         lineage={
             "dataset": {"uri": config.data, "content_hash": prepared.content_hash},
             "hyperparameters": hyperparameters(config),
@@ -222,6 +231,35 @@ def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: st
             "trial_id": trial_id,
         },
     )
+
+
+def decode_splits(config: TrainConfig, prepared: Prepared) -> Prepared:
+    """`prepared` with its train and val splits decoded once into the object store (`jobs.data.cache`):
+    every epoch of the run, and every trial of a tune, reads them from there."""
+    import ray.data
+
+    from jobs.data.cache import decode_split
+    from models.preprocess import Preprocessing
+
+    if prepared.decoded is not None:
+        return prepared
+    # The epoch lines are the progress; bars (also the Parquet reader's sampling bar) would bury them.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    started = time.perf_counter()
+    preprocessing = Preprocessing.from_dict(prepared.preprocessing)
+    decoded = {
+        split: decode_split(
+            config.data, split, fold=config.fold, preprocessing=preprocessing, content_hash=prepared.content_hash
+        )
+        for split in ("train", "val")
+    }
+    images = sum(split.rows for split in decoded.values())
+    print(
+        f"[busnet train] decoded {images} images once at {preprocessing.size} px in "
+        f"{time.perf_counter() - started:.1f} s (kept in Ray's object store for every epoch)",
+        flush=True,
+    )
+    return dataclasses.replace(prepared, decoded=decoded)
 
 
 def fit(
@@ -234,29 +272,17 @@ def fit(
     trial_id: str | None = None,
     loop: Callable[[LoopConfig], None] | None = None,
 ):
-    """Build the datasets and the TorchTrainer, and run it; returns Ray Train's `Result`.
+    """Decode the splits (unless `prepared` has them), build the TorchTrainer and run it; returns
+    Ray Train's `Result`.
 
     `loop` is what each worker runs (default `jobs.train.loop.train_loop_per_worker`): tests wrap it
     to inject faults, so the production loop carries no test hooks."""
-    import ray.data
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from jobs.data.pipeline import read_split
-    from jobs.train.loop import TRAIN_COLUMNS, train_loop_per_worker
-    from models.preprocess import Preprocessing
+    from jobs.train.loop import train_loop_per_worker
 
-    preprocessing = Preprocessing.from_dict(prepared.preprocessing)
-    # The epoch lines are the progress; bars (also the Parquet reader's sampling bar) would bury them.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    datasets = {
-        "train": read_split(
-            config.data, "train", fold=config.fold, preprocessing=preprocessing, shuffle=True, seed=config.seed
-        ).select_columns(TRAIN_COLUMNS),
-        "val": read_split(config.data, "val", fold=config.fold, preprocessing=preprocessing).select_columns(
-            TRAIN_COLUMNS
-        ),
-    }
+    prepared = decode_splits(config, prepared)
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.gpu else {})}
     fs, path = storage.filesystem(storage_uri)
     trainer = TorchTrainer(
@@ -278,9 +304,6 @@ def fit(
             logging_config=ray.train.LoggingConfig(log_level="INFO" if config.verbose else "WARNING"),
             callbacks=callbacks or [],
         ),
-        datasets=datasets,
-        # Validation runs on rank 0 over the whole val split; only the training data is sharded.
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
     return trainer.fit()
 

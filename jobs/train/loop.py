@@ -1,10 +1,15 @@
 """The loop each Ray Train worker runs: paper 3.3 training on its data shard, validation, checkpoints.
 
-Every epoch: `jobs.train.step.train_step` on each batch of the worker's shard (augment on the
-worker's device, forward under bf16 autocast on GPU, the multitask loss, a DDP step with Adam).
-Then rank 0 validates on the whole val split (not sharded, so the numbers are those of the model on
-that split, not of a lucky shard), chooses the decision threshold there, and writes a checkpoint
-in our format plus the optimizer state (pickle-free) into a temp dir.
+The splits come decoded once per run from the object store (`jobs.data.cache`). Every epoch:
+`jobs.train.step.train_step` on each batch of the worker's share of a new seeded order of the
+training split (augment on the worker's device, forward under bf16 autocast on GPU, the multitask
+loss, a DDP step with Adam). Then rank 0 validates on the whole val split (not sharded, so the
+numbers are those of the model on that split, not of a lucky shard), chooses the decision threshold
+there, and writes a checkpoint in our format plus the optimizer state (pickle-free) into a temp dir.
+
+On a GPU the model runs channels-last (the layout cuDNN's bf16 convolutions want), Adam is fused
+(`jobs.train.recipe.build_optimizer`), DDP's gradients are views into its all-reduce buckets (no
+copy per step; `DDP_OPTIONS`) and `--compile` hands the DDP model to `torch.compile`.
 Every rank calls `ray.train.report` (a barrier); only rank 0 hands over a checkpoint.
 
 Resume (same run folder, or a worker group restarted after a failure) starts from the epoch after
@@ -21,12 +26,14 @@ import time
 import numpy as np
 import torch
 
+from jobs.data.cache import batches, epoch_rows
 from jobs.train.config import LoopConfig
 from jobs.train.recipe import build_ema, build_optimizer, learning_rate, selection_score, set_learning_rate, should_stop
 from jobs.train.state import load_train_state, load_trained_weights, save_train_state, save_trained_weights
 from jobs.train.step import train_step
 
-TRAIN_COLUMNS = ["image", "mask", "has_mask", "label"]
+# Gradients as views into the all-reduce buckets: one gradient copy less per step, and less memory.
+DDP_OPTIONS = {"gradient_as_bucket_view": True}
 
 
 def train_loop_per_worker(config: LoopConfig) -> None:
@@ -63,8 +70,7 @@ def train_loop_per_worker(config: LoopConfig) -> None:
         ema = build_ema(model, run.ema)  # from the checkpoint's model: the average when the run kept one
         if checkpoint is not None and ema is not None:
             load_trained_weights(resume_dir, model)  # the weights being trained, saved beside their average
-        model = ray.train.torch.prepare_model(model)
-        plain_model = model.module if hasattr(model, "module") else model
+        model, plain_model = place_model(model, device)
         optimizer = build_optimizer(model, run)
         if checkpoint is not None:  # the optimizer state goes onto the parameters' device, so after prepare_model
             state = {"scores": [], **load_train_state(resume_dir, optimizer)}
@@ -72,21 +78,26 @@ def train_loop_per_worker(config: LoopConfig) -> None:
         ema.to(device)
     first_epoch = state["epoch"] + 1
     state["starts"] = [*state["starts"], first_epoch]
+    if run.compile:
+        model = torch.compile(model)  # checkpoints, EMA and validation keep using plain_model
     preprocessing = Preprocessing.from_dict(config.preprocessing)
+    train_arrays = config.splits["train"].load()
+    val_arrays = config.splits["val"].load() if rank == 0 else None
 
     from jobs.data.augment import Augmenter
 
     augmenter = Augmenter(device)
     for epoch in range(first_epoch, run.epochs + 1):
+        epoch_batches = training_batches(train_arrays, config, epoch, rank, world, device)
         train_loss, images_per_s, data_wait = _train_one_epoch(
-            model, optimizer, ema, augmenter, config, epoch, world, device
+            model, plain_model, optimizer, ema, augmenter, epoch_batches, config, epoch, world
         )
         metrics = {"epoch": epoch, "train_loss": train_loss, "images_per_s": images_per_s, "data_wait": data_wait}
         state = {**state, "epoch": epoch, "epochs_run": [*state["epochs_run"], epoch]}
         stop = torch.zeros(1, device=device)  # NCCL broadcasts only device tensors
         if rank == 0:
             scored = plain_model if ema is None else ema.module
-            validation, threshold = validate(scored, ray.train.get_dataset_shard("val"), config, device, use_bf16)
+            validation, threshold = validate(scored, val_arrays, config, device, use_bf16)
             raw, smoothed = selection_score(validation, state["scores"], run.smooth)
             state["scores"] = [*state["scores"], raw]
             metrics.update(validation, val_score_epoch=raw, val_score=smoothed, threshold=threshold)
@@ -111,40 +122,56 @@ def train_loop_per_worker(config: LoopConfig) -> None:
             break
 
 
+def place_model(model: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the model to train: on the worker's device, channels-last on CUDA, DDP-wrapped with `DDP_OPTIONS`
+    when the group has several workers; the plain module, for checkpoints, EMA and validation)."""
+    import ray.train.torch
+
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=DDP_OPTIONS)
+    return model, (model.module if hasattr(model, "module") else model)
+
+
 def _smoothed_history(scores: list[float], smooth: int) -> list[float]:
     """The smoothed val_score of every epoch so far (what early stopping watches)."""
     return [selection_score({"val_auc": s}, scores[:i], smooth)[1] for i, s in enumerate(scores)]
 
 
-def _train_one_epoch(
-    model, optimizer, ema, augmenter, config: LoopConfig, epoch: int, world: int, device: torch.device
-) -> tuple[float, float, float]:
-    """One pass over this worker's shard; returns (mean loss, images/s, share of the time spent
-    waiting for data) over all workers. The learning rate follows the schedule step by step."""
-    import ray.train
+def training_batches(
+    arrays: dict[str, np.ndarray], config: LoopConfig, epoch: int, rank: int, world: int, device: torch.device
+):
+    """This rank's batches of one epoch: its share of the epoch's seeded order, the last partial batch dropped."""
+    rows = epoch_rows(len(arrays["label"]), seed=config.train.seed, epoch=epoch, rank=rank, world=world)
+    return batches(arrays, rows, batch_size=config.train.batch_size, device=device, drop_last=True)
 
+
+def _train_one_epoch(
+    model, plain_model, optimizer, ema, augmenter, epoch_batches, config: LoopConfig, epoch: int, world: int
+) -> tuple[float, float, float]:
+    """One pass over this worker's batches; returns (mean loss, images/s, share of the time spent
+    waiting for the next batch) over all workers. The learning rate follows the schedule step by step."""
     run = config.train
     total_steps = run.epochs * config.steps_per_epoch
     step = (epoch - 1) * config.steps_per_epoch
     model.train()
-    loss_sum, images, waited, started = 0.0, 0, 0.0, time.perf_counter()
-    batches = ray.train.get_dataset_shard("train").iter_torch_batches(
-        batch_size=run.batch_size, drop_last=True, device=device
-    )
+    losses, images, waited, started = [], 0, 0.0, time.perf_counter()
     asked = time.perf_counter()
-    for batch in batches:
+    for batch in epoch_batches:
         waited += time.perf_counter() - asked
         set_learning_rate(optimizer, learning_rate(step, total_steps, run, config.steps_per_epoch))
         loss = train_step(model, optimizer, augmenter, batch, run.loss, run.clip_grad)
         if ema is not None:
-            ema.update_parameters(model.module if hasattr(model, "module") else model)
-        loss_sum += float(loss) * len(batch["label"])
+            ema.update_parameters(plain_model)
+        losses.append(loss * len(batch["label"]))  # summed at the end: no GPU sync per step
         images += len(batch["label"])
         step += 1
         asked = time.perf_counter()
+    loss_sum = float(torch.stack(losses).sum()) if losses else 0.0
     elapsed = time.perf_counter() - started
-    totals = torch.tensor([loss_sum, float(images), waited], dtype=torch.float64)
-    longest = torch.tensor([elapsed], dtype=torch.float64)
+    device = next(plain_model.parameters()).device  # NCCL reduces only device tensors
+    totals = torch.tensor([loss_sum, float(images), waited], dtype=torch.float64, device=device)
+    longest = torch.tensor([elapsed], dtype=torch.float64, device=device)
     if world > 1:
         import torch.distributed as dist
 
@@ -156,9 +183,14 @@ def _train_one_epoch(
 
 
 def validate(
-    model: torch.nn.Module, shard, config: LoopConfig, device: torch.device, use_bf16: bool = False
+    model: torch.nn.Module,
+    arrays: dict[str, np.ndarray],
+    config: LoopConfig,
+    device: torch.device,
+    use_bf16: bool = False,
 ) -> tuple[dict[str, float], float]:
-    """Every metric of `models.metrics` (+ val_loss) on the whole val split, at the threshold chosen there.
+    """Every metric of `models.metrics` (+ val_loss) on the whole val split (`arrays`: `jobs.data.cache`
+    columns), at the threshold chosen there.
 
     The forward pass is `models.inference.predict`, the step evaluation and serving use; the loss
     comes from the same pass's logits."""
@@ -169,7 +201,8 @@ def validate(
     dtype = torch.bfloat16 if use_bf16 else None
     probs, labels = [], []
     loss_sum, seg_sums, seg_images = 0.0, {"dsc": 0.0, "ji": 0.0}, 0
-    for batch in shard.iter_torch_batches(batch_size=config.train.batch_size, device=device):
+    every_row = np.arange(len(arrays["label"]))
+    for batch in batches(arrays, every_row, batch_size=config.train.batch_size, device=device, drop_last=False):
         prediction = predict(model, batch["image"], device, dtype)
         loss = multitask_loss(
             prediction.outputs, batch["label"], batch["mask"], config.train.loss, has_mask=batch["has_mask"]

@@ -27,6 +27,7 @@ from jobs.train.driver import (
     VAL_METRICS,
     Prepared,
     check_cluster,
+    decode_splits,
     fit_or_explain,
     hyperparameters,
     mode,
@@ -103,6 +104,7 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
         options.max_concurrent * base.workers * base.gpu,
         f"{options.max_concurrent} concurrent trial(s) of {base.workers} worker(s)",
     )
+    prepared = decode_splits(base, prepared)  # once for every trial
     trials_uri = storage.join(base.out, "trials")
     trainable = tune.with_resources(
         tune.with_parameters(_trial, base=base, prepared=prepared, trials_uri=trials_uri), {"cpu": TRIAL_CPUS}
