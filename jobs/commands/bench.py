@@ -1,8 +1,8 @@
 """Measure the platform: `busnet bench data|train|serve|predict` prints a table (or one JSON object with --json).
 
-data:  images/s through the Ray Data pipeline vs. a plain single-process loop over the same Parquet.
-train: training images/s of a bare PyTorch loop vs. Ray Train + Ray Data (the platform's overhead).
-serve: closed-loop HTTP load at several concurrencies: requests/s, p50/p99 latency, mean batch size.
+data:  images/s through the Ray Data pipeline vs. a plain single-process loop over the same Parquet (start cost apart).
+train: training images/s of a bare PyTorch loop vs. `busnet train`'s path (Ray Train on the decoded split); DDP share.
+serve: closed-loop HTTP load vs. the bare request pipeline: requests/s, p50/p99 latency, mean batch size.
 predict: images/s of batch inference (busnet predict) vs. the bare batched pipeline in one process.
 """
 
