@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int | None:
         "steady_speedup": _ratio(ray_timing["steady_images_per_s"], plain_timing["steady_images_per_s"]),
     }
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result), file=args.json_out)
     else:
         _print_table(result)
     return 0

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int | None:
         "speedup": bare_seconds / batch_seconds,
     }
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(result), file=args.json_out)
     else:
         _print_table(result)
     return 0

@@ -103,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
             None,
         ),
     }
-    print(json.dumps(report) if args.json else _table(report))
+    if args.json:
+        print(json.dumps(report), file=args.json_out)
+    else:
+        print(_table(report))
     return 0
 
 

@@ -295,7 +295,7 @@ def run(args: argparse.Namespace) -> int | None:
         "ray_wall_seconds": ray_result["wall_seconds"],
     }
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report), file=args.json_out)
         return 0
     ray_name = f"Ray Train ({args.workers} worker{'s' * (args.workers > 1)}), cached"
     _print_row(ray_name, ray_result, flops)

@@ -9,7 +9,9 @@ predict: images/s of batch inference (busnet predict) vs. the bare batched pipel
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import sys
 
 BENCHMARKS = {
     "data": "jobs.bench.data",
@@ -42,4 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int | None:
-    return args._bench(args)
+    """With --json, stdout carries the one JSON object only (`args.json_out`): Ray prints its processes'
+    log lines to the driver's sys.stdout, so while a benchmark runs sys.stdout is stderr."""
+    if not args.json:
+        return args._bench(args)
+    args.json_out = sys.stdout
+    with contextlib.redirect_stdout(sys.stderr):
+        return args._bench(args)
