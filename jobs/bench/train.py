@@ -96,6 +96,7 @@ def bare_loop(data_uri: str, config: dict) -> dict:
     import torch
 
     from jobs.data.augment import Augmenter
+    from jobs.data.cache import COLUMNS
     from jobs.data.dataset import read_table
     from jobs.data.pipeline import ROW_COLUMNS, decode_batch, split_filter
     from jobs.train.step import train_step
@@ -119,7 +120,7 @@ def bare_loop(data_uri: str, config: dict) -> dict:
             position += size
             raw = {k: [rows[k][i] for i in picked] for k in ROW_COLUMNS}
             decoded = decode_batch(raw, preprocessing)
-            batch = {k: torch.from_numpy(decoded[k]).to(device) for k in ("image", "mask", "has_mask", "label")}
+            batch = {k: torch.from_numpy(decoded[k]).to(device) for k in COLUMNS}
             waits.append(time.perf_counter() - asked)
             yield train_step(model, optimizer, augmenter, batch, LossWeights())
 
@@ -216,14 +217,12 @@ def _synthetic_dataset(folder: str) -> str:
     return uri
 
 
-def _flops(config: dict, peak_tflops: float | None) -> dict:
+def _flops(model, config: dict, peak_tflops: float | None) -> dict:
     """FLOPs per training image (counted on the CPU) and the peak of the device the paths train on."""
     import torch
 
-    from models import build_model
     from models.flops import flops_per_image, peak_flops
 
-    model = build_model(config["preset"], config["variant"], **config["overrides"])
     device_name = torch.cuda.get_device_name() if config["gpu"] else "cpu"
     return {
         "flops_per_image": flops_per_image(model, config["preprocessing"]["size"], train=True),
@@ -265,8 +264,8 @@ def run(args: argparse.Namespace) -> int | None:
         "gpu": args.gpu,
         "compile": args.compile,
     }
+    flops = _flops(model, config, args.peak_tflops)
     del model
-    flops = _flops(config, args.peak_tflops)
     with tempfile.TemporaryDirectory(prefix="busnet-bench-train-") as scratch:
         data = args.data or _synthetic_dataset(scratch)
         bare = bare_loop(data, config)
