@@ -116,6 +116,10 @@ def test_tune_flags_leave_the_loss_weights_to_the_search():
     for name, (low, high) in SEARCH_RANGES.items():
         assert low <= getattr(LossWeights(), name) <= high  # the search contains the paper's value
         assert f"{name} in [" in tune.description
+    narrowed = from_flags(
+        TuneOptions, tune.parse_args(["--data", "d", "--out", "o", "--search-space", "gamma=0:1,w1=2:4"])
+    )
+    assert narrowed.ranges() == {**SEARCH_RANGES, "gamma": (0.0, 1.0), "w1": (2.0, 4.0)}
 
 
 def test_bench_train_runs_trainings_defaults():

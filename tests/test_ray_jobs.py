@@ -167,6 +167,7 @@ def test_busnet_train_as_a_ray_job(ray_head, synthetic_dataset, tmp_path):
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
     assert "succeeded" in job.stdout
     assert "[busnet train] epoch 1/1" in job.stdout  # the job's log streams the training progress
+    assert "Reporting training result" not in job.stdout  # Ray Train's INFO dump of each report (no --verbose)
     best = Path(storage.resolve(str(out / "job" / "best")))
     assert (best / "_COMPLETE").exists() and (best / "model.safetensors").exists()
     assert json.loads((best / "metrics.json").read_text())["epoch"] == 1

@@ -146,6 +146,18 @@ def test_difficulty_sets_how_far_the_classes_traits_overlap():
     assert easy > 0.95 and 0.65 < default < 0.9 and abs(impossible - 0.5) < 0.12
 
 
+def test_easy_data_makes_lesions_stand_out_and_leaves_the_default_alone():
+    from jobs.data.synth.lesion import conspicuity_db
+
+    def mean_darkness(difficulty: float) -> float:
+        rng = np.random.default_rng(3)
+        lesions = [draw_lesion(rng, label, 500, difficulty) for label in (0, 1) for _ in range(200)]
+        return float(np.mean([lesion.darkness_db for lesion in lesions]))
+
+    assert conspicuity_db(0.5) == conspicuity_db(0.8) == 0.0 and conspicuity_db(0.1) == pytest.approx(6.0)
+    assert mean_darkness(0.1) - mean_darkness(0.5) > 4.0  # dB: a few less from the classes' suspicion
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -40,6 +40,11 @@ def test_hyperopt_without_the_package_says_how_to_get_it(synthetic_dataset, tmp_
         (TuneOptions(samples=0), "must be at least 1"),
         (TuneOptions(grace_period=0), "must be at least 1"),
         (TuneOptions(search="grid"), "choose one of random, optuna, hyperopt"),
+        (TuneOptions(search_space="beta=0:1"), "'beta=0:1': unknown loss weight; choose from w1, alpha, gamma"),
+        (TuneOptions(search_space="gamma=2:1"), "need 0 <= LOW <= HIGH"),
+        (TuneOptions(search_space="gamma=-1:1"), "need 0 <= LOW <= HIGH"),
+        (TuneOptions(search_space="gamma=nan:1"), "need 0 <= LOW <= HIGH"),
+        (TuneOptions(search_space="gamma=1"), "two numbers"),
     ],
 )
 def test_bad_options_are_refused_before_any_trial(synthetic_dataset, tmp_path, options, message):

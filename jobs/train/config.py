@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from models.loss_weights import LossWeights
+from models.loss_weights import SEARCH_RANGES, LossWeights
 from models.presets import AAA_GATES, AAA_PLACEMENTS, BASELINE, BASELINES, FUSIONS, PRESETS, TABLE3_VARIANTS, VARIANTS
 
 if TYPE_CHECKING:
@@ -208,6 +208,32 @@ class TuneOptions:
         metadata={"help": "search algorithm; hyperopt needs `pip install hyperopt`", "choices": SEARCHES},
     )
     grace_period: int = field(default=1, metadata={"help": "epochs every trial runs before ASHA may stop it"})
+    search_space: str | None = field(
+        default=None,
+        metadata={
+            "help": "narrow or move the uniform range of some loss weights: NAME=LOW:HIGH[,...], e.g. gamma=0:1",
+            "unset": "the ranges above",
+        },
+    )
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """The range searched for each loss weight: `SEARCH_RANGES` with `search_space` applied.
+        Raises ValueError naming the bad part of `search_space`."""
+        ranges = dict(SEARCH_RANGES)
+        for part in filter(None, (self.search_space or "").split(",")):
+            name, _, bounds = part.partition("=")
+            low, _, high = bounds.partition(":")
+            name = name.strip()
+            if name not in ranges:
+                raise ValueError(f"--search-space {part!r}: unknown loss weight; choose from {', '.join(ranges)}")
+            try:
+                low_value, high_value = float(low), float(high)
+            except ValueError:
+                raise ValueError(f"--search-space {part!r}: expected NAME=LOW:HIGH with two numbers") from None
+            if not 0 <= low_value <= high_value < float("inf"):  # NaN fails every comparison
+                raise ValueError(f"--search-space {part!r}: need 0 <= LOW <= HIGH, both finite")
+            ranges[name] = (low_value, high_value)
+        return ranges
 
 
 @dataclass(frozen=True, kw_only=True)

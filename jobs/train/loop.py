@@ -19,6 +19,7 @@ when the worker dies within the 2 s in which Ray Train's controller collects a r
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 import time
@@ -44,6 +45,8 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     from models import build_model, load_checkpoint
     from models.preprocess import Preprocessing
 
+    if not config.train.verbose:
+        _quiet_train_reports()
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
@@ -120,6 +123,15 @@ def train_loop_per_worker(config: LoopConfig) -> None:
             dist.broadcast(stop, src=0)
         if stop[0]:
             break
+
+
+def _quiet_train_reports() -> None:
+    """Ray 2.60 logs each `ray.train.report` (the whole metrics dict) at INFO from a logger named after
+    its file (`getLogger(__file__)`, not "ray.train..."), so `RunConfig(logging_config=...)`, which
+    filters the "ray.train" loggers, lets it through to the console once per epoch."""
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def place_model(model: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:

@@ -95,6 +95,10 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
 
     if options.samples < 1 or options.max_concurrent < 1 or options.grace_period < 1:
         raise BusnetError("--samples, --max-concurrent and --grace-period must be at least 1")
+    try:
+        ranges = options.ranges()
+    except ValueError as exc:
+        raise BusnetError(str(exc)) from None
     search_alg = _search_algorithm(options.search, base.seed, options.max_concurrent)
     prepared = prepare(base)
     init_ray()
@@ -110,7 +114,7 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
         tune.with_parameters(_trial, base=base, prepared=prepared, trials_uri=trials_uri), {"cpu": TRIAL_CPUS}
     )
     params = {"data": base.data, "dataset_hash": prepared.content_hash, **hyperparameters(base)}
-    params.update(dataclasses.asdict(options), **{name: f"uniform{SEARCH_RANGES[name]}" for name in SEARCH_RANGES})
+    params.update(dataclasses.asdict(options), **{name: f"uniform{ranges[name]}" for name in ranges})
     with tracking.run("tune", params=params) as tracked:
         outcome = _search_and_publish(base, options, trainable, search_alg, tracked)
         tracked.record_checkpoint(outcome.best_uri, outcome.best)
@@ -130,7 +134,7 @@ def _search_and_publish(
     fs, path = storage.filesystem(base.out)
     tuner = tune.Tuner(
         trainable,
-        param_space={name: tune.uniform(low, high) for name, (low, high) in SEARCH_RANGES.items()},
+        param_space={name: tune.uniform(low, high) for name, (low, high) in options.ranges().items()},
         tune_config=tune.TuneConfig(
             metric=base.metric,
             mode=mode(base.metric),
@@ -150,7 +154,8 @@ def _search_and_publish(
     )
     print(
         f"[busnet tune] {options.samples} trial(s), {options.max_concurrent} at a time, {options.search} search "
-        f"over {', '.join(SEARCH_RANGES)}, ASHA on {base.metric} -> {base.out}",
+        f"over {', '.join(f'{name} [{low:g}, {high:g}]' for name, (low, high) in options.ranges().items())}, "
+        f"ASHA on {base.metric} -> {base.out}",
         flush=True,
     )
     grid = tuner.fit()
@@ -242,7 +247,7 @@ def _save_results(rows: list[dict], best: dict, base: TrainConfig, options: Tune
         "metric": base.metric,
         "mode": mode(base.metric),
         "search": options.search,
-        "search_ranges": SEARCH_RANGES,
+        "search_ranges": options.ranges(),
         "samples": options.samples,
         "epochs": base.epochs,
         "best": best,
