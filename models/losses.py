@@ -49,16 +49,22 @@ def focal_loss(
     return -(positive + negative).mean()
 
 
-def dice_loss(mask_logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """1 - soft Dice with smooth 1 over the flattened batch: (2*sum(y*p) + 1) / (sum(y) + sum(p) + 1)."""
+def dice_loss(mask_logits: torch.Tensor, masks: torch.Tensor, per_image: bool = False) -> torch.Tensor:
+    """1 - soft Dice with smooth 1: (2*sum(y*p) + 1) / (sum(y) + sum(p) + 1).
+
+    Over the flattened batch, as the authors' Keras code computes it, or `per_image`: the mean of each
+    image's own soft Dice, as Dice is reported. Over the batch a large lesion outweighs a small one by
+    its area, and the network learns to under-segment small lesions (busnet's demo: a small blob in the
+    middle of an easily seen lesion); per image every lesion counts as much as it does in the metric."""
     if mask_logits.shape != masks.shape:
         raise ValueError(
             f"dice_loss: mask_logits {tuple(mask_logits.shape)} and masks {tuple(masks.shape)} differ in shape"
         )
     probs = torch.sigmoid(mask_logits)
     masks = masks.to(probs.dtype)
-    dice = (2.0 * (masks * probs).sum() + 1.0) / (masks.sum() + probs.sum() + 1.0)
-    return 1.0 - dice
+    dims = tuple(range(1, probs.ndim)) if per_image else tuple(range(probs.ndim))
+    dice = (2.0 * (masks * probs).sum(dims) + 1.0) / (masks.sum(dims) + probs.sum(dims) + 1.0)
+    return 1.0 - dice.mean()
 
 
 def multitask_loss(
@@ -67,9 +73,10 @@ def multitask_loss(
     masks: torch.Tensor,
     weights: LossWeights = DEFAULT_WEIGHTS,
     has_mask: torch.Tensor | None = None,
+    dice_per_image: bool = False,
 ) -> LossTerms:
     """w1 * focal(outputs["logits"], labels, alpha, gamma) + dice(outputs["mask_logits"], masks), w1, alpha
-    and gamma from `weights`.
+    and gamma from `weights`; `dice_per_image`: see `dice_loss`.
 
     The Dice term uses only the images whose `has_mask` (bool [B]; None = all) is True, and is
     skipped when the model has no mask head (`mask_logits` is None: the `swin` and `swin_aaa`
@@ -88,5 +95,5 @@ def multitask_loss(
                 )
             mask_logits, masks = mask_logits[has_mask], masks[has_mask]
         if mask_logits.shape[0] > 0:
-            dice = dice_loss(mask_logits, masks)
+            dice = dice_loss(mask_logits, masks, per_image=dice_per_image)
     return LossTerms(total=weights.w1 * focal + dice, focal=focal, dice=dice)

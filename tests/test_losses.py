@@ -82,6 +82,26 @@ def test_dice_matches_hand_computed():
     ps = [_sigmoid(x) for x in xs]
     dice = (2 * sum(p * y for p, y in zip(ps, ys)) + 1) / (sum(ys) + sum(ps) + 1)
     assert dice_loss(mask_logits, masks).item() == pytest.approx(1 - dice, rel=1e-12)
+    first, second = (
+        (2 * sum(p * y for p, y in zip(ps[i : i + 4], ys[i : i + 4])) + 1)
+        / (sum(ys[i : i + 4]) + sum(ps[i : i + 4]) + 1)
+        for i in (0, 4)
+    )
+    assert dice_loss(mask_logits, masks, per_image=True).item() == pytest.approx(1 - (first + second) / 2, rel=1e-12)
+
+
+def test_dice_per_image_weighs_a_small_lesion_as_much_as_a_large_one():
+    masks = torch.zeros(2, 1, 16, 16)
+    masks[0, :, 1:15, 1:15] = 1  # a large lesion
+    masks[1, :, 7:9, 7:9] = 1  # a small one
+    right = torch.where(masks > 0, 50.0, -50.0)
+    missed_small, missed_large = right.clone(), right.clone()
+    missed_small[1], missed_large[0] = -50.0, -50.0  # no lesion found in that image
+    # Over the batch missing the small lesion costs almost nothing; per image it costs what the large one does.
+    assert dice_loss(missed_small, masks).item() < 0.05 and dice_loss(missed_large, masks).item() > 0.9
+    assert dice_loss(missed_small, masks, per_image=True).item() == pytest.approx(
+        dice_loss(missed_large, masks, per_image=True).item(), abs=0.1
+    )
 
 
 def test_dice_perfect_and_empty():

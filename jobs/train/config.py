@@ -22,6 +22,7 @@ ARCHITECTURE_OPTIONS = ("aaa_placement", "aaa_gate", "fusion")  # models.presets
 SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "onecycle", "constant")  # jobs.train.recipe.learning_rate
+DICE_OVER = ("image", "batch")  # models.losses.dice_loss(per_image=...)
 
 # The recipes `--recipe` names: the values of the fields left unset (None). "busnet" is ours: a
 # one-epoch warm-up, cosine decay and gradient clipping make lr 1e-3 safe for randomly initialised
@@ -35,6 +36,7 @@ RECIPES: dict[str, dict[str, float | int | str]] = {
         "warmup_epochs": 1.0,
         "clip_grad": 1.0,
         "patience": 10,
+        "dice": "image",
     },
     "paper": {
         "lr": 1e-5,
@@ -43,6 +45,7 @@ RECIPES: dict[str, dict[str, float | int | str]] = {
         "warmup_epochs": 0.0,
         "clip_grad": 0.0,
         "patience": 0,
+        "dice": "batch",
     },
 }
 
@@ -119,6 +122,14 @@ class TrainConfig:
         metadata={
             "help": "stop after this many epochs without a better smoothed val_score; 0 = never",
             "unset": _recipes_say("patience"),
+        },
+    )
+    dice: str | None = field(
+        default=None,
+        metadata={
+            "help": "the Dice loss over each image (as Dice is reported) or over the whole batch (the authors' code)",
+            "choices": DICE_OVER,
+            "unset": _recipes_say("dice"),
         },
     )
     loss: LossWeights = field(default_factory=LossWeights)

@@ -61,6 +61,7 @@ HYPERPARAMETERS = (
     "ema",
     "balance_classes",
     "patience",
+    "dice",
     "smooth",
     "fold",
     "input_size",

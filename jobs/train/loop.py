@@ -172,7 +172,7 @@ def _train_one_epoch(
     for batch in epoch_batches:
         waited += time.perf_counter() - asked
         set_learning_rate(optimizer, learning_rate(step, total_steps, run, config.steps_per_epoch))
-        loss = train_step(model, optimizer, augmenter, batch, run.loss, run.clip_grad)
+        loss = train_step(model, optimizer, augmenter, batch, run.loss, run.clip_grad, run.dice == "image")
         if ema is not None:
             ema.update_parameters(plain_model)
         losses.append(loss * len(batch["label"]))  # summed at the end: no GPU sync per step
@@ -217,7 +217,12 @@ def validate(
     for batch in batches(arrays, every_row, batch_size=config.train.batch_size, device=device, drop_last=False):
         prediction = predict(model, batch["image"], device, dtype)
         loss = multitask_loss(
-            prediction.outputs, batch["label"], batch["mask"], config.train.loss, has_mask=batch["has_mask"]
+            prediction.outputs,
+            batch["label"],
+            batch["mask"],
+            config.train.loss,
+            has_mask=batch["has_mask"],
+            dice_per_image=config.train.dice == "image",
         ).total
         loss_sum += float(loss) * len(batch["label"])
         probs.append(prediction.probs)

@@ -24,10 +24,12 @@ def train_step(
     batch: dict[str, torch.Tensor],
     weights: LossWeights,
     clip_grad: float = 0.0,
+    dice_per_image: bool = False,
 ) -> torch.Tensor:
     """Train on one batch ({"image", "mask", "has_mask", "label"}); returns its loss, detached.
 
-    `clip_grad` > 0 clips the global gradient norm to it (`jobs.train.recipe.clip_gradients`)."""
+    `clip_grad` > 0 clips the global gradient norm to it (`jobs.train.recipe.clip_gradients`);
+    `dice_per_image`: `models.losses.dice_loss`."""
     images, masks = augment(batch["image"], batch["mask"])
     cuda = images.device.type == "cuda"
     if cuda:  # the layout of the model's weights there (jobs.train.loop): cuDNN's fast bf16 convolutions
@@ -35,7 +37,9 @@ def train_step(
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=cuda):
         outputs = model(images)
     outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
-    loss = multitask_loss(outputs, batch["label"], masks, weights, has_mask=batch["has_mask"]).total
+    loss = multitask_loss(
+        outputs, batch["label"], masks, weights, has_mask=batch["has_mask"], dice_per_image=dice_per_image
+    ).total
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     clip_gradients(model, clip_grad)
