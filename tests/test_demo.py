@@ -22,8 +22,9 @@ import torch
 
 from jobs import storage
 from jobs.cli import main
-from jobs.demo import SYNTHETIC_WARNING, DemoConfig
+from jobs.demo import DEMO_SEARCH_SPACE, SYNTHETIC_WARNING, DemoConfig
 from jobs.runtime import free_port
+from jobs.train.config import TuneOptions
 from tests.test_tracking import artifact_names, tracked_runs
 
 pytestmark = pytest.mark.slow
@@ -47,10 +48,9 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
         assert (workdir / "report" / name).stat().st_size > 0, name
     metrics = json.loads((workdir / "report" / "metrics.json").read_text())
     test_auc, test_dice = (metrics["overall"]["metrics"][key]["value"] for key in ("auc", "dsc"))
-    # Floors below what the demo measured, not issue 12's targets (ROC-AUC >= 0.9, Dice >= 0.75), which it
-    # misses: two runs on 2 cores (2026-12-02) served the same trial, with ROC-AUC 0.916 and Dice 0.626. The
-    # served trial learns the class more than the mask (README "Measured"), hence a Dice floor under 0.6.
-    assert test_auc >= 0.85 and test_dice >= 0.55, f"test ROC-AUC {test_auc:.3f}, Dice {test_dice:.3f}"
+    # Issue 12's acceptance for the demo's recipe on a fresh synthetic set (the demo's own targets, ROC-AUC
+    # >= 0.95 and Dice >= 0.80, are printed by the demo, not asserted; measured: 0.946 and 0.852).
+    assert test_auc >= 0.9 and test_dice >= 0.75, f"test ROC-AUC {test_auc:.3f}, Dice {test_dice:.3f}"
     assert json.loads((best / "config.json").read_text())["weights_sha256"] in json.dumps(metrics)
 
     predictions = json.loads((workdir / "predictions.json").read_text())
@@ -74,7 +74,6 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
 
 
 def _check_tune_results(runs) -> None:
-    from jobs.train.tune import SEARCH_RANGES
     from models import load_checkpoint
 
     saved = json.loads((runs / "tune_results.json").read_text())
@@ -82,7 +81,7 @@ def _check_tune_results(runs) -> None:
     assert len(rows) == len(saved["trials"]) == 2
     assert len({row["trial"] for row in rows}) == 2 and "" not in {row["trial"] for row in rows}
     for row in saved["trials"]:
-        for name, (low, high) in SEARCH_RANGES.items():
+        for name, (low, high) in TuneOptions(search_space=DEMO_SEARCH_SPACE).ranges().items():
             assert low <= row[name] <= high
         assert 1 <= row["best_epoch"] <= row["epochs"] <= DemoConfig.epochs
         assert (runs / "trials" / f"trial-{row['trial']}").is_dir()  # each trial is a Train run folder
