@@ -10,7 +10,7 @@ about 5 minutes and the served model reaches test ROC-AUC >= 0.95 and Dice >= 0.
 test split (`TARGETS`; README "Measured" has the numbers): easy synthetic data (difficulty
 `DEMO_DIFFICULTY`: every BI-RADS trait follows the class closely and lesions stand out), small
 images, the tiny preset at 64 px, the default training recipe (`jobs.train.config.RECIPES["busnet"]`:
-lr 1e-3, at 3e-3 the decoder's ReLUs died in 2 of 3 runs; the Dice loss per image), two trials side
+lr 1e-3, at 3e-3 the decoder's ReLUs died in 2 of 3 runs) with the Dice loss per image (`--dice image`), two trials side
 by side (one CPU each) over `DEMO_SEARCH_SPACE`, 16 epochs each.
 The numbers it prints say nothing about real ultrasound, and it says so.
 """
@@ -202,6 +202,7 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
         "size": config.input_size,
         "recipe": RECIPES["busnet"],
         "search_space": DEMO_SEARCH_SPACE,
+        "dice": "image",
         "seed": config.seed,
         "ingest": ingest,
     }
@@ -213,6 +214,7 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
             input_size=config.input_size,
             epochs=config.epochs,
             seed=config.seed,
+            dice="image",
         )
         # Trials side by side: each worker computes on one core, so two of them take the wall time of one.
         # Every trial runs all its epochs (ASHA's grace period = the epochs): at a 1-epoch grace, ASHA stopped
@@ -229,7 +231,7 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
             *("--data", base.data, "--out", base.out, "--samples", str(options.samples)),
             *("--max-concurrent", str(options.max_concurrent), "--epochs", str(base.epochs)),
             *("--grace-period", str(options.grace_period), "--search-space", DEMO_SEARCH_SPACE),
-            *("--preset", base.preset, "--input-size", str(base.input_size), "--lr", str(base.lr)),
+            *("--preset", base.preset, "--input-size", str(base.input_size), "--lr", str(base.lr), "--dice", "image"),
             *("--seed", str(base.seed)),
         )
         with tracking.session("tune", base.out):

@@ -36,7 +36,7 @@ RECIPES: dict[str, dict[str, float | int | str]] = {
         "warmup_epochs": 1.0,
         "clip_grad": 1.0,
         "patience": 10,
-        "dice": "image",
+        "dice": "batch",
     },
     "paper": {
         "lr": 1e-5,
