@@ -10,8 +10,8 @@ about 5 minutes and the served model reaches test ROC-AUC >= 0.95 and Dice >= 0.
 test split (`TARGETS`; README "Measured" has the numbers): easy synthetic data (difficulty
 `DEMO_DIFFICULTY`: every BI-RADS trait follows the class closely and lesions stand out), small
 images, the tiny preset at 64 px, the default training recipe (`jobs.train.config.RECIPES["busnet"]`:
-lr 1e-3, at 3e-3 the decoder's ReLUs died in 2 of 3 runs) with the Dice loss per image (`--dice image`), two trials side
-by side (one CPU each) over `DEMO_SEARCH_SPACE`, 16 epochs each.
+lr 1e-3, at 3e-3 the decoder's ReLUs died in 2 of 3 runs) with the Dice loss per image (`DEMO_DICE`),
+two trials side by side (one CPU each) over `DEMO_SEARCH_SPACE`, 16 epochs each.
 The numbers it prints say nothing about real ultrasound, and it says so.
 """
 
@@ -32,6 +32,7 @@ DEMO_DIFFICULTY = 0.1  # jobs.data.synth.lesion: the drawn BI-RADS traits separa
 # gamma at most 1. In the demo's 16 epochs a trial with gamma near 3-4 learnt the masks but not the
 # classes (val ROC-AUC 0.79), and one with w1 near 1.5 neither (0.75); busnet tune's own ranges are wider.
 DEMO_SEARCH_SPACE = "w1=2.5:4,gamma=0:1"
+DEMO_DICE = "image"  # per image, small lesions are not outweighed by large ones (jobs/README.md "--dice")
 DEMO_IMAGE_SIDES = (200, 400)  # synthetic image sides in px: quick to draw and decode, still 3-6x the input
 TARGETS = {"auc": 0.95, "dsc": 0.80}  # what the demo's model reaches on its synthetic test split
 WALL_TARGET_S = 300
@@ -202,7 +203,7 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
         "size": config.input_size,
         "recipe": RECIPES["busnet"],
         "search_space": DEMO_SEARCH_SPACE,
-        "dice": "image",
+        "dice": DEMO_DICE,
         "seed": config.seed,
         "ingest": ingest,
     }
@@ -214,7 +215,7 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
             input_size=config.input_size,
             epochs=config.epochs,
             seed=config.seed,
-            dice="image",
+            dice=DEMO_DICE,
         )
         # Trials side by side: each worker computes on one core, so two of them take the wall time of one.
         # Every trial runs all its epochs (ASHA's grace period = the epochs): at a 1-epoch grace, ASHA stopped
@@ -231,7 +232,7 @@ def _tune(stages: _Stages, paths: DemoPaths, config: DemoConfig, ingest: dict) -
             *("--data", base.data, "--out", base.out, "--samples", str(options.samples)),
             *("--max-concurrent", str(options.max_concurrent), "--epochs", str(base.epochs)),
             *("--grace-period", str(options.grace_period), "--search-space", DEMO_SEARCH_SPACE),
-            *("--preset", base.preset, "--input-size", str(base.input_size), "--lr", str(base.lr), "--dice", "image"),
+            *("--preset", base.preset, "--input-size", str(base.input_size), "--lr", str(base.lr), "--dice", base.dice),
             *("--seed", str(base.seed)),
         )
         with tracking.session("tune", base.out):
