@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from jobs.runtime import quiet_ray
+
+    quiet_ray(getattr(args, "verbose", False))  # every command, before anything imports ray.data
     try:
         code = args._run(args)
     except KeyboardInterrupt:

@@ -27,16 +27,21 @@ def check_port(host: str, port: int) -> None:
             raise BusnetError(f"cannot listen on {host}:{port} ({exc.strerror}); pick another --port") from exc
 
 
-def start_app(app: serve.Application, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME) -> str:
-    """Run `app` (from `serve.app.build_app`) at http://host:port/ and return that URL."""
+def start_app(
+    app: serve.Application, host: str = "127.0.0.1", port: int = 8000, name: str = APP_NAME, log_level: str = "INFO"
+) -> str:
+    """Run `app` (from `serve.app.build_app`) at http://host:port/ and return that URL. `log_level` is
+    Serve's (controller, proxy, the app's replicas and their access log); the demo asks for WARNING."""
     from jobs.runtime import init_ray
 
     if not os.environ.get("RAY_ADDRESS"):
         check_port(host, port)  # a joined cluster's proxy may already listen there: that is fine
     init_ray()
-    serve.start(http_options={"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S})
+    logging_config = {"log_level": log_level}
+    http_options = {"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S}
+    serve.start(http_options=http_options, logging_config=logging_config)
     try:
-        serve.run(app, name=name, route_prefix="/", blocking=False)
+        serve.run(app, name=name, route_prefix="/", blocking=False, logging_config=logging_config)
     except RuntimeError as exc:
         raise BusnetError(f"the Serve application did not start: {_last_line(exc)}") from exc
     return f"http://{host}:{port}"

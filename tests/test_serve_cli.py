@@ -84,7 +84,7 @@ def test_bench_serve_json(ray_local, capsys):
             "--requests",
             "18",
             "--duration",
-            "60",
+            "20",  # a level's limit (18 requests take ~2 s at concurrency 1); each bare baseline gets a quarter
             "--max-batch-size",
             "6",
             "--batch-wait-ms",

@@ -45,11 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int | None:
     """With --json, stdout carries the one JSON object only (`args.json_out`): Ray prints its processes'
-    log lines to the driver's sys.stdout, so while a benchmark runs sys.stdout is stderr. Ray's own INFO
-    logs are hidden as in `busnet train` (before any benchmark imports ray.data, which reads its level then)."""
-    from jobs.runtime import quiet_ray
-
-    quiet_ray()
+    log lines to the driver's sys.stdout, so while a benchmark runs sys.stdout is stderr."""
     if not args.json:
         return args._bench(args)
     args.json_out = sys.stdout
