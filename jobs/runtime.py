@@ -73,6 +73,7 @@ def quiet_ray(verbose: bool = False) -> None:
     if verbose:
         return
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # busnet prints its own progress
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
 
 
