@@ -12,6 +12,7 @@ good, and the cleaner logs a warning every second.
 
 from __future__ import annotations
 
+import logging
 import os
 
 LOCAL_MIN_CPUS = 4
@@ -67,14 +68,19 @@ def point_at_own_cluster() -> None:
 
 
 def quiet_ray(verbose: bool = False) -> None:
-    """Keep Ray's own INFO chatter (Ray Data's execution plans, deprecation warnings of its actors)
-    off the console unless `verbose`; set before `init_ray`, as Ray's processes inherit the environment.
+    """Keep Ray's and MLflow's own INFO chatter (Ray Data's execution plans, deprecation warnings of
+    its actors) off the console unless `verbose`; set before `init_ray`, as Ray's processes inherit the environment.
     Ray Train's own logs follow `RunConfig(logging_config=...)`; warnings and errors still show."""
     if verbose:
         return
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # busnet prints its own progress
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial MLflow database tables"
+    # Notices, not problems: Ray Data's that its bars are off (as asked above), and ray.init's that a
+    # new local Ray uses token authentication (its default).
+    for name in ("ray.data._internal.progress", "ray._private.authentication.authentication_token_setup"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def free_port(preferred: int | None = None) -> int:

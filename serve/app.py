@@ -32,6 +32,7 @@ from ray import serve
 from models.preprocess import ImageError
 from serve.batcher import Batcher
 from serve.body import ACCEPTED, BadRequest, frame_number, read_image_bytes
+from serve.ingress import current_ingress
 from serve.predictor import LoadedModel, Loader, answer_batch, load_model, prepare, preview
 from serve.public import redact_paths
 from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, ServeSettings
@@ -259,6 +260,7 @@ class BusnetService:
                 "device": str(loaded.device),
                 "dtype": str(loaded.dtype).removeprefix("torch."),
                 "torch_threads": self._threads,
+                "ingress": current_ingress(),
                 "replica": serve.get_replica_context().replica_tag,
             },
             "stats": self._stats.to_dict(),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -105,3 +106,68 @@ def test_bench_serve_json(ray_local, capsys):
     assert report["c1_p50_over_bare_ms"] == report["levels"][0]["p50_ms"] - bare["pipeline_single"]["p50_ms"]
     assert report["levels"][0]["mean_batch_size"] == pytest.approx(1.0)
     assert report["levels"][1]["mean_batch_size"] >= 1.0
+
+
+# Refused inside the replica, so HAProxy must pass each status and JSON body through unchanged.
+HOSTILE_BEHIND_HAPROXY = [
+    "empty body",
+    "not an image",
+    "truncated PNG",
+    "long thin image (4 x 20000)",
+    "malformed multipart",
+    "many tiny multipart parts",
+]
+
+
+def test_busnet_serve_behind_haproxy_answers_batches_and_refuses_bad_input(tmp_path, busi_sample):
+    """`busnet serve --ingress haproxy` with its own local Ray (Serve reads the mode when Ray starts)."""
+    from serve.settings import DEFAULT_MAX_IMAGE_BYTES
+    from tests.test_serve import BAD_INPUTS, GOOD, post_raw
+
+    checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "ckpt")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
+    stderr = tmp_path / "serve.err"
+    command = [sys.executable, "-m", "jobs.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
+    process = subprocess.Popen(
+        [*command, "--ingress", "haproxy", "--max-batch-size", "8", "--batch-wait-ms", "50"],
+        stdout=subprocess.PIPE,
+        stderr=stderr.open("w"),
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
+    reader.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 300
+        while not any(line.startswith(f"busnet serve: {url}/v1/predict") for line in lines):
+            if process.poll() is not None:
+                pytest.fail(f"busnet serve exited with {process.returncode}: {stderr.read_text()[-3000:]}")
+            assert time.monotonic() < deadline, "busnet serve printed no URL within 300 s"
+            time.sleep(0.5)
+        images = [path.read_bytes() for path in sorted(busi_sample.glob("*/*).png"))[:8]]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda data: post_raw(url, data), images))
+        assert [answer.status_code for answer in answers] == [200] * 8, [a.text[:200] for a in answers]
+        sha = load_checkpoint(checkpoint)[1]["weights_sha256"]
+        assert all(answer.json()["model"]["sha256"] == sha for answer in answers)
+        info = requests.get(f"{url}/v1/model", timeout=30).json()
+        assert info["serving"]["ingress"] == "haproxy"
+        stats = info["stats"]
+        assert stats["requests"] == 8 and stats["batches"] < 8  # some of them ran together
+        for case in HOSTILE_BEHIND_HAPROXY:
+            send, status = BAD_INPUTS[case]
+            response = send(url)
+            assert response.status_code == status and list(response.json()) == ["error"], (case, response.text)
+        oversized = post_raw(url, b"\0" * (DEFAULT_MAX_IMAGE_BYTES + 1))
+        assert oversized.status_code == 413 and list(oversized.json()) == ["error"]
+        assert post_raw(url, GOOD).status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+        reader.join(timeout=10)
+    assert process.returncode == 0, stderr.read_text()[-2000:]
+    with pytest.raises(requests.ConnectionError):  # HAProxy went with the Ray it ran under
+        requests.get(f"{url}/v1/health", timeout=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import os
 import threading
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from PIL import Image
 
 from jobs.cli import main
+from jobs.errors import BusnetError
 from models import build_model, load_checkpoint, save_checkpoint
 from models.preprocess import decode_image, preprocess_image
 from serve.batcher import Batcher
@@ -411,3 +413,17 @@ def test_config_file_is_a_valid_serve_config_whose_import_path_builds():
     assert deployment.max_ongoing_requests >= settings.max_batch_size
     assert config.http_options.request_timeout_s == REQUEST_TIMEOUT_S  # as `busnet serve` (serve.launch)
     assert deployment.autoscaling_config["max_replicas"] >= deployment.autoscaling_config["min_replicas"]
+
+
+def test_haproxy_ingress_is_refused_where_it_cannot_apply(monkeypatch, ray_local):
+    from serve.ingress import use_ingress
+
+    before = dict(os.environ)
+    use_ingress("proxy")  # the default changes nothing
+    with pytest.raises(BusnetError, match="before this process starts Ray"):
+        use_ingress("haproxy")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
+    with pytest.raises(BusnetError, match="cluster's ingress comes from its own environment"):
+        use_ingress("haproxy")
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert dict(os.environ) == before

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from jobs.commands.serve import add_ingress_argument
 from jobs.errors import BusnetError
 
 APP_NAME = "busnet-bench"
@@ -41,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch-size", type=int, default=16, help="the replica's largest batch (default 16)")
     parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="batch fill wait (default 5 ms)")
     parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs (and torch threads) of the replica")
+    add_ingress_argument(parser)
     parser.add_argument(
         "--image", metavar="PATH", help="image to send (default: a synthetic 500x500 8-bit PNG, BUSI-sized)"
     )
@@ -51,9 +53,11 @@ def run(args: argparse.Namespace) -> int:
 
     from jobs.runtime import free_port
     from serve.app import build_app
+    from serve.ingress import use_ingress
     from serve.launch import start_app, stop_app
 
     levels = _concurrencies(args.concurrency)
+    use_ingress(args.ingress)
     if args.requests < 1 or args.duration <= 0:
         raise BusnetError("--requests must be >= 1 and --duration > 0")
     body, image_desc = _image(args.image)
@@ -88,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "input_size": info["config"]["preprocessing"]["size"],
         "image": image_desc,
         "replicas": 1,
+        "ingress": args.ingress,
         "cpus_per_replica": args.cpus_per_replica,
         "max_batch_size": args.max_batch_size,
         "batch_wait_ms": args.batch_wait_ms,
@@ -204,8 +209,8 @@ def _table(report: dict) -> str:
 
     lines = [
         f"serve bench: {report['model']} ({report['preset']}, {report['input_size']} px) from "
-        f"{report['checkpoint']}; 1 replica x {report['cpus_per_replica']:g} CPU, max batch "
-        f"{report['max_batch_size']}, wait {report['batch_wait_ms']:g} ms; image {report['image']}",
+        f"{report['checkpoint']}; ingress {report['ingress']}; 1 replica x {report['cpus_per_replica']:g} CPU, "
+        f"max batch {report['max_batch_size']}, wait {report['batch_wait_ms']:g} ms; image {report['image']}",
         f"bare, {bare['threads']} thread(s): forward {bare['forward']['images_per_s']:.1f} images/s (batch "
         f"{bare['forward']['batch_size']}); pipeline (decode, preprocess, forward, mask restore, encode) "
         f"{bare['pipeline_batched']['images_per_s']:.1f} images/s batched, "

@@ -19,6 +19,7 @@ import sys
 import time
 
 from jobs.errors import BusnetError
+from serve.ingress import INGRESSES
 from serve.settings import PRECISIONS, ServeSettings
 
 
@@ -31,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    add_ingress_argument(parser)
     scaling = parser.add_mutually_exclusive_group()
     scaling.add_argument("--replicas", type=int, default=1, metavar="N", help="fixed number of replicas (default 1)")
     scaling.add_argument(
@@ -70,11 +72,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_ingress_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ingress",
+        choices=INGRESSES,
+        default=INGRESSES[0],
+        help="proxy: Ray Serve's Python proxy (default); haproxy: HAProxy in front of replicas that take HTTP "
+        "themselves, faster, but each replica then also listens on every interface (serve/README.md)",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from serve.app import build_app
+    from serve.ingress import use_ingress
     from serve.launch import check_port, start_app, stop_app
 
     _check_arguments(args)
+    use_ingress(args.ingress)
     if not os.environ.get("RAY_ADDRESS"):
         check_port(args.host, args.port)  # before the checkpoint and Ray: a taken port fails in a second
     model_name = _check_checkpoint(args.checkpoint)
