@@ -1,7 +1,9 @@
-"""`busnet serve` as a real process (joined to the test session's Ray) and `busnet bench serve`."""
+"""`busnet serve` as a real process (joined to the test session's Ray, or on its own Ray behind HAProxy) and
+`busnet bench serve`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -9,7 +11,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,55 +26,48 @@ from models import build_model, load_checkpoint, save_checkpoint
 pytestmark = pytest.mark.slow
 
 
-def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
-    from ray import serve
-
-    checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "ckpt")
+@contextlib.contextmanager
+def busnet_serve(checkpoint: Path, env: dict[str, str], stderr: Path, *options: str) -> Iterator[str]:
+    """`busnet serve` as a process until it prints its URL; yields the URL, then stops it with Ctrl-C
+    (SIGINT) and asserts it exited cleanly."""
     port = free_port()
-    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
-    stderr = tmp_path / "serve.err"
+    command = [sys.executable, "-m", "jobs.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs.cli",
-            "serve",
-            "--checkpoint",
-            str(checkpoint),
-            "--port",
-            str(port),
-            "--max-batch-size",
-            "4",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=stderr.open("w"),
-        text=True,
-        env=env,
+        [*command, *options], stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True, env=env
     )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
+    url = f"http://127.0.0.1:{port}"
     try:
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 300
         while not any(line.startswith(f"busnet serve: {url}/v1/predict") for line in lines):
             if process.poll() is not None:
                 pytest.fail(f"busnet serve exited with {process.returncode}: {stderr.read_text()[-3000:]}")
             assert time.monotonic() < deadline, "busnet serve printed no URL within 300 s"
             time.sleep(0.5)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=120)
+        reader.join(timeout=10)
+    assert process.returncode == 0, stderr.read_text()[-2000:]
+
+
+def test_busnet_serve_runs_until_interrupted(ray_local, tmp_path, busi_sample):
+    from ray import serve
+
+    checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "ckpt")
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    stderr = tmp_path / "serve.err"
+    with busnet_serve(checkpoint, env, stderr, "--max-batch-size", "4") as url:
         image = sorted(busi_sample.glob("malignant/*).png"))[0]
         answer = requests.post(
             f"{url}/v1/predict", data=image.read_bytes(), headers={"Content-Type": "image/png"}, timeout=60
         ).json()
         assert answer["model"]["sha256"] == load_checkpoint(checkpoint)[1]["weights_sha256"]
         assert np.asarray(answer["lesion"]["bbox"] or [0, 0, 1, 1]).shape == (4,)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-        reader.join(timeout=10)
-    err = stderr.read_text()
-    assert process.returncode == 0, err[-2000:]
-    assert "stopping" in err
+    assert "stopping" in stderr.read_text()
     assert "busnet" not in serve.status().applications  # its app is gone from the cluster
     serve.shutdown()  # it joined our Ray, so Serve itself stays up: stop it for the next test
 
@@ -125,28 +122,9 @@ def test_busnet_serve_behind_haproxy_answers_batches_and_refuses_bad_input(tmp_p
     from tests.test_serve import BAD_INPUTS, GOOD, post_raw
 
     checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "ckpt")
-    port = free_port()
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    stderr = tmp_path / "serve.err"
-    command = [sys.executable, "-m", "jobs.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, "--ingress", "haproxy", "--max-batch-size", "8", "--batch-wait-ms", "50"],
-        stdout=subprocess.PIPE,
-        stderr=stderr.open("w"),
-        text=True,
-        env=env,
-    )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
-    reader.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 300
-        while not any(line.startswith(f"busnet serve: {url}/v1/predict") for line in lines):
-            if process.poll() is not None:
-                pytest.fail(f"busnet serve exited with {process.returncode}: {stderr.read_text()[-3000:]}")
-            assert time.monotonic() < deadline, "busnet serve printed no URL within 300 s"
-            time.sleep(0.5)
+    options = ("--ingress", "haproxy", "--max-batch-size", "8", "--batch-wait-ms", "50")
+    with busnet_serve(checkpoint, env, tmp_path / "serve.err", *options) as url:
         images = [path.read_bytes() for path in sorted(busi_sample.glob("*/*).png"))[:8]]
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda data: post_raw(url, data), images))
@@ -155,8 +133,7 @@ def test_busnet_serve_behind_haproxy_answers_batches_and_refuses_bad_input(tmp_p
         assert all(answer.json()["model"]["sha256"] == sha for answer in answers)
         info = requests.get(f"{url}/v1/model", timeout=30).json()
         assert info["serving"]["ingress"] == "haproxy"
-        stats = info["stats"]
-        assert stats["requests"] == 8 and stats["batches"] < 8  # some of them ran together
+        assert info["stats"]["requests"] == 8 and info["stats"]["batches"] < 8  # some of them ran together
         for case in HOSTILE_BEHIND_HAPROXY:
             send, status = BAD_INPUTS[case]
             response = send(url)
@@ -164,10 +141,5 @@ def test_busnet_serve_behind_haproxy_answers_batches_and_refuses_bad_input(tmp_p
         oversized = post_raw(url, b"\0" * (DEFAULT_MAX_IMAGE_BYTES + 1))
         assert oversized.status_code == 413 and list(oversized.json()) == ["error"]
         assert post_raw(url, GOOD).status_code == 200
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
-        reader.join(timeout=10)
-    assert process.returncode == 0, stderr.read_text()[-2000:]
     with pytest.raises(requests.ConnectionError):  # HAProxy went with the Ray it ran under
         requests.get(f"{url}/v1/health", timeout=5)
