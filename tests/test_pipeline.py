@@ -131,9 +131,9 @@ def test_bench_data_json(ray_local, synthetic_dataset, capsys):
     assert main(["bench", "data", "--data", synthetic_dataset, "--size", "64", "--limit", "8", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["images"] == 8 and result["size"] == 64
-    for key in ("ray_data_images_per_s", "ray_data_cold_images_per_s", "plain_images_per_s", "speedup"):
+    for key in ("ray_data_images_per_s", "ray_data_first_images_per_s", "plain_images_per_s", "speedup"):
         assert result[key] > 0, key
     # the start cost is part of the pass; 8 images make one batch, so no steady part
-    for path in ("ray_data_cold", "ray_data", "plain"):
+    for path in ("ray_data_first", "ray_data", "plain"):
         assert 0 < result[f"{path}_start_seconds"] <= result[f"{path}_seconds"]
         assert result[f"{path}_steady_images_per_s"] is None

@@ -32,9 +32,8 @@ def busnet_serve(checkpoint: Path, env: dict[str, str], stderr: Path, *options: 
     (SIGINT) and asserts it exited cleanly."""
     port = free_port()
     command = [sys.executable, "-m", "jobs.cli", "serve", "--checkpoint", str(checkpoint), "--port", str(port)]
-    process = subprocess.Popen(
-        [*command, *options], stdout=subprocess.PIPE, stderr=stderr.open("w"), text=True, env=env
-    )
+    with stderr.open("w") as stderr_file:
+        process = subprocess.Popen([*command, *options], stdout=subprocess.PIPE, stderr=stderr_file, text=True, env=env)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(process.stdout), daemon=True)
     reader.start()
@@ -49,7 +48,12 @@ def busnet_serve(checkpoint: Path, env: dict[str, str], stderr: Path, *options: 
         yield url
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=120)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()  # never leave a Ray (and its HAProxy) behind a failed test
+            process.wait()
+            raise
         reader.join(timeout=10)
     assert process.returncode == 0, stderr.read_text()[-2000:]
 

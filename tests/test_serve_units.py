@@ -426,4 +426,8 @@ def test_haproxy_ingress_is_refused_where_it_cannot_apply(monkeypatch, ray_local
     with pytest.raises(BusnetError, match="cluster's ingress comes from its own environment"):
         use_ingress("haproxy")
     monkeypatch.delenv("RAY_ADDRESS")
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the user's environment asks for HAProxy
+    with pytest.raises(BusnetError, match="pass --ingress haproxy, or unset it"):
+        use_ingress("proxy")
+    monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY")
     assert dict(os.environ) == before

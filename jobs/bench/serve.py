@@ -57,9 +57,9 @@ def run(args: argparse.Namespace) -> int:
     from serve.launch import start_app, stop_app
 
     levels = _concurrencies(args.concurrency)
-    use_ingress(args.ingress)
     if args.requests < 1 or args.duration <= 0:
         raise BusnetError("--requests must be >= 1 and --duration > 0")
+    use_ingress(args.ingress)
     body, image_desc = _image(args.image)
     with tempfile.TemporaryDirectory(prefix="busnet-bench-serve-") as tmp:
         checkpoint = args.checkpoint or _tiny_checkpoint(Path(tmp) / "tiny")
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         "input_size": info["config"]["preprocessing"]["size"],
         "image": image_desc,
         "replicas": 1,
-        "ingress": args.ingress,
+        "ingress": info["serving"]["ingress"],  # what the replica ran behind
         "cpus_per_replica": args.cpus_per_replica,
         "max_batch_size": args.max_batch_size,
         "batch_wait_ms": args.batch_wait_ms,

@@ -19,7 +19,7 @@ import sys
 import time
 
 from jobs.errors import BusnetError
-from serve.ingress import INGRESSES
+from serve.ingress import HAPROXY, INGRESSES, PROXY
 from serve.settings import PRECISIONS, ServeSettings
 
 
@@ -73,12 +73,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_ingress_argument(parser: argparse.ArgumentParser) -> None:
+    """--ingress, shared with `busnet bench serve` so the benchmark measures what the command runs."""
     parser.add_argument(
         "--ingress",
         choices=INGRESSES,
-        default=INGRESSES[0],
-        help="proxy: Ray Serve's Python proxy (default); haproxy: HAProxy in front of replicas that take HTTP "
-        "themselves, faster, but each replica then also listens on every interface (serve/README.md)",
+        default=PROXY,
+        help=f"{PROXY}: Ray Serve's Python proxy (default); {HAPROXY}: HAProxy in front of replicas that take "
+        "HTTP themselves, faster, but each replica then also listens on every interface (serve/README.md)",
     )
 
 
