@@ -63,7 +63,7 @@ def _model_and_optimizer(config: dict, device):
     model = build_model(config["preset"], config["variant"], **config["overrides"]).train()
     if config["in_ray"]:
         model, _ = place_model(model, device)
-    else:
+    elif device.type == "cuda":
         model = model.to(device, memory_format=torch.channels_last)
     optimizer = build_optimizer(model, TrainConfig(data="-", out="-", lr=1e-4))
     return (torch.compile(model) if config["compile"] else model), optimizer

@@ -7,8 +7,9 @@ loss, a DDP step with Adam). Then rank 0 validates on the whole val split (not s
 numbers are those of the model on that split, not of a lucky shard), chooses the decision threshold
 there, and writes a checkpoint in our format plus the optimizer state (pickle-free) into a temp dir.
 
-The model runs channels-last (the layout cuDNN's bf16 convolutions want on a GPU; on 2 CPU cores
-oneDNN's convolutions took 8-13% less time per tiny-preset step at 64 and 128 px). On a GPU Adam is fused
+On a GPU the model runs channels-last (the layout cuDNN's bf16 convolutions want; on 2 CPU cores
+it saved 8-13% of a tiny step, but its other float rounding moved the demo's seed-0 test ROC-AUC from
+0.972 to 0.926, so CPU training keeps the default layout until that is measured over seeds), Adam is fused
 (`jobs.train.recipe.build_optimizer`), DDP's gradients are views into its all-reduce buckets (no
 copy per step; `DDP_OPTIONS`) and `--compile` hands the DDP model to `torch.compile`.
 Every rank calls `ray.train.report` (a barrier); only rank 0 hands over a checkpoint.
@@ -136,11 +137,12 @@ def _quiet_train_reports() -> None:
 
 
 def place_model(model: torch.nn.Module, device: torch.device) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """(the model to train: on the worker's device, channels-last, DDP-wrapped with `DDP_OPTIONS`
+    """(the model to train: on the worker's device, channels-last on CUDA, DDP-wrapped with `DDP_OPTIONS`
     when the group has several workers; the plain module, for checkpoints, EMA and validation)."""
     import ray.train.torch
 
-    model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     model = ray.train.torch.prepare_model(model, parallel_strategy_kwargs=DDP_OPTIONS)
     return model, (model.module if hasattr(model, "module") else model)
 

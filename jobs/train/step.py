@@ -1,6 +1,6 @@
 """One training step, the one `busnet train`'s workers run and `busnet bench train` times.
 
-Augment on the batch's device (kornia), forward in channels-last under bf16 autocast on a GPU (fp32 on CPU), the
+Augment on the batch's device (kornia), forward under bf16 autocast in channels-last on a GPU (fp32 on CPU), the
 multitask loss with the run's weights in fp32, backward, gradient clipping (when asked), optimizer
 step. One function, so the benchmark measures exactly the step training runs.
 """
@@ -31,8 +31,9 @@ def train_step(
     `clip_grad` > 0 clips the global gradient norm to it (`jobs.train.recipe.clip_gradients`);
     `dice_per_image`: `models.losses.dice_loss`."""
     images, masks = augment(batch["image"], batch["mask"])
-    images = images.contiguous(memory_format=torch.channels_last)  # the weights' layout (jobs.train.loop)
     cuda = images.device.type == "cuda"
+    if cuda:  # the layout of the model's weights there (jobs.train.loop): cuDNN's fast bf16 convolutions
+        images = images.contiguous(memory_format=torch.channels_last)
     with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=cuda):
         outputs = model(images)
     outputs = {k: (v.float() if v is not None else None) for k, v in outputs.items()}
