@@ -6,9 +6,9 @@ it through CPU tasks (as many at once as Ray has CPUs: every core decodes) and i
 to the end. Ray Data runs twice: where this command starts Ray, the first pass also starts the
 worker processes its tasks run in, each importing torch (seconds apiece: on 2 cores most of that
 pass); a long-lived cluster pays that once, so the comparison with the plain loop is the second
-(warm) pass, and the first is reported beside it. Each pass's time splits into a fixed start cost (until its
-first batch: for Ray Data planning the execution, starting the read and the first decoding tasks)
-and a steady-state rate (images/s after the first batch), so a small dataset's numbers do not hide
+(warm) pass, and the first is reported beside it. Each pass's time splits into a fixed start cost
+(until its first batch: for Ray Data planning the execution, starting the read and the first
+decoding tasks) and a steady-state rate (images/s after the first batch), so a small dataset's numbers do not hide
 the rate a large one gets.
 """
 
