@@ -16,11 +16,12 @@ from models.loss_weights import SEARCH_RANGES, LossWeights
 from models.presets import AAA_GATES, AAA_PLACEMENTS, BASELINE, BASELINES, FUSIONS, PRESETS, TABLE3_VARIANTS, VARIANTS
 
 if TYPE_CHECKING:
-    from jobs.data.cache import DecodedSplit
+    from jobs.data.cache import DecodedSplit, StreamedSplit
 
 ARCHITECTURE_OPTIONS = ("aaa_placement", "aaa_gate", "fusion")  # models.presets.NetworkPreset fields
 SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
 OPTIMIZERS = ("adam", "adamw")
+CACHES = ("auto", "memory", "stream")  # jobs.train.driver.decode_splits
 SCHEDULES = ("cosine", "onecycle", "constant")  # jobs.train.recipe.learning_rate
 DICE_OVER = ("image", "batch")  # models.losses.dice_loss(per_image=...)
 
@@ -163,6 +164,14 @@ class TrainConfig:
         default=None,
         metadata={"help": "where Swin maps join the decoder", "choices": FUSIONS, "unset": "the preset's"},
     )
+    cache: str = field(
+        default="auto",
+        metadata={
+            "help": "decode the splits once into Ray's object store (memory) or from Parquet every epoch (stream); "
+            "auto: memory when they fit in half the cluster's object store",
+            "choices": CACHES,
+        },
+    )
     keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --metric"})
     metric: str = field(
         default="val_score",
@@ -205,7 +214,7 @@ class LoopConfig:
     preprocessing: dict  # models.preprocess.Preprocessing.to_dict()
     lineage: dict  # written as the checkpoints' lineage.json (plus the epoch)
     steps_per_epoch: int  # optimizer steps of each worker per epoch (the schedule's unit)
-    splits: dict[str, DecodedSplit] = field(default_factory=dict)  # "train", "val": decoded once per run
+    splits: dict[str, DecodedSplit | StreamedSplit] = field(default_factory=dict)  # "train", "val"
 
 
 @dataclass(frozen=True, kw_only=True)
