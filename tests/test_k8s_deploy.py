@@ -85,14 +85,14 @@ def test_the_served_model_is_set_in_one_place(tmp_path):
     """Changing BUSNET_MODEL_URI in the ConfigMap is all it takes to serve another model, in every overlay."""
     copy = tmp_path / "k8s"
     shutil.copytree(ROOT / "k8s", copy)
-    configmap = copy / "base" / "common" / "configmap.yaml"
+    (configmap,) = [p for p in copy.rglob("*.yaml") if "BUSNET_MODEL_URI:" in p.read_text()]
     text = configmap.read_text()
     old = re.search(r"BUSNET_MODEL_URI: (\S+)", text).group(1)
     configmap.write_text(text.replace(f"BUSNET_MODEL_URI: {old}", "BUSNET_MODEL_URI: s3://elsewhere/model-7"))
     for overlay in OVERLAY_NAMES:
-        serve = render(copy / "overlays" / overlay / "serve")
-        checkpoints = re.findall(r"checkpoint: (\S+)", by_kind(serve, "RayService")[0]["spec"]["serveConfigV2"])
-        assert checkpoints == ['"s3://elsewhere/model-7"'], overlay
+        (service,) = [s for step in steps(copy / "overlays" / overlay) for s in by_kind(render(step), "RayService")]
+        checkpoints = re.findall(r"checkpoint: \"?([^\s\"]+)", service["spec"]["serveConfigV2"])
+        assert checkpoints == ["s3://elsewhere/model-7"], overlay
     assert old not in "".join(p.read_text() for p in copy.rglob("*.yaml") if p != configmap)
 
 
