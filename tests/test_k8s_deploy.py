@@ -6,6 +6,7 @@ commands checked against what the overlays render. No cluster: kustomize renders
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
 import shutil
@@ -370,3 +371,51 @@ def _secret_names(node) -> set[str]:
         for value in node:
             names |= _secret_names(value)
     return names
+
+
+# --- the local overlay's bucket ----------------------------------------------------------------------------
+
+
+def _fake_mc(folder: Path, attach_fails: bool) -> None:
+    """`mc` on PATH: records its argv; `admin user info` names the policy; `policy attach` may fail (re-run)."""
+    script = folder / "mc"
+    script.write_text(
+        f"#!{sys.executable}\nimport json, sys\nargs = sys.argv[1:]\n"
+        f"open({str(folder / 'calls')!r}, 'a').write(json.dumps(args) + '\\n')\n"
+        "if 'info' in args: print('AccessKey: busnet-serve\\nPolicyName: busnet-serve')\n"
+        f"sys.exit(1 if {attach_fails} and 'attach' in args else 0)\n"
+    )
+    script.chmod(0o755)
+
+
+@pytest.mark.parametrize("attach_fails", [False, True], ids=["first run", "re-run"])
+def test_the_local_bucket_gets_a_read_only_serving_user(tmp_path, attach_fails):
+    """minio-setup's script (run by /bin/sh as the Job does, `mc` recorded) makes the bucket of the URIs and
+    gives busnet-s3-serve a policy that reads the served model and nothing of the dataset or weights."""
+    objects = render(OVERLAYS / "local" / "bucket")
+    cfg = config(overlay_objects("local"))
+    (job,) = by_kind(objects, "Job")
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    policy_map = next(v["configMap"]["name"] for v in job["spec"]["template"]["spec"]["volumes"] if "configMap" in v)
+    policy_data = next(o for o in by_kind(objects, "ConfigMap") if o["metadata"]["name"] == policy_map)["data"]
+    (policy_text,) = policy_data.values()
+    env = {var["name"]: f"value-of-{var['name']}" for var in container["env"]} | {"PATH": f"{tmp_path}:/usr/bin:/bin"}
+    _fake_mc(tmp_path, attach_fails)
+    done = subprocess.run([*container["command"], *container["args"]], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    calls = [json.loads(line)[2:] for line in (tmp_path / "calls").read_text().splitlines()]  # less --config-dir
+    bucket = cfg["BUSNET_DATA_URI"].split("/")[2]
+    assert ["mb", "--ignore-existing", f"local/{bucket}"] in calls
+    assert ["admin", "user", "add", "local", "value-of-SERVE_USER", "value-of-SERVE_PASSWORD"] in calls
+    create = next(c for c in calls if c[:3] == ["admin", "policy", "create"])
+    assert create[4] == "busnet-serve" and create[5].startswith("/policy/")
+    readable = [
+        r.removeprefix("arn:aws:s3:::").removesuffix("*")
+        for s in json.loads(policy_text)["Statement"]
+        if "s3:GetObject" in s["Action"]
+        for r in s["Resource"]
+    ]
+    model, data = (cfg[k].removeprefix("s3://") + "/" for k in ("BUSNET_MODEL_URI", "BUSNET_DATA_URI"))
+    assert any(model.startswith(prefix) for prefix in readable)
+    assert not any(data.startswith(p) or cfg["BUSNET_WEIGHTS_URI"][5:].startswith(p) for p in readable)
+    assert {a for s in json.loads(policy_text)["Statement"] for a in s["Action"]} == {"s3:GetObject", "s3:ListBucket"}
