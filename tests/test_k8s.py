@@ -341,10 +341,10 @@ def test_no_secret_is_rendered(rendered):
 
 
 def test_every_container_runs_under_the_restricted_profile(rendered):
-    containers = sum(len(pod["containers"]) for obj in _workloads(rendered) for _, pod in _pod_specs(obj))
-    assert containers == 2 + 3 * (2 + 1) + 2  # head + worker of the RayCluster, each RayJob (+ submitter), RayService
     for obj in rendered:
         assert restricted_violations(obj) == [], obj["metadata"]["name"]
+    containers = sum(len(pod["containers"]) for obj in _workloads(rendered) for _, pod in _pod_specs(obj))
+    assert containers == 2 + 3 * (2 + 1) + 2  # head + worker of the RayCluster, each RayJob (+ submitter), RayService
 
 
 @pytest.mark.parametrize(
