@@ -22,6 +22,9 @@ import tempfile
 import time
 
 NODE_CPUS = 2
+# Every node of the simulated cluster listens on 127.0.0.1; without this, a driver joining it maps
+# 127.0.0.1 to the machine's outward address (Ray's "node IP from the perspective" of the network).
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +134,7 @@ def _dataset(folder: str, images: int) -> str:
 def _driver(data: str, out: str, args: argparse.Namespace, address: str) -> dict:
     """One training driver in its own process (so its peak RSS is its own), joined to the cluster."""
     job = {"data": data, "out": out, "input_size": args.input_size, "workers": args.workers}
-    env = {**os.environ, "RAY_ADDRESS": address, "BUSNET_SCALE_JOB": json.dumps(job)}
+    env = {**os.environ, **LOOPBACK_ONLY, "RAY_ADDRESS": address, "BUSNET_SCALE_JOB": json.dumps(job)}
     code = "from jobs.bench.scale import measure_driver; measure_driver()"
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -83,6 +83,13 @@ class Block:
         block = BlockAccessor.for_block(ray.get(self.ref)).slice(self.start, self.stop, copy=False)
         return BlockAccessor.for_block(block).to_numpy(list(COLUMNS))
 
+    def load_ids(self) -> np.ndarray:
+        """The image ids of the block's rows (for checks and debugging: training never needs them)."""
+        from ray.data.block import BlockAccessor
+
+        block = BlockAccessor.for_block(ray.get(self.ref)).slice(self.start, self.stop, copy=False)
+        return BlockAccessor.for_block(block).to_numpy("image_id")
+
 
 @dataclass(frozen=True)
 class DecodedSplit:
@@ -126,7 +133,7 @@ def decode_split(dataset: Dataset, split: str, *, fold: int | None, preprocessin
     context.target_max_block_size, context.execution_options.preserve_order = BLOCK_BYTES, True
     try:
         decoded = read_split(dataset, split, fold=fold, preprocessing=preprocessing, normalize=False)
-        materialized = decoded.select_columns(list(COLUMNS)).materialize()
+        materialized = decoded.select_columns([*COLUMNS, "image_id"]).materialize()
         blocks, nbytes = [], 0
         for bundle in materialized.iter_internal_ref_bundles():
             for entry, piece in zip(bundle.blocks, bundle.slices):
