@@ -38,7 +38,8 @@ import ray
 import torch
 
 from jobs.data.dataset import Dataset
-from jobs.data.pipeline import read_split
+from jobs.data.pipeline import FILTER_COLUMNS, read_rows, split_filter
+from jobs.data.pipeline import decoded as decoded_rows
 from models.preprocess import Preprocessing, normalize_pixels
 
 # What a training step and validation read of a row (jobs.train.step.train_step's batch).
@@ -132,7 +133,14 @@ def decode_split(dataset: Dataset, split: str, *, fold: int | None, preprocessin
     # Blocks of about BLOCK_BYTES, in an order that does not depend on which task finished first.
     context.target_max_block_size, context.execution_options.preserve_order = BLOCK_BYTES, True
     try:
-        decoded = read_split(dataset, split, fold=fold, preprocessing=preprocessing, normalize=False)
+        rows = read_rows(dataset, split, fold=fold)
+        # A Parquet shard is one read task: cut its rows into blocks first, so that decoding spreads
+        # over every CPU of every node (and the blocks with it) instead of one task per shard.
+        per_block = block_rows(
+            dataset.read_table(columns=FILTER_COLUMNS).filter(split_filter(split, fold).to_pyarrow()).num_rows,
+            preprocessing.size,
+        )
+        decoded = decoded_rows(rows.repartition(target_num_rows_per_block=per_block), preprocessing, normalize=False)
         materialized = decoded.select_columns([*COLUMNS, "image_id"]).materialize()
         blocks, nbytes = [], 0
         for bundle in materialized.iter_internal_ref_bundles():
@@ -145,6 +153,12 @@ def decode_split(dataset: Dataset, split: str, *, fold: int | None, preprocessin
         context.target_max_block_size, context.execution_options.preserve_order = saved
     key = CacheKey.of(dataset.content_hash, split, fold, preprocessing)
     return DecodedSplit(key, preprocessing, tuple(blocks), nbytes)
+
+
+def block_rows(rows: int, size: int) -> int:
+    """Rows per block: about `BLOCK_BYTES` of decoded images, and at least two blocks per CPU of the cluster."""
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    return max(1, min(BLOCK_BYTES // decoded_bytes(1, size), -(-rows // (2 * cpus))))
 
 
 def epoch_share(block_rows: list[int], *, seed: int, epoch: int, rank: int, world: int) -> list[tuple[int, int, int]]:
