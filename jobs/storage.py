@@ -33,10 +33,10 @@ old version or the new one, never half of one, and a publish that dies leaves th
 Several writers may publish to one URI at once (the last pointer written wins): a writer deletes only
 complete versions older than its own beyond `keep` (never the one the pointer names), and an
 unfinished version only once its lease (LEASE, counted from the time in its name) has run out, so it
-never deletes a version another writer is still uploading. A version folder is no publishing target. A publication from before versions (its files beside an
-empty `_COMPLETE`) still reads as before. Busnet replaces only its own publications: `publish_dir`
-refuses a bucket root and a folder holding anything without that marker, so a typo in `--out` cannot
-delete a user's data.
+never deletes a version another writer is still uploading. A version folder is no publishing target.
+A publication from before versions (its files beside an empty `_COMPLETE`) still reads as before.
+Busnet replaces only its own publications: `publish_dir` refuses a bucket root and a folder holding
+anything without that marker, so a typo in `--out` cannot delete a user's data.
 
 Failures of the store (missing bucket, access denied, unreachable endpoint, not found) become one
 BusnetError line that says what to fix (`_explain`).
@@ -285,11 +285,7 @@ def _listing(fs: pafs.FileSystem, root: str) -> dict[str, int]:
     """{path relative to root: size} of every file under root but the marker."""
     infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
     start = len(root.rstrip("/")) + 1
-    return {
-        i.path[start:]: i.size
-        for i in infos
-        if i.type == pafs.FileType.File and i.path[start:] != COMPLETE_MARKER
-    }
+    return {i.path[start:]: i.size for i in infos if i.type == pafs.FileType.File and i.path[start:] != COMPLETE_MARKER}
 
 
 def _verify(fs: pafs.FileSystem, path: str, version: str, uri: str) -> None:
@@ -416,7 +412,8 @@ def _prune(fs: pafs.FileSystem, path: str, current: str, keep: int | None) -> No
             doomed += [
                 e.base_name
                 for e in entries
-                if e.base_name not in (VERSIONS_DIR, COMPLETE_MARKER) and not e.base_name.startswith(f"{COMPLETE_MARKER}.")
+                if e.base_name not in (VERSIONS_DIR, COMPLETE_MARKER)
+                and not e.base_name.startswith(f"{COMPLETE_MARKER}.")  # another writer's pointer being written
             ]
     try:
         with fs.open_input_file(f"{path}/{COMPLETE_MARKER}") as handle:
