@@ -76,6 +76,8 @@ def _run_batch(args: argparse.Namespace) -> int:
         progress=lambda message: print(f"busnet predict: {message}", file=sys.stderr, flush=True),
     )
     print(f"{result['images']} images in {args.out} ({result['predicted']} predicted now, {result['skipped']} before)")
+    if result["errors"]:
+        print(f"{result['errors']} of them could not be read: their rows say why (column error)")
     if result["metrics"]:
         print(render_summary(result["metrics"]))
     return 0
