@@ -21,10 +21,12 @@ refused; NumberOfFrames is checked against MAX_FRAMES and against what the pixel
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -211,15 +213,16 @@ class DicomFile:
     def __init__(self, source: bytes | Path) -> None:
         self._source = source
         self._header = header = _read_header(source)
-        self._syntax = _transfer_syntax(header)
-        self.width, self.height = int(header.get("Columns") or 0), int(header.get("Rows") or 0)
-        if not (self.width and self.height):
-            raise ImageError("DICOM file without an image (no Rows/Columns)")
-        self.photometric = _photometric(header)
-        self.frames = _frames(header)
-        _check_pixel_data(source, self)
-        self.study_uid = _uid(header, "StudyInstanceUID")
-        self.sop_instance_uid = _uid(header, "SOPInstanceUID")
+        with _header_values():
+            self._syntax = _transfer_syntax(header)
+            self.width, self.height = int(header.get("Columns") or 0), int(header.get("Rows") or 0)
+            if not (self.width and self.height):
+                raise ImageError("DICOM file without an image (no Rows/Columns)")
+            self.photometric = _photometric(header)
+            self.frames = _frames(header)
+            _check_pixel_data(source, self)
+            self.study_uid = _uid(header, "StudyInstanceUID")
+            self.sop_instance_uid = _uid(header, "SOPInstanceUID")
 
     def frame(self, number: int | None = None) -> np.ndarray:
         """Frame `number` (1 = the first; None = the first) -> HxW uint8/uint16 gray or HxWx3 uint8 RGB."""
@@ -236,7 +239,21 @@ class DicomFile:
                 pixels = apply_color_lut(pixels, self._header)
         except Exception as exc:  # codec and pydicom errors of every type; their text is not echoed
             raise ImageError(f"undecodable DICOM pixel data ({self._syntax.name}: {type(exc).__name__})") from exc
-        return _display(pixels, self.photometric, self._header)
+        with _header_values():
+            return _display(pixels, self.photometric, self._header)
+
+
+@contextlib.contextmanager
+def _header_values() -> Iterator[None]:
+    """A header value of an unexpected type or form is ImageError 400, never another exception: pydicom
+    converts values when first read and raises many types (tests/test_fuzz_inputs.py found a UID read
+    with the wrong VR, an unknown VR: AttributeError, NotImplementedError); their text is not echoed."""
+    try:
+        yield
+    except ImageError:
+        raise
+    except Exception as exc:
+        raise ImageError(f"corrupt DICOM header ({type(exc).__name__})") from exc
 
 
 def _display(pixels: np.ndarray, photometric: str, header) -> np.ndarray:

@@ -130,3 +130,19 @@ def test_ingest_rejects_hostile_dicom_files_by_name(tmp_path):
         "frames.dcm": "DICOM NumberOfFrames says 1000, its pixel data holds 2",
     }
     assert manifest["num_rows"] == 4
+
+
+@pytest.mark.parametrize(
+    "tag, broken",
+    [
+        (b"\x02\x00\x10\x00UI", b"\x02\x00\x10\x00\x00I"),  # the transfer syntax UID read with an unknown VR
+        (b"\x28\x00\x11\x00US", b"\x28\x00\x11\x00U\x00"),  # Columns with an unknown VR
+    ],
+)
+def test_header_values_of_the_wrong_form_are_a_400_not_a_crash(tag, broken):
+    """Found by tests/test_fuzz_inputs.py: these raised AttributeError / NotImplementedError (a 500)."""
+    data = to_bytes(dataset("MONOCHROME2", noise(0)))
+    assert data.count(tag) == 1
+    with pytest.raises(ImageError, match=r"corrupt DICOM header") as error:
+        decode_image(data.replace(tag, broken))
+    assert error.value.status == 400
