@@ -146,3 +146,23 @@ def test_header_values_of_the_wrong_form_are_a_400_not_a_crash(tag, broken):
     with pytest.raises(ImageError, match=r"corrupt DICOM header") as error:
         decode_image(data.replace(tag, broken))
     assert error.value.status == 400
+
+
+def test_ingest_reads_a_multi_frame_file_once(tmp_path, monkeypatch):
+    """Before: each frame read the whole file again and checked its header again (here 6 reads)."""
+    from jobs.data.ingest import encode
+
+    root = tmp_path / "export"
+    root.mkdir()
+    clips = {f"clip{n}.dcm": np.stack([noise(10 * n + f) for f in range(3)]) for n in range(2)}
+    for name, frames in clips.items():
+        (root / name).write_bytes(multi_frame("MONOCHROME2", frames))
+    (root / "labels.csv").write_text("file,label\nclip0.dcm,benign\nclip1.dcm,malignant\n")
+    reads: list[str] = []
+    read = encode._read
+    monkeypatch.setattr(encode, "_read", lambda path: reads.append(path.name) or read(path))
+    out = tmp_path / "ds"
+    assert main(["ingest", "--source", f"dicom={root}", "--out", str(out), "--folds", "2", "--test", "0"]) == 0
+    assert sorted(reads) == ["clip0.dcm", "clip1.dcm"]
+    manifest = json.loads((Path(storage.resolve(str(out))) / "manifest.json").read_text())
+    assert manifest["num_rows"] == 6 and not manifest["rejects"]
