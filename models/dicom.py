@@ -69,9 +69,25 @@ def _pydicom():
     return pydicom
 
 
+# Deflated Explicit VR Little Endian: the whole data set is one zlib stream, which pydicom inflates
+# whole to read even the header (1000:1 is easy: a 20 MB body would become 20 GB). Refused unread.
+DEFLATED = b"1.2.840.10008.1.2.1.99"
+META_BYTES = 4096  # the file meta group (where the transfer syntax is) is a few hundred bytes
+
+
 def _read_header(source: bytes | Path):
     """The header up to the pixel data (the pixels are not read), or ImageError (never its text)."""
     pydicom = _pydicom()
+    try:
+        if isinstance(source, bytes):
+            start = source[:META_BYTES]
+        else:
+            with source.open("rb") as handle:
+                start = handle.read(META_BYTES)
+    except OSError as exc:
+        raise ImageError(f"unreadable DICOM file: {exc.strerror or type(exc).__name__}") from exc
+    if DEFLATED in start:
+        raise ImageError("unsupported DICOM transfer syntax: Deflated Explicit VR Little Endian (a zlib stream)", 415)
     where = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
         return pydicom.dcmread(where, stop_before_pixels=True)

@@ -166,3 +166,17 @@ def test_ingest_reads_a_multi_frame_file_once(tmp_path, monkeypatch):
     assert sorted(reads) == ["clip0.dcm", "clip1.dcm"]
     manifest = json.loads((Path(storage.resolve(str(out))) / "manifest.json").read_text())
     assert manifest["num_rows"] == 6 and not manifest["rejects"]
+
+
+def test_a_deflated_data_set_is_refused_before_it_is_inflated():
+    """pydicom inflates a deflated data set whole to read even its header: 1000:1 is easy."""
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = dataset("MONOCHROME2", noise(0))
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.Rows, ds.Columns, ds.PixelData = 2000, 2000, bytes(4_000_000)
+    data = to_bytes(ds)
+    assert len(data) < 20_000  # 4 MB of pixels in a few KB
+    with pytest.raises(ImageError, match="Deflated Explicit VR Little Endian") as error:
+        decode_image(data)
+    assert error.value.status == 415
