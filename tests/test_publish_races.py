@@ -169,13 +169,16 @@ def test_a_publisher_killed_mid_way_leaves_one_whole_version(where, tmp_path, re
     assert _whole(uri) == b"1" and [done for _, done in storage.versions(uri)] == [True, False, True]
 
 
-def test_an_unfinished_version_is_pruned_once_its_lease_is_over(tmp_path):
-    uri = str(tmp_path / "data")
-    stale = datetime.now(timezone.utc) - storage.LEASE - timedelta(minutes=1)
-    name = f"v-{stale:%Y%m%dT%H%M%S}-{stale:%f}-0000"
-    _source(tmp_path / "data" / "versions" / name, b"x")
-    fresh = storage.new_version_name()
-    _source(tmp_path / "data" / "versions" / fresh, b"y")
+def _named(hours_ago: float) -> str:
+    started = datetime.now(timezone.utc) - timedelta(hours=hours_ago)
+    return f"v-{started:%Y%m%dT%H%M%S}-{started:%f}-0000"
+
+
+def test_an_unfinished_version_is_pruned_once_its_24_hour_lease_is_over(tmp_path):
+    """The lease pinned as a number: an upload of 23 h may still be running, one of 25 h is not."""
+    uri, stale, fresh = str(tmp_path / "data"), _named(25), _named(23)
+    for name, token in ((stale, b"x"), (fresh, b"y")):
+        _source(tmp_path / "data" / "versions" / name, token)
     storage.publish_dir(_source(tmp_path / "a", b"a"), uri)
     assert [n for n, done in storage.versions(uri) if not done] == [fresh]
 
