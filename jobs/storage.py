@@ -300,6 +300,12 @@ def _verify(fs: pafs.FileSystem, path: str, version: str, uri: str) -> None:
         raise BusnetError(f"{join(uri, version)}: its files no longer match its marker; the pointer was not moved")
 
 
+def check_publishable(uri: str) -> None:
+    """BusnetError now, before any work, when publish_dir would refuse `uri` (its checks, unchanged)."""
+    fs, path = filesystem(uri)
+    _refuse_foreign_target(fs, path, uri)
+
+
 def new_version_name() -> str:
     """`v-<UTC second>-<microsecond>-<random>`: fixed width, so names sort in publication order."""
     now = datetime.now(timezone.utc)

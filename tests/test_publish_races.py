@@ -195,3 +195,14 @@ def test_publishing_into_a_version_folder_is_refused(where, inside, tmp_path, re
         storage.publish_dir(_source(tmp_path / "a", b"a"), first)
     storage.publish_dir(_source(tmp_path / "v1", b"1"), uri)
     assert _whole(uri) == b"1"
+
+
+def test_ingest_into_a_version_folder_is_refused_before_any_work(synthetic_dataset, tmp_path, capsys):
+    from jobs.cli import main
+
+    raw = Path(synthetic_dataset).parent / "raw"
+    target = storage.resolve(synthetic_dataset)  # .../dataset/versions/v-...
+    before = storage.list_files(synthetic_dataset)
+    assert main(["ingest", "--source", f"synthetic={raw}", "--out", target]) == 1
+    assert "refusing to publish into a version folder" in capsys.readouterr().err
+    assert storage.list_files(synthetic_dataset) == before
