@@ -96,7 +96,16 @@ def free_port(preferred: int | None = None) -> int:
 
 
 def _forwarded_env() -> dict[str, str]:
-    """Storage and threading settings that Ray workers must see as the driver does."""
-    names = [n for n in os.environ if n.startswith(("AWS_", "BUSNET_"))]
+    """Storage and threading settings that Ray workers must see as the driver does; never a secret.
+
+    Ray writes a runtime env into its logs (world-readable files under its temp dir) and job records,
+    so credentials stay out of it: a local Ray's workers inherit them from this process's environment
+    (the raylet is its child), and a cluster's pods get theirs from their own Secret (k8s/)."""
+    names = [n for n in os.environ if n.startswith(("AWS_", "BUSNET_")) and not _secret(n)]
     names += ["GLOO_SOCKET_IFNAME"]
     return {n: os.environ[n] for n in names if n in os.environ}
+
+
+def _secret(name: str) -> bool:
+    """A variable that may hold a credential (AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, ...)."""
+    return any(word in name.upper() for word in ("SECRET", "TOKEN", "PASSWORD", "CREDENTIAL", "KEY"))

@@ -24,14 +24,19 @@ A directory "publishes" atomically for readers, the same way locally and on S3 (
 
     <uri>/_COMPLETE                  the pointer: "versions/<version>", written last, in one piece
     <uri>/versions/<version>/...     each publication in its own folder, never changed afterwards
-    <uri>/versions/<version>/_COMPLETE   written after the version's files
+    <uri>/versions/<version>/_COMPLETE   written after the version's files: JSON naming its writer
+                                         and listing each file with its size
 
-A new version is uploaded whole beside the current one and only then does the pointer swap to it,
-so readers (`resolve`, once per load) get the old version or the new one, never half of one, and a
-publish that dies leaves the old one served. A publication from before versions (its files beside an
-empty `_COMPLETE`) still reads as before. Busnet replaces only its own publications: `publish_dir`
-refuses a bucket root and a folder holding anything without that marker, so a typo in `--out` cannot
-delete a user's data.
+A new version is uploaded whole beside the current one; its marker's list is checked against what the
+store holds, and only then does the pointer swap to it, so readers (`resolve`, once per load) get the
+old version or the new one, never half of one, and a publish that dies leaves the old one served.
+Several writers may publish to one URI at once (the last pointer written wins): a writer deletes only
+complete versions older than its own beyond `keep` (never the one the pointer names), and an
+unfinished version only once its lease (LEASE, counted from the time in its name) has run out, so it
+never deletes a version another writer is still uploading. A version folder is no publishing target.
+A publication from before versions (its files beside an empty `_COMPLETE`) still reads as before.
+Busnet replaces only its own publications: `publish_dir` refuses a bucket root and a folder holding
+anything without that marker, so a typo in `--out` cannot delete a user's data.
 
 Failures of the store (missing bucket, access denied, unreachable endpoint, not found) become one
 BusnetError line that says what to fix (`_explain`).
@@ -39,13 +44,15 @@ BusnetError line that says what to fix (`_explain`).
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import socket
 import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -56,6 +63,10 @@ from jobs.errors import BusnetError
 COMPLETE_MARKER = "_COMPLETE"
 VERSIONS_DIR = "versions"
 COPY_CHUNK = 64 << 20  # bytes per ranged GET when copying (see the module doc)
+# An unfinished version younger than this may still be uploading (another writer): not pruned. A day
+# outlasts any upload busnet makes (the largest public dataset, ~10 GB, uploads in minutes).
+LEASE = timedelta(hours=24)
+VERSION_NAME = re.compile(r"v-(\d{8}T\d{6})-(\d{6})-[0-9a-f]{4}")
 
 
 def is_remote(uri: str) -> bool:
@@ -252,12 +263,47 @@ def publish_dir(local_dir: str | Path, uri: str, *, keep: int | None = 2) -> str
             destination_filesystem=fs,
             chunk_size=COPY_CHUNK,
         )
-        _write_whole(fs, f"{path}/{version}/{COMPLETE_MARKER}", b"")
+        files = _listing(fs, f"{path}/{version}")
+        if files != _listing(pafs.LocalFileSystem(), str(Path(local_dir).absolute())):
+            raise BusnetError(f"{join(uri, version)}: the upload does not match {local_dir}; publish again")
+        marker = {"writer": _writer(), "files": files}
+        _write_whole(fs, f"{path}/{version}/{COMPLETE_MARKER}", json.dumps(marker, sort_keys=True).encode())
+        _verify(fs, path, version, uri)
         _write_whole(fs, f"{path}/{COMPLETE_MARKER}", version.encode())  # the swap
         _prune(fs, path, version, keep)
     except OSError as exc:
         raise _explain(uri, exc) from exc
     return join(uri, version)
+
+
+def _writer() -> str:
+    """Who wrote a version (host and process), kept in its marker for whoever finds two writers."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _listing(fs: pafs.FileSystem, root: str) -> dict[str, int]:
+    """{path relative to root: size} of every file under root but the marker."""
+    infos = fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    start = len(root.rstrip("/")) + 1
+    return {i.path[start:]: i.size for i in infos if i.type == pafs.FileType.File and i.path[start:] != COMPLETE_MARKER}
+
+
+def _verify(fs: pafs.FileSystem, path: str, version: str, uri: str) -> None:
+    """The version's marker and files agree: checked just before the pointer moves to it, so the
+    pointer never names a version that another writer (or anything else) emptied meanwhile."""
+    try:
+        with fs.open_input_file(f"{path}/{version}/{COMPLETE_MARKER}") as handle:
+            listed = json.loads(handle.read())["files"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise BusnetError(f"{join(uri, version)}: its {COMPLETE_MARKER} marker is missing or unreadable") from exc
+    if _listing(fs, f"{path}/{version}") != listed:
+        raise BusnetError(f"{join(uri, version)}: its files no longer match its marker; the pointer was not moved")
+
+
+def check_publishable(uri: str) -> None:
+    """BusnetError now, before any work, when publish_dir would refuse `uri` (its checks, unchanged)."""
+    fs, path = filesystem(uri)
+    _refuse_foreign_target(fs, path, uri)
 
 
 def new_version_name() -> str:
@@ -285,7 +331,7 @@ def resolve(uri: str) -> str:
         return uri
     except OSError as exc:
         raise _explain(uri, exc) from exc
-    if not pointer:
+    if not pointer or pointer.startswith("{"):  # a publication from before versions, or a version's own marker
         return uri
     if not re.fullmatch(rf"{VERSIONS_DIR}/v-[0-9A-Za-z-]+", pointer):
         raise BusnetError(f"{join(uri, COMPLETE_MARKER)}: not a busnet version pointer ({pointer[:60]!r})")
@@ -312,6 +358,11 @@ def _versions(fs: pafs.FileSystem, path: str) -> list[tuple[str, bool]]:
 def _refuse_foreign_target(fs: pafs.FileSystem, path: str, uri: str) -> None:
     """Busnet replaces only what it published: a folder with a `_COMPLETE` marker, or one holding
     nothing but version folders (a first publication that was interrupted)."""
+    if _in_a_version(path):
+        raise BusnetError(
+            f"{uri}: refusing to publish into a version folder (versions are never changed); "
+            "name the publication itself, the folder above versions/"
+        )
     if is_remote(uri) and "/" not in path:
         raise BusnetError(f"{uri}: refusing to publish to a bucket root; name a folder in it, e.g. {path}/datasets/x")
     if not is_remote(uri) and Path(path).parent == Path(path):
@@ -345,23 +396,53 @@ def _refuse_foreign_target(fs: pafs.FileSystem, path: str, uri: str) -> None:
         )
 
 
+def _in_a_version(path: str) -> bool:
+    """Whether a path is a published version folder or inside one (`.../versions/v-...`)."""
+    parts = path.split("/")
+    return any(a == VERSIONS_DIR and b.startswith("v-") for a, b in zip(parts, parts[1:]))
+
+
 def _prune(fs: pafs.FileSystem, path: str, current: str, keep: int | None) -> None:
-    """Delete what is no longer served: versions beyond `keep`, interrupted ones, and the files of a
-    publication from before versions once `keep` versions replace it. One writer per publication."""
+    """Delete what is no longer served: complete versions older than ours beyond `keep`, unfinished
+    ones whose lease ran out, and the files of a publication from before versions once `keep`
+    versions replace it. Never the version the pointer names now (another writer may have moved it)
+    nor any younger than ours, so concurrent writers never delete each other's work."""
     found = _versions(fs, path)
-    complete = [f"{VERSIONS_DIR}/{name}" for name, done in found if done]
-    doomed = [f"{VERSIONS_DIR}/{name}" for name, done in found if not done]
+    mine = current.rsplit("/", 1)[1]
+    complete = [f"{VERSIONS_DIR}/{name}" for name, done in found if done and name <= mine]
+    doomed = [f"{VERSIONS_DIR}/{name}" for name, done in found if not done and _lease_over(name)]
     if keep is not None:
         doomed += [v for v in complete[:-keep] if v != current]
         if len(complete) >= keep:  # the flat files of a publication from before versions
             entries = fs.get_file_info(pafs.FileSelector(path))
-            doomed += [e.base_name for e in entries if e.base_name not in (VERSIONS_DIR, COMPLETE_MARKER)]
+            doomed += [
+                e.base_name
+                for e in entries
+                if e.base_name not in (VERSIONS_DIR, COMPLETE_MARKER)
+                and not e.base_name.startswith(f"{COMPLETE_MARKER}.")  # another writer's pointer being written
+            ]
+    try:
+        with fs.open_input_file(f"{path}/{COMPLETE_MARKER}") as handle:
+            served = handle.read().decode(errors="replace").strip()
+    except FileNotFoundError:
+        served = ""
     for name in doomed:
+        if name == served:
+            continue
         kind = fs.get_file_info(f"{path}/{name}").type
         if kind == pafs.FileType.Directory:
             fs.delete_dir(f"{path}/{name}")
         elif kind == pafs.FileType.File:
             fs.delete_file(f"{path}/{name}")
+
+
+def _lease_over(name: str) -> bool:
+    """Whether an unfinished version is old enough (LEASE) that no writer is still uploading it."""
+    found = VERSION_NAME.fullmatch(name)
+    if not found:
+        return False  # not a name busnet gives: left alone
+    started = datetime.strptime("".join(found.groups()), "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+    return datetime.now(timezone.utc) - started > LEASE
 
 
 def _write_whole(fs: pafs.FileSystem, path: str, data: bytes) -> None:

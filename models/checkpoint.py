@@ -21,9 +21,11 @@ config.json describes must have exactly the stored keys and shapes. Other files 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import math
 import subprocess
 import tempfile
@@ -41,7 +43,7 @@ from torch import nn
 from jobs import storage
 from models.network import build_model
 from models.preprocess import Preprocessing
-from models.presets import upgrade_model_config
+from models.presets import NetworkPreset, upgrade_model_config
 
 FORMAT_VERSION = 1
 CLASS_NAMES = ["benign", "malignant"]
@@ -187,8 +189,8 @@ def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[
         )
     try:  # a record from before a network change describes its network in today's terms
         spec = config["model"] = upgrade_model_config(config["model"])
-        model = build_model(spec["preset"], spec["variant"], backbone=spec.get("backbone"), **spec.get("overrides", {}))
-    except (KeyError, TypeError, ValueError) as exc:
+        model = _rebuild(spec, (directory / WEIGHTS).stat().st_size)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"{where(CONFIG)}: cannot rebuild the model it describes: {exc}") from exc
     try:
         state = load_file(directory / WEIGHTS)
@@ -200,6 +202,36 @@ def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[
     config["metrics"] = _read_json(directory / METRICS, where(METRICS))
     config["lineage"] = _read_json(directory / LINEAGE, where(LINEAGE))
     return model, config
+
+
+# What config.json's model record may set: the network's shape (NetworkPreset's fields), never an
+# option of build_model that reads a file (pretrained_cnn, ...): config.json is not hashed, the weights are.
+ARCHITECTURE_FIELDS = frozenset(f.name for f in dataclasses.fields(NetworkPreset))
+
+
+def _rebuild(spec: dict, weights_bytes: int) -> nn.Module:
+    """The model a config.json record describes, refused (ValueError) before any memory is allocated
+    when it is larger than its weights file could fill: built first on the meta device (no storage),
+    its saved tensors must fit in `weights_bytes` at 2 bytes an element (fp16, the smallest busnet saves)."""
+    overrides = spec.get("overrides") or {}
+    if not isinstance(overrides, dict) or (foreign := sorted(set(overrides) - ARCHITECTURE_FIELDS)):
+        shown = foreign if isinstance(overrides, dict) else type(overrides).__name__
+        raise ValueError(
+            f"overrides may set only architecture fields ({', '.join(sorted(ARCHITECTURE_FIELDS))}), got {shown}"
+        )
+    args, kwargs = (spec["preset"], spec["variant"]), {"backbone": spec.get("backbone"), **overrides}
+    network_log = logging.getLogger("models.network")
+    level = network_log.level
+    network_log.setLevel(logging.ERROR)  # "randomly initialised" is said once, by the real build below
+    try:
+        with torch.device("meta"):
+            shape = build_model(*args, **kwargs)
+    finally:
+        network_log.setLevel(level)
+    elements = sum(t.numel() for t in shape.state_dict().values())
+    if 2 * elements > weights_bytes:
+        raise ValueError(f"it describes {elements:,} weights, more than {WEIGHTS} ({weights_bytes:,} bytes) can hold")
+    return build_model(*args, **kwargs)
 
 
 def _check_config(config: dict, where: str) -> None:

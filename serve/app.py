@@ -31,7 +31,7 @@ from ray import serve
 
 from models.preprocess import ImageError
 from serve.batcher import Batcher
-from serve.body import ACCEPTED, BadRequest, frame_number, read_image_bytes
+from serve.body import ACCEPTED, BadRequest, query_frame, read_image_bytes
 from serve.ingress import current_ingress
 from serve.predictor import LoadedModel, Loader, answer_batch, load_model, prepare, preview
 from serve.public import redact_paths
@@ -46,7 +46,29 @@ api = FastAPI(
     version="1",
     description="Hybrid-MT-ESTAN on breast ultrasound: benign/malignant probability and the "
     "lesion mask at the input image's own size.",
+    # FastAPI's /docs and /redoc load their scripts from a CDN at a floating version: a page that
+    # an offline hospital network shows blank and that runs code nobody pinned. The API's
+    # description stays at /openapi.json (any OpenAPI viewer reads it).
+    docs_url=None,
+    redoc_url=None,
 )
+# Every answer, the viewer's pages included: scripts, styles and requests from this origin only
+# (the viewer's masks are data: URLs, its uploads blob: URLs), never framed, types never sniffed.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+@api.middleware("http")
+async def _security_headers(request: Request, call_next: Callable) -> Response:
+    response = await call_next(request)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
 
 PREDICT_DOC: dict[str, Any] = {
     "parameters": [
@@ -194,7 +216,7 @@ class BusnetService:
     async def _decode(self, request: Request, settings: ServeSettings, work: Callable[[bytes, int | None], T]) -> T:
         """The body (by the replica's limits) and `?frame=N` through `work` (the decoding) in a worker
         thread, taking turns on the decode semaphore; BadRequest / ImageError for bad input."""
-        frame = frame_number(request.query_params.get("frame"))
+        frame = query_frame(request.query_params.multi_items())
         data = await read_image_bytes(
             request.headers.get("content-type"),
             request.headers.get("content-length"),

@@ -20,6 +20,7 @@ FIELD = "file"
 # The image and, say, a browser form's few extra fields; the client (serve/client.py) sends one.
 MAX_PARTS = 16
 RAW_TYPES = ("image/", "application/dicom")
+FRAME_DIGITS = 4  # frames are capped at 1200 (models.limits.MAX_FRAMES)
 ACCEPTED = "an image body (image/png, image/jpeg, image/bmp, application/dicom) or multipart/form-data field 'file'"
 
 
@@ -50,12 +51,23 @@ async def read_image_bytes(
     return body
 
 
+def query_frame(params: list[tuple[str, str]]) -> int | None:
+    """The query string's one parameter, an optional `frame`; BadRequest for any other or a repeat."""
+    names = [name for name, _ in params]
+    if unknown := sorted(set(names) - {"frame"}):
+        raise BadRequest(400, f"unknown query parameter {excerpt(unknown[0], 20)}; the only one is frame=N")
+    if len(names) > 1:
+        raise BadRequest(400, "frame is given more than once")
+    return frame_number(params[0][1] if params else None)
+
+
 def frame_number(text: str | None) -> int | None:
-    """The `?frame=N` query parameter: which frame of a multi-frame DICOM (1 = the first), or BadRequest."""
+    """The `?frame=N` query parameter: which frame of a multi-frame DICOM (1 = the first), or BadRequest.
+    ASCII digits only, at most FRAME_DIGITS of them: str.isdigit() also accepts '²' (which int() refuses)."""
     if text is None:
         return None
-    if not (text.isdigit() and int(text) >= 1):
-        raise BadRequest(400, f"frame={text[:20]!r}: expected a frame number (1 = the first)")
+    if not (text.isascii() and text.isdigit() and len(text) <= FRAME_DIGITS and int(text) >= 1):
+        raise BadRequest(400, f"frame={excerpt(text, 20)}: expected a frame number (1 = the first)")
     return int(text)
 
 

@@ -12,8 +12,15 @@ import re
 from typing import Any
 
 EXCERPT_CHARS = 40
-# A run of non-space characters that holds a / or \: a local path, a file:// or s3:// URI.
-_PATH = re.compile(r"[^\s'\"(),;\[\]{}]*[/\\][^\s'\"(),;\[\]{}]*")
+# A whole URI or absolute path, spaces included (a folder may be named after a patient), up to
+# the ": " that ends a busnet error's subject, a quote, a bracket or the end of the line.
+_WHOLE = re.compile(
+    r"(?<![^\s'\"(\[{=])(?:[A-Za-z][A-Za-z0-9+.-]*://|~?/|[A-Za-z]:\\|\\\\)[^'\"\n()\[\]{}]*?(?=: |['\"\n()\[\]{}]|$)"
+)
+# Then any other run of non-space characters that holds a / or \: a relative path.
+_PATH = re.compile(r"[^\s'\"(),;:\[\]{}]*[/\\][^\s'\"(),;:\[\]{}]*")
+# A bucket named on its own (jobs.storage: "the bucket 'name' does not exist").
+_BUCKET = re.compile(r"\bbucket '[^'\n]*'")
 
 
 def excerpt(text: object, limit: int = EXCERPT_CHARS) -> str:
@@ -25,7 +32,7 @@ def excerpt(text: object, limit: int = EXCERPT_CHARS) -> str:
 def redact_paths(value: Any) -> Any:
     """`value` (text or JSON) with every path-like string replaced by <path>."""
     if isinstance(value, str):
-        return _PATH.sub("<path>", value)
+        return _PATH.sub("<path>", _WHOLE.sub("<path>", _BUCKET.sub("bucket <bucket>", value)))
     if isinstance(value, dict):
         return {key: redact_paths(item) for key, item in value.items()}
     if isinstance(value, list | tuple):

@@ -174,8 +174,8 @@ def test_weights_of_another_model_are_refused(swin_checkpoint, tmp_path):
     _edit_config(directory, overrides={"head_widths": [32, 16]})
     with pytest.raises(ValueError, match=r"model\.safetensors does not fit .* shape mismatch\(es\).*head"):
         load_checkpoint(str(directory))
-    _edit_config(directory, variant="mt_estan", overrides={})
-    with pytest.raises(ValueError, match=r"key\(s\) missing from the weights \(cnn\..*unexpected key\(s\)"):
+    _edit_config(directory, variant="mt_estan", overrides={})  # larger than the file: refused before it is built
+    with pytest.raises(ValueError, match=r"it describes [\d,]+ weights, more than model\.safetensors"):
         load_checkpoint(str(directory))
     _edit_config(directory, preset="huge")
     with pytest.raises(ValueError, match=r"config\.json: cannot rebuild"):
@@ -257,8 +257,9 @@ def test_a_read_during_a_publish_gets_the_old_complete_version(tiny_models, tmp_
     assert load_checkpoint(uri)[1]["weights_sha256"] == new_sha
     assert main(["models", "list", uri, "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [(r["uri"], r["current"], r["metrics"]["val_auc"]) for r in rows] == [
+    assert [(r["uri"], r["current"], (r["metrics"] or {}).get("val_auc")) for r in rows] == [
         (first, False, 0.5),
+        (rows[1]["uri"], False, None),  # the killed upload stays until its lease is over: it could be a live writer's
         (second, True, 0.75),
     ]
     assert load_checkpoint(first)[1]["weights_sha256"] == old_sha  # immutable: still loadable by its own URI

@@ -120,7 +120,23 @@ def test_health_model_and_docs(url, checkpoints):
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"image/png", "application/dicom", "multipart/form-data"} <= set(body)
     assert [p["name"] for p in spec["paths"]["/v1/predict"]["post"]["parameters"]] == ["frame"]
-    assert requests.get(f"{url}/docs", timeout=30).status_code == 200
+    assert requests.get(f"{url}/docs", timeout=30).status_code == 404  # no CDN page: /openapi.json is the doc
+
+
+def test_every_answer_carries_the_security_headers(url):
+    """Before: no Content-Security-Policy, X-Frame-Options or nosniff on any page, the viewer's included."""
+    answers = [
+        requests.get(f"{url}/", timeout=30),
+        requests.get(f"{url}/viewer/viewer.js", timeout=30),
+        requests.get(f"{url}/v1/health", timeout=30),
+        requests.get(f"{url}/nothing-here", timeout=30),
+        post_raw(url, GOOD),
+        post_raw(url, b"not an image"),
+    ]
+    for answer in answers:
+        assert answer.headers["X-Frame-Options"] == "DENY" and answer.headers["X-Content-Type-Options"] == "nosniff"
+        policy = answer.headers["Content-Security-Policy"]
+        assert "default-src 'none'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
 
 
 def test_busnet_serve_sets_a_request_timeout(url):
@@ -216,6 +232,11 @@ BAD_INPUTS = {
     "long thin image (4 x 20000)": (lambda url: post_raw(url, THIN), 413),
     "1 x 2,000,000 image": (lambda url: post_raw(url, THREAD), 413),
     "many tiny multipart parts": (lambda url: post_raw(url, MANY_PARTS, "multipart/form-data; boundary=B"), 400),
+    # each of these four was a 500 and an ERROR line (int('²') raised) or is now refused as strictly
+    "frame=² (a digit to str.isdigit)": (lambda url: post_raw(url, GOOD, params={"frame": "²"}), 400),
+    "a 5,000-digit frame": (lambda url: post_raw(url, GOOD, params={"frame": "9" * 5000}), 400),
+    "an unknown query parameter": (lambda url: post_raw(url, GOOD, params={"frames": "1"}), 400),
+    "frame twice": (lambda url: post_raw(url, GOOD, params=[("frame", "1"), ("frame", "2")]), 400),
 }
 
 

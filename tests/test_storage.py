@@ -74,9 +74,10 @@ def test_publishing_over_a_foreign_folder_is_refused_and_deletes_nothing(where, 
 
 
 def test_an_interrupted_first_publication_is_replaced(tmp_path):
-    """A folder holding only a version without its marker is busnet's own leftover: publishing goes on."""
+    """A folder holding only a version without its marker is busnet's own leftover: publishing goes on,
+    and removes it once its lease is over (a younger one may be another writer's upload)."""
     target = tmp_path / "out"
-    _folder(target / "versions" / storage.new_version_name(), {"half.bin": b"1"})
+    _folder(target / "versions" / "v-20200101T000000-000000-abcd", {"half.bin": b"1"})
     with pytest.raises(BusnetError, match="no complete version yet"):
         storage.resolve(str(target))
     storage.publish_dir(_folder(tmp_path / "v1", {"a.txt": b"1"}), str(target))

@@ -160,7 +160,7 @@ def test_keyboard_upload_shows_the_api_answer(page, url, image_path, tmp_path_fa
     with page.expect_file_chooser() as chooser:
         page.keyboard.press("Enter")
     chooser.value.set_files(str(image_path))
-    page.wait_for_function("document.getElementById('status').textContent.startsWith('Analysed')")
+    page.wait_for_function("() => document.getElementById('status').textContent.startsWith('Analysed')")
     answer = requests.post(f"{url}/v1/predict", data=data, headers={"Content-Type": "image/png"}, timeout=60).json()
 
     assert page.inner_text("#label") == answer["label"]
@@ -212,21 +212,21 @@ def test_bad_files_get_clear_messages(page, url, image_path, tmp_path):
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(image_path.read_bytes()[:2000])
     upload(page, truncated)
-    page.wait_for_function("document.getElementById('error').textContent.startsWith('truncated.png')")
+    page.wait_for_function("() => document.getElementById('error').textContent.startsWith('truncated.png')")
     message = page.inner_text("#error")
     assert "could not read this image" in message and "HTTP 400" in message
 
     big = tmp_path / "big.png"
     big.write_bytes(b"\x89PNG" + bytes(MAX_BYTES))
     upload(page, big)
-    page.wait_for_function("document.getElementById('error').textContent.startsWith('big.png')")
+    page.wait_for_function("() => document.getElementById('error').textContent.startsWith('big.png')")
     assert "too large" in page.inner_text("#error") and "HTTP 413" in page.inner_text("#error")
 
     # The service goes away: the browser's own connection failure, not an HTTP status.
     page.route("**/v1/predict", lambda route: route.abort("connectionrefused"))
     try:
         upload(page, image_path)
-        page.wait_for_function("document.getElementById('error').textContent.includes('Cannot reach')")
+        page.wait_for_function("() => document.getElementById('error').textContent.includes('Cannot reach')")
     finally:
         page.unroute("**/v1/predict")
     assert page.inner_text("#error").startswith(f"{image_path.name}: Cannot reach the busnet service")
@@ -253,7 +253,7 @@ def test_dicom_is_shown_with_the_service_s_decoding(page, tmp_path, name, frame,
     for request, endpoint in ((predict.value, "predict"), (preview.value, "preview")):
         assert request.headers["content-type"] == "application/dicom"
         assert request.url.endswith(f"/v1/{endpoint}{query}")
-    page.wait_for_function(f"document.getElementById('status').textContent === 'Analysed {name}.'")
+    page.wait_for_function(f"() => document.getElementById('status').textContent === 'Analysed {name}.'")
     expected = (pixels // 257).astype(np.uint8) if pixels.dtype == np.uint16 else pixels
     assert expected.std() > 10  # noise, not a flat frame: the comparison means something
     drawn = canvas_pixels(page, "image-layer")

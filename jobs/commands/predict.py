@@ -76,6 +76,8 @@ def _run_batch(args: argparse.Namespace) -> int:
         progress=lambda message: print(f"busnet predict: {message}", file=sys.stderr, flush=True),
     )
     print(f"{result['images']} images in {args.out} ({result['predicted']} predicted now, {result['skipped']} before)")
+    if result["errors"]:
+        print(f"{result['errors']} of them could not be read: their rows say why (column error)")
     if result["metrics"]:
         print(render_summary(result["metrics"]))
     return 0
@@ -90,14 +92,14 @@ def _run_client(args: argparse.Namespace) -> int:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BusnetError(f"cannot create --overlay folder {out_dir}: {exc.strerror}") from exc
-    failed = 0
+    failed, names = 0, overlay_names(args.images)
     for name in args.images:
         path = Path(name)
         try:
             answer = predict_file(args.url, path, timeout_s=args.timeout)
             written = None
             if out_dir:
-                written = out_dir / f"{path.stem}.overlay.png"
+                written = out_dir / names[name]
                 overlay(path.read_bytes(), answer).save(written)
         except PredictionFailed as exc:
             failed += 1
@@ -108,3 +110,15 @@ def _run_client(args: argparse.Namespace) -> int:
         else:
             print(f"{name}: {summary(answer)}" + (f"  -> {written}" if written else ""), flush=True)
     return 1 if failed else 0
+
+
+def overlay_names(images: list[str]) -> dict[str, str]:
+    """`<stem>.overlay.png` per image, distinct: a second image of the same stem (a/x.png, b/x.png)
+    gets `<stem>-2.overlay.png`, and so on (each printed line says which file is whose)."""
+    names: dict[str, str] = {}
+    for name in images:
+        stem, number = Path(name).stem, 1
+        while (chosen := f"{stem}{f'-{number}' if number > 1 else ''}.overlay.png") in names.values():
+            number += 1
+        names[name] = chosen
+    return names

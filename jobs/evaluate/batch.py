@@ -13,9 +13,13 @@ The driver writes the rows as they come, as Parquet files of `ROWS_PER_PART` row
 
 Resume: a file is written whole under a temporary name and then renamed (locally; an S3 PUT is
 atomic by itself), so a killed run leaves only whole files. A rerun with the same checkpoint and data
-skips the image ids already written, so the output ends with exactly one row per image. An OUT that
-holds anything else (another checkpoint's predictions, files busnet did not write) is refused:
-nothing there is deleted or overwritten.
+skips the image ids already written, so the output ends with exactly one row per image. "The same
+data" is a dataset's content hash (its manifest), not its URI: a dataset re-ingested at the same URI
+(labels changed, say) is another job. An OUT that holds anything else (another checkpoint's
+predictions, files busnet did not write) is refused: nothing there is deleted or overwritten.
+
+An image of a folder that cannot be decoded (corrupt, not an image, over the size limits) gets a row
+with its `error` and no prediction, and the others go on; a rerun skips it like any written row.
 
 The mask is a PNG (0/255, the image's own size, as the HTTP API's `mask_png`): lossless, about 1 KB
 for one lesion, and readable by any image tool, where RLE needs our own decoder.
@@ -42,7 +46,7 @@ from jobs.evaluate.inference import BatchPredictor
 if TYPE_CHECKING:
     from jobs.data.dataset import Dataset
 
-FORMAT_VERSION = 1  # of predict.json and the Parquet columns
+FORMAT_VERSION = 2  # of predict.json and the Parquet columns
 JOB_FILE = "predict.json"
 PARTS_DIR = "predictions"
 METRICS_FILE = "metrics.json"
@@ -54,16 +58,17 @@ SCHEMA = pa.schema(
     [
         pa.field("image_id", pa.string(), nullable=False),
         pa.field("source", pa.string(), nullable=False),
-        pa.field("malignant_probability", pa.float64(), nullable=False),
-        pa.field("label", pa.string(), nullable=False),  # "malignant" when probability >= the threshold
+        pa.field("malignant_probability", pa.float64()),  # null (as label, height, width): see error
+        pa.field("label", pa.string()),  # "malignant" when probability >= the threshold
         pa.field("true_label", pa.int8()),  # the dataset's 0/1; null for a folder of images
         pa.field("mask_png", pa.binary()),  # null for a classifier-only model
         pa.field("lesion_area_px", pa.int64()),
         pa.field("lesion_bbox", pa.list_(pa.int32())),  # [x0, y0, x1, y1], exclusive ends; null: no lesion
         pa.field("dsc", pa.float64()),  # against the true mask, at the model's input size; null: no true mask
         pa.field("ji", pa.float64()),
-        pa.field("height", pa.int32(), nullable=False),
-        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32()),
+        pa.field("width", pa.int32()),
+        pa.field("error", pa.string()),  # why this image has no prediction; null when it has one
     ]
 )
 
@@ -100,6 +105,7 @@ class ArchivePredictor(BatchPredictor):
                 "ji": _where_true(scores.get("ji"), has_truth),
                 "height": batch["height"],
                 "width": batch["width"],
+                "error": [None] * len(labels),
             },
             schema=SCHEMA,
         )
@@ -147,6 +153,7 @@ def predict_archive(
         "checkpoint": checkpoint_uri,
         "weights_sha256": config.get("weights_sha256"),
         "data": data_uri,
+        "data_content": source.content_hash,
         "split": split,
         "threshold": float(config["threshold"]),
     }
@@ -160,7 +167,7 @@ def predict_archive(
         if gpu and not gpus:
             raise BusnetError("--gpu: the Ray cluster has no GPU")
         actors = workers or (gpus if gpu else CPU_ACTORS)
-        rows = source.rows(skip=done)
+        rows = source.rows(skip=done, errors_uri=storage.join(out_uri, PARTS_DIR))
         predicted = decoded(rows, Preprocessing.from_dict(config["preprocessing"])).map_batches(
             ArchivePredictor,
             fn_constructor_kwargs=predictor_arguments(config),
@@ -180,7 +187,8 @@ def predict_archive(
         metrics = _metrics(table, job, source.dataset, config, has_segmentation, n_bootstrap, seed)
         storage.write_bytes(storage.join(out_uri, METRICS_FILE), (json.dumps(metrics, indent=2) + "\n").encode())
     storage.write_bytes(storage.join(out_uri, storage.COMPLETE_MARKER), b"")
-    return {"images": len(ids), "predicted": len(todo), "skipped": len(done), "metrics": metrics}
+    errors = table.column("malignant_probability").null_count
+    return {"images": len(ids), "predicted": len(todo), "skipped": len(done), "errors": errors, "metrics": metrics}
 
 
 class _Source:
@@ -189,6 +197,7 @@ class _Source:
     def __init__(self, uri: str, split: str | None, image_ids: list[str], dataset: Dataset | None):
         self.uri, self.split, self.image_ids, self.dataset = uri, split, image_ids, dataset
         self.labelled = dataset is not None
+        self.content_hash = dataset.content_hash if dataset is not None else None
 
     @classmethod
     def open(cls, uri: str, split: str | None) -> _Source:
@@ -213,8 +222,9 @@ class _Source:
             raise BusnetError(f"{uri}: neither a busnet dataset nor a folder with {'/'.join(IMAGE_SUFFIXES)} files")
         return cls(uri, None, ids, None)
 
-    def rows(self, skip: set[str]):
-        """The still-encoded rows (jobs.data.pipeline.ROW_COLUMNS) but those of the ids in `skip`."""
+    def rows(self, skip: set[str], errors_uri: str):
+        """The still-encoded rows (jobs.data.pipeline.ROW_COLUMNS) but those of the ids in `skip`; a
+        folder's undecodable images become error rows under `errors_uri` instead."""
         import ray
         from ray.data.expressions import col
 
@@ -223,7 +233,7 @@ class _Source:
         if self.dataset is None:
             ids = [i for i in self.image_ids if i not in skip]
             return ray.data.from_items([{"image_id": i} for i in ids]).map_batches(
-                _read_files, fn_kwargs={"root": self.uri}, batch_size=16, batch_format="numpy"
+                _read_files, fn_kwargs={"root": self.uri, "errors_uri": errors_uri}, batch_size=16, batch_format="numpy"
             )
         if self.split is None:
             rows = read_parquet_files(*self.dataset.shards(), ROW_COLUMNS)
@@ -232,26 +242,32 @@ class _Source:
         return rows.filter(expr=col("image_id").not_in(sorted(skip))) if skip else rows
 
 
-def _read_files(batch: dict[str, np.ndarray], root: str) -> pa.Table:
-    """Image files -> rows like a dataset's (no label: -1, no mask); the size from the header only.
-    Arrow, typed as the dataset's Parquet columns, so that decoding sees the bytes as it sees those."""
-    from PIL import Image, UnidentifiedImageError
+def _read_files(batch: dict[str, np.ndarray], root: str, errors_uri: str) -> pa.Table:
+    """Image files -> rows like a dataset's (no label: -1, no mask). Arrow, typed as the dataset's
+    Parquet columns, so that decoding sees the bytes as it sees those. Each file is decoded once here
+    to find the unusable ones (the pipeline decodes again: a ms per image): they become error rows."""
+    from models.preprocess import ImageError, decode_image
 
-    images, heights, widths = [], [], []
-    for image_id in batch["image_id"]:
-        data = storage.read_bytes(storage.join(root, image_id))
+    ids, images, heights, widths, errors = [], [], [], [], []
+    for image_id in (str(i) for i in batch["image_id"]):
         try:
-            with Image.open(io.BytesIO(data)) as image:
-                width, height = image.size
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise BusnetError(f"{storage.join(root, image_id)}: not a readable image ({exc})") from exc
+            data = storage.read_bytes(storage.join(root, image_id))
+            height, width = decode_image(data).shape[:2]
+        except (ImageError, BusnetError) as exc:
+            errors.append({"image_id": image_id, "source": FOLDER_SOURCE, "error": str(exc)})
+            continue
+        ids.append(image_id)
         images.append(data)
         heights.append(height)
         widths.append(width)
+    if errors:
+        _write_part(
+            storage.join(errors_uri, f"errors-{uuid.uuid4().hex}.parquet"), pa.Table.from_pylist(errors, SCHEMA)
+        )
     count = len(images)
     return pa.table(
         {
-            "image_id": pa.array([str(i) for i in batch["image_id"]], pa.string()),
+            "image_id": pa.array(ids, pa.string()),
             "source": pa.array([FOLDER_SOURCE] * count, pa.string()),
             "label": pa.array([-1] * count, pa.int8()),
             "image": pa.array(images, pa.binary()),
@@ -279,7 +295,8 @@ def _open_output(out_uri: str, job: dict) -> set[str]:
         earlier = json.loads(storage.read_bytes(job_uri))
     except json.JSONDecodeError as exc:
         raise BusnetError(f"{job_uri}: not valid JSON ({exc})") from exc
-    differs = [key for key in ("format_version", "weights_sha256", "data", "split") if earlier.get(key) != job[key]]
+    keys = ("format_version", "weights_sha256", "data", "data_content", "split")
+    differs = [key for key in keys if earlier.get(key) != job[key]]
     if differs:
         raise BusnetError(
             f"--out {out_uri}: holds predictions of another job ({', '.join(differs)} differ: see {JOB_FILE}); "

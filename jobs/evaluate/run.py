@@ -80,6 +80,7 @@ def evaluate(
         raise BusnetError(f"--batch-size must be >= 1, got {batch_size}")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise BusnetError(f"--threshold must be between 0 and 1, got {threshold}")
+    _refuse_foreign_out(out_dir)
     from jobs.data.dataset import open_dataset
 
     dataset = open_dataset(data_uri)  # once: the shards read are those of the hash recorded
@@ -117,17 +118,38 @@ def evaluate(
     )
     metrics["inference_seconds"] = round(elapsed, 2)
     with tempfile.TemporaryDirectory(prefix="busnet-evaluate-") as scratch:
-        local = Path(scratch) if storage.is_remote(out_dir) else storage.local_path(out_dir)
-        local.mkdir(parents=True, exist_ok=True)
+        local = Path(scratch)
         (local / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _write_predictions_csv(local / "predictions.csv", predictions, threshold)
         report.write_report(local, metrics, predictions, overlays)
-        _track(metrics, sorted(local.iterdir()))
-        if storage.is_remote(out_dir):
-            for path in sorted(local.iterdir()):
-                storage.write_bytes(storage.join(out_dir, path.name), path.read_bytes())
+        written = sorted(local.iterdir())
+        _track(metrics, written)  # what this run wrote: nothing else of out_dir
+        for path in written:
+            storage.write_bytes(storage.join(out_dir, path.name), path.read_bytes())
     say(f"wrote metrics.json, predictions.csv, report.md and plots to {out_dir}")
     return metrics
+
+
+# What evaluate writes into its --out (report.write_report's plots included), and the MLflow store
+# that tracking keeps beside them; a folder holding anything else is not evaluate's to write into.
+OUTPUT_NAMES = frozenset(
+    {"metrics.json", "predictions.csv", "report.md", "roc.png", "confusion.png", "overlays.png", tracking.STORE_FOLDER}
+)
+
+
+def _refuse_foreign_out(out_dir: str) -> None:
+    """BusnetError, before any work, when out_dir is a file or holds what evaluate did not write
+    (a user's files there would be overwritten, or recorded as the run's artifacts)."""
+    if storage.is_file(out_dir):
+        raise BusnetError(f"--out {out_dir}: is a file; give a folder")
+    root = storage.filesystem(out_dir)[1]
+    foreign = sorted({path[len(root) + 1 :].split("/", 1)[0] for path in storage.list_files(out_dir)} - OUTPUT_NAMES)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        raise BusnetError(
+            f"--out {out_dir}: holds {shown}, which busnet evaluate did not write; refusing to write there "
+            "(choose a new or empty folder)"
+        )
 
 
 def _track(metrics: dict, files: list[Path]) -> None:

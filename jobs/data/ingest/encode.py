@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
+from collections import OrderedDict
 from functools import partial
 from pathlib import Path
 
@@ -26,7 +28,8 @@ from PIL import Image
 
 from jobs.data.ingest import metadata
 from jobs.data.ingest.found import Candidate, Reject
-from models.preprocess import ImageError, decode_image, decode_mask
+from models.dicom import DicomFile
+from models.preprocess import ImageError, check_size, decode_image, decode_mask
 
 
 class _Unusable(ValueError):
@@ -57,8 +60,12 @@ def _crop_box(box: tuple[int, int, int, int], height: int, width: int) -> tuple[
 def encode(candidate: Candidate) -> dict | Reject:
     """The row for a candidate: image/mask bytes, size, sha256; or why it cannot be ingested."""
     try:
-        data = _read(candidate.image)
-        pixels = _decoded(partial(decode_image, frame=candidate.frame), data, "image")
+        if candidate.frame is None:
+            data = _read(candidate.image)
+            pixels = _decoded(decode_image, data, "image")
+        else:  # a DICOM frame: its file is read and checked once for all its frames
+            data = None
+            pixels = _decoded(partial(_DICOM.frame, candidate.image), candidate.frame, "image")
         height, width = pixels.shape[:2]
         window = _crop_box(candidate.crop, height, width) if candidate.crop else None
         mask = _mask_union(candidate, height, width) if candidate.masks else None
@@ -68,7 +75,7 @@ def encode(candidate: Candidate) -> dict | Reject:
         pixels, mask = np.ascontiguousarray(pixels[window]), None if mask is None else mask[window]
         image = png(pixels)
     else:
-        image = _without_metadata(data, pixels)
+        image = png(pixels) if data is None else _without_metadata(data, pixels)
     crop = "" if candidate.crop is None else "applied" if window is not None else "already"
     return {
         "image_id": candidate.image_id,
@@ -116,7 +123,46 @@ def _read(path: Path) -> bytes:
         raise _Unusable(f"unreadable {path.name}: {exc.strerror or exc}") from exc
 
 
-def _decoded(decode, data: bytes, what: str) -> np.ndarray:
+class _OpenedDicom:
+    """DICOM files opened once (one read, one header and pixel-data check) for all their frames: the
+    ingest threads encoding a multi-frame file's frames share it, which before read and checked the
+    whole file once per frame. Only the last KEEP files stay open (bounded memory); an entry is keyed
+    by the file's size and time too, so a file changed since is read again."""
+
+    KEEP = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._files: OrderedDict[tuple, list] = OrderedDict()  # key -> [lock, DicomFile | ImageError | None]
+
+    def frame(self, path: Path, number: int) -> np.ndarray:
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise _Unusable(f"unreadable {path.name}: {exc.strerror or exc}") from exc
+        key = (str(path), stat.st_size, stat.st_mtime_ns)
+        with self._lock:
+            entry = self._files.setdefault(key, [threading.Lock(), None])
+            self._files.move_to_end(key)
+            while len(self._files) > self.KEEP:
+                self._files.popitem(last=False)
+        with entry[0]:
+            if entry[1] is None:
+                try:
+                    entry[1] = DicomFile(_read(path))
+                except ImageError as exc:
+                    entry[1] = exc
+        if isinstance(entry[1], ImageError):
+            raise entry[1]
+        dicom: DicomFile = entry[1]
+        check_size(dicom.width, dicom.height)
+        return dicom.frame(number)
+
+
+_DICOM = _OpenedDicom()
+
+
+def _decoded(decode, data, what: str) -> np.ndarray:
     try:
         return decode(data)
     except ImageError as exc:

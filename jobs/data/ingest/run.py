@@ -151,6 +151,7 @@ def ingest(
         splits.check(val=val, test=test, folds=folds)
     _check_roots(resolved)
     storage.check_bucket(out)  # a bad URI, missing bucket or unreachable endpoint fails before any work
+    storage.check_publishable(out)  # so does a folder busnet would not publish into
     rejects = _Rejects(strict)
     candidates, skipped = _scan(resolved, rejects)
     candidates, mixed_rejects, mixed = cases.apply_mixed_policy(candidates, mixed_label_cases)
