@@ -96,7 +96,8 @@ def free_port(preferred: int | None = None) -> int:
 
 
 def _forwarded_env() -> dict[str, str]:
-    """Storage and threading settings that Ray workers must see as the driver does."""
-    names = [n for n in os.environ if n.startswith(("AWS_", "BUSNET_"))]
+    """Storage, weight-cache (Hugging Face: HF_HOME, HF_HUB_OFFLINE) and threading settings that Ray
+    workers must see as the driver does."""
+    names = [n for n in os.environ if n.startswith(("AWS_", "BUSNET_", "HF_"))]
     names += ["GLOO_SOCKET_IFNAME"]
     return {n: os.environ[n] for n in names if n in os.environ}

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from models.presets import BASELINE, NETWORK_VERSION, PRESETS
-from models.pretrained import load_weights
+from models.pretrained import IMAGENET, is_none, load_pretrained, locate, no_published_weights
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +61,9 @@ def build_baseline(
     backbone: str | None,
     *,
     pretrained: str | None = None,
-    pretrained_cnn: str | None = None,
-    pretrained_swin: str | None = None,
     **overrides: Any,
 ) -> TimmBaseline:
-    """The timm model `backbone` as a baseline of `preset`; `pretrained`: a timm weight file (path or URI).
+    """The timm model `backbone` as a baseline of `preset`; `pretrained`: "imagenet", a weights folder URI or None.
 
     Only `input_size` may be overridden; anything else, an unknown timm name or a size the model
     cannot take raises ValueError before or while building.
@@ -77,8 +75,6 @@ def build_baseline(
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if not backbone or not timm.is_model(backbone):
         raise ValueError(f"variant {BASELINE!r} needs backbone=<timm model name> (e.g. densenet121), got {backbone!r}")
-    if pretrained_cnn is not None or pretrained_swin is not None:
-        raise ValueError(f"variant {BASELINE!r} has no ResNet/Swin encoder: give its weights as pretrained_backbone")
     if unknown := sorted(set(overrides) - {"input_size"}):
         raise ValueError(f"variant {BASELINE!r} takes only the input_size override, got {', '.join(unknown)}")
     size = overrides.get("input_size", PRESETS[preset].input_size)
@@ -101,12 +97,18 @@ def build_baseline(
         "input_size": size,
         "network_version": NETWORK_VERSION,
     }
-    if pretrained is not None:
-        classifier = body.pretrained_cfg.get("classifier") or ()
-        prefixes = tuple(f"{name}." for name in ((classifier,) if isinstance(classifier, str) else classifier))
-        filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
-        load_weights(body, pretrained, component=backbone, filter_fn=filter_fn, ignore_prefixes=prefixes)
-    else:
+    model.pretrained_weights = {}
+    if is_none(pretrained):
         level = logging.INFO if preset == "tiny" else logging.WARNING
-        log.log(level, "%s of preset %r is randomly initialised (no pretrained_backbone file given)", backbone, preset)
+        log.log(level, "%s of preset %r is randomly initialised (pretrained none)", backbone, preset)
+        return model
+    if pretrained == IMAGENET and preset == "tiny" and family in TINY_ARCH:
+        raise ValueError(no_published_weights(preset, backbone, TINY_ARCH[family]))
+    classifier = body.pretrained_cfg.get("classifier") or ()
+    prefixes = tuple(f"{name}." for name in ((classifier,) if isinstance(classifier, str) else classifier))
+    filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
+    weights = locate(pretrained, backbone)
+    model.pretrained_weights[backbone] = load_pretrained(
+        body, weights, component=backbone, filter_fn=filter_fn, ignore_prefixes=prefixes
+    )
     return model

@@ -66,12 +66,11 @@ HYPERPARAMETERS = (
     "fold",
     "input_size",
     *ARCHITECTURE_OPTIONS,
+    "select",
     "metric",
     "seed",
-    "pretrained_cnn",
-    "pretrained_swin",
     "backbone",
-    "pretrained_backbone",
+    "pretrained",
 )
 
 
@@ -91,6 +90,7 @@ class Prepared:
     content_hash: str
     splits: dict[str, dict[str, int]]
     decoded: dict[str, DecodedSplit] | None = None
+    pretrained: dict[str, dict] = dataclasses.field(default_factory=dict)  # component -> weights' name, sha256
 
 
 @dataclass
@@ -107,8 +107,14 @@ def prepare(config: TrainConfig) -> Prepared:
     from models.preprocess import Preprocessing
 
     _validate_options(config)
-    try:
-        model = build_model(config.preset, config.variant, backbone=config.backbone, **config.architecture())
+    try:  # the encoders' weights are found, hashed and loaded here, before any worker starts
+        model = build_model(
+            config.preset,
+            config.variant,
+            backbone=config.backbone,
+            pretrained=config.pretrained,
+            **config.architecture(),
+        )
     except ValueError as exc:
         raise BusnetError(str(exc)) from exc
     from jobs.data.dataset import read_manifest
@@ -122,12 +128,11 @@ def prepare(config: TrainConfig) -> Prepared:
         has_segmentation=model.has_segmentation,
         content_hash=manifest["content_hash"],
         splits=splits,
+        pretrained={name: weights.record() for name, weights in model.pretrained_weights.items()},
     )
 
 
 def _validate_options(config: TrainConfig) -> None:
-    if config.metric not in VAL_METRICS:
-        raise BusnetError(f"--metric {config.metric!r}: choose one of {', '.join(VAL_METRICS)}")
     for name in ("workers", "epochs", "batch_size", "keep"):
         if getattr(config, name) < 1:
             raise BusnetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -173,7 +178,7 @@ def _check_data(config: TrainConfig, splits: dict, has_segmentation: bool) -> No
     if config.metric in ("val_auc", "val_score") and val["malignant"] in (0, val["images"]):
         raise BusnetError(
             f"{where}: the val split has only one class, so {config.metric} is undefined; "
-            "use --metric val_loss or a dataset with both classes in val"
+            "use --select val_loss or a dataset with both classes in val"
         )
     if splits["train"]["images"] < config.workers * config.batch_size:
         raise BusnetError(
@@ -226,8 +231,9 @@ def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: st
         steps_per_epoch=max(1, train["images"] // config.workers // config.batch_size),
         splits=prepared.decoded or {},
         lineage={
-            "dataset": {"uri": config.data, "content_hash": prepared.content_hash},
+            "dataset": {"uri": config.data, "content_hash": prepared.content_hash, "splits": prepared.splits},
             "hyperparameters": hyperparameters(config),
+            "pretrained": prepared.pretrained,
             "run_name": name,
             "trial_id": trial_id,
         },
