@@ -87,7 +87,7 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
     """End to end, busnet cv included (each fold trained, tested, reused on a second run)."""
     argv = ["ablation", "--data", synthetic_dataset, "--out", str(tmp_path), "--folds", "0,1"]
     argv += ["--variants", "mt_estan,baseline:resnet50", "--epochs", "1", "--input-size", "64", "--lr", "1e-3"]
-    argv += ["--cpus-per-worker", "0.5", "--metric", "val_loss"]
+    argv += ["--cpus-per-worker", "0.5", "--select", "val_loss"]
     assert main(argv) == 0
     table = json.loads((tmp_path / "ablation.json").read_text())
     assert [row["label"] for row in table["rows"]] == ["mt_estan", "baseline-resnet50"]

@@ -145,7 +145,7 @@ def test_ddp_wrapped_model_is_unwrapped(tiny_models, tmp_path, monkeypatch):
 def test_checkpoints_from_before_the_network_options_load_as_the_network_they_were(tmp_path, old_variant, variant):
     """A version-1 record (no network_version; `swin` then meant Swin+AAA) rebuilds that network, weights and all."""
     torch.manual_seed(0)
-    old_network = {"aaa_placement": "stage", "aaa_gate": "channel", "fusion": "bottleneck"}
+    old_network = {"aaa_placement": "stage", "aaa_gate": "channel", "fusion": "bottleneck", "aaa_init": "open"}
     model = build_model("tiny", variant, **old_network).eval()
     directory = save_checkpoint(model, tmp_path / "old")
     path = directory / "config.json"
@@ -155,8 +155,8 @@ def test_checkpoints_from_before_the_network_options_load_as_the_network_they_we
     loaded, config = load_checkpoint(str(directory))
     _same_outputs(model, loaded)
     assert config["model"] == {**model.config, "overrides": old_network}
-    _edit_config(directory, network_version=3)
-    with pytest.raises(ValueError, match=r"config\.json: cannot rebuild .*network_version 3"):
+    _edit_config(directory, network_version=4)
+    with pytest.raises(ValueError, match=r"config\.json: cannot rebuild .*network_version 4"):
         load_checkpoint(str(directory))
 
 
