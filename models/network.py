@@ -176,15 +176,15 @@ def build_model(
     return model
 
 
-def _load_encoders(
-    model: HybridMTEstan, preset: str, config: NetworkPreset, spec: str | None
-) -> dict[str, WeightFile]:
+def _load_encoders(model: HybridMTEstan, preset: str, config: NetworkPreset, spec: str | None) -> dict[str, WeightFile]:
     """Load each encoder's weights for `spec`; say out loud which encoder stays randomly initialised."""
     from timm.models.swin_transformer_v2 import checkpoint_filter_fn
 
+    resnet = None if model.cnn is None else model.cnn.resnet.body
+    swin = None if model.swin is None else model.swin.backbone
     encoders = (
-        ("ResNet", None if model.cnn is None else model.cnn.resnet.body, config.resnet, config.resnet_kwargs(), None, ("fc.",)),
-        ("Swin", None if model.swin is None else model.swin.backbone, config.swin, config.swin_kwargs(), checkpoint_filter_fn, SWIN_HEAD),
+        ("ResNet", resnet, config.resnet, config.resnet_kwargs(), None, ("fc.",)),
+        ("Swin", swin, config.swin, config.swin_kwargs(), checkpoint_filter_fn, SWIN_HEAD),
     )
     loaded = {}
     for component, module, arch, narrowed, filter_fn, ignore in encoders:

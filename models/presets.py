@@ -104,8 +104,12 @@ class NetworkPreset:
         """Raise ValueError naming the first field that cannot work for a network made of these parts."""
         from models.swin_aaa import NUM_STAGES, window_tiling_problem
 
-        options = (("aaa_placement", AAA_PLACEMENTS), ("aaa_gate", AAA_GATES), ("aaa_init", AAA_INITS), ("fusion", FUSIONS))
-        for name, allowed in options:
+        for name, allowed in (
+            ("aaa_placement", AAA_PLACEMENTS),
+            ("aaa_gate", AAA_GATES),
+            ("aaa_init", AAA_INITS),
+            ("fusion", FUSIONS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
         cnn, swin = parts.cnn, parts.swin

@@ -228,7 +228,6 @@ def _read_bytes(uri: str) -> bytes:
     return storage.read_bytes(uri)
 
 
-
 def no_published_weights(preset: str, arch: str, narrowed: dict) -> str:
     """The one line refusing ImageNet weights for an architecture a preset narrows (no such file exists)."""
     shape = ", ".join(f"{key}={value}" for key, value in narrowed.items())

@@ -204,9 +204,7 @@ class TrainConfig:
     )
     smooth: int = field(
         default=3,
-        metadata={
-            "help": "score = mean(val_auc, val_dsc) (val_auc for a classifier) averaged over this many epochs"
-        },
+        metadata={"help": "score = mean(val_auc, val_dsc) (val_auc for a classifier) averaged over this many epochs"},
     )
     max_failures: int = field(
         default=2, metadata={"help": "worker group restarts from the last checkpoint before giving up"}
@@ -320,7 +318,8 @@ class WeightsOptions:
 
     out: str = field(metadata={"help": "folder URI to publish the weights and weights.json into"})
     preset: str = field(
-        default="paper", metadata={"help": "the preset whose ResNet and Swin weights to fetch", "choices": tuple(PRESETS)}
+        default="paper",
+        metadata={"help": "the preset whose ResNet and Swin weights to fetch", "choices": tuple(PRESETS)},
     )
     backbones: str | None = field(
         default=None,
