@@ -77,7 +77,7 @@ def test_summary_reads_what_evaluate_writes():
 
 def test_bad_folds_are_refused_before_any_training(synthetic_dataset, tmp_path):
     base = TrainConfig(data=synthetic_dataset, out=str(tmp_path), name="cv")
-    for folds, message in (("7", r"folds are 0\.\.4"), ("a,b", "comma-separated"), (",", r"folds are 0\.\.4")):
+    for folds, message in (("7", r"folds are 0\.\.5"), ("a,b", "comma-separated"), (",", r"folds are 0\.\.5")):
         with pytest.raises(BusnetError, match=message):
             cross_validate(base, CvOptions(folds=folds))
     assert not any(tmp_path.iterdir())

@@ -36,6 +36,7 @@ DICE_OVER = ("image", "batch")  # models.losses.dice_loss(per_image=...)
 # How the published epoch is chosen: the lowest val loss (the authors' code), or the smoothed val_score
 # (jobs.train.recipe.selection_score). The Ray metric each one ranks checkpoints by:
 SELECTIONS = {"val_loss": "val_loss", "score": "val_score"}
+CV_PROTOCOLS = ("kfold", "split")  # jobs.evaluate.cv
 
 # The recipes `--recipe` names: the values of the fields left unset (None). "busnet" is ours: a
 # one-epoch warm-up, cosine decay and gradient clipping make lr 1e-3 safe for randomly initialised
@@ -294,6 +295,14 @@ class TuneOptions:
 class CvOptions:
     """`busnet cv`'s own options; the rest is the `TrainConfig` every fold trains with."""
 
+    protocol: str = field(
+        default="kfold",
+        metadata={
+            "help": "kfold: every fold tests its own case-disjoint share, all of them the whole dataset; "
+            "split: the paper's one train/val/test split, trained once",
+            "choices": CV_PROTOCOLS,
+        },
+    )
     folds: str | None = field(
         default=None, metadata={"help": "comma-separated folds to run, e.g. 0,2", "unset": "every fold"}
     )
@@ -307,7 +316,7 @@ class AblationOptions:
     """`busnet ablation`'s own options; with `CvOptions` and the `TrainConfig` every variant shares."""
 
     variants: str = field(
-        default=",".join(TABLE3_VARIANTS),
+        default=",".join((*TABLE3_VARIANTS, "hybrid_sgate")),
         metadata={"help": f"comma-separated variants to compare; {BASELINE}:<timm name> adds a Table 2 baseline"},
     )
 

@@ -138,7 +138,7 @@ def _validate_options(config: TrainConfig) -> None:
             raise BusnetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.lr <= 0 or config.cpus_per_worker <= 0:
         raise BusnetError("--lr and --cpus-per-worker must be positive")
-    if config.fold is not None and config.fold < 0:
+    if isinstance(config.fold, int) and config.fold < 0:
         raise BusnetError(f"--fold must be >= 0, got {config.fold}")
 
 
