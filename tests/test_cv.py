@@ -81,3 +81,32 @@ def test_bad_folds_are_refused_before_any_training(synthetic_dataset, tmp_path):
         with pytest.raises(BusnetError, match=message):
             cross_validate(base, CvOptions(folds=folds))
     assert not any(tmp_path.iterdir())
+
+
+def test_drawn_kfold_test_sets_are_case_disjoint_and_cover_the_dataset(synthetic_dataset):
+    """Protocol fold kKof6 of a 5-fold dataset: the six test sets partition the rows; within a fold no
+    case is on two sides, and train + val + test is the whole dataset."""
+    from jobs.data import kfold
+    from jobs.data.dataset import read_table
+    from jobs.data.pipeline import FILTER_COLUMNS, split_filter
+    from jobs.evaluate.cv import _chosen_folds
+
+    table = read_table(synthetic_dataset, columns=["image_id", "case_id", *FILTER_COLUMNS])
+    folds = _chosen_folds(synthetic_dataset, None)
+    assert folds == [kfold.name(k, 5) for k in range(6)] == ["k0of6", "k1of6", "k2of6", "k3of6", "k4of6", "k5of6"]
+    tested: list[str] = []
+    for fold in folds:
+        sides = {s: table.filter(split_filter(s, fold).to_pyarrow()) for s in ("train", "val", "test")}
+        cases = {s: set(rows["case_id"].to_pylist()) for s, rows in sides.items()}
+        assert all(rows.num_rows for rows in sides.values())
+        assert not (cases["train"] & cases["val"] or cases["train"] & cases["test"] or cases["val"] & cases["test"])
+        assert sorted(sum((rows["image_id"].to_pylist() for rows in sides.values()), [])) == sorted(
+            table["image_id"].to_pylist()
+        )
+        tested += sides["test"]["image_id"].to_pylist()
+    assert sorted(tested) == sorted(table["image_id"].to_pylist())  # each image tested exactly once
+    assert _chosen_folds(synthetic_dataset, None, "split") == [None]
+    with pytest.raises(BusnetError, match="k0of5"):
+        from jobs.data.pipeline import check_fold
+
+        check_fold(synthetic_dataset, table, "k0of5")
