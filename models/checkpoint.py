@@ -5,6 +5,8 @@
                         "class_names": ["benign", "malignant"], "threshold": t, "weights_sha256": ...}
     metrics.json       what the trainer measured (NaN/inf written as null: strict JSON)
     lineage.json       the caller's lineage + "code_version" and "created_at" (UTC, ISO 8601)
+    model_card.md      data, recipe, weights by sha256, metrics, intended use, limits (models.model_card),
+                       generated from the three files above; loading does not need it
 
 Published (jobs.storage.publish_dir), a checkpoint URI such as `<run>/best` holds one immutable
 folder per publication, `versions/v-.../`, and a `_COMPLETE` pointer to the current one, swapped
@@ -39,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from jobs import storage
+from models.model_card import CARD, model_card
 from models.network import build_model
 from models.preprocess import Preprocessing
 from models.presets import upgrade_model_config
@@ -112,6 +115,8 @@ def save_checkpoint(
     _write_json(directory / METRICS, metrics or {})
     _write_json(directory / LINEAGE, lineage)
     _write_json(directory / CONFIG, config)
+    card = model_card(model_config, metrics or {}, lineage, config["weights_sha256"])
+    (directory / CARD).write_text(card, encoding="utf-8")
     return directory
 
 

@@ -66,7 +66,7 @@ def test_round_trip_gives_identical_outputs(tiny_models, tmp_path, variant):
         metrics={"val_auc": float("nan"), "val_acc": torch.tensor(0.75)},
         lineage={"trial_id": "t1", "dataset_hash": "abc"},
     )
-    assert sorted(p.name for p in directory.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in directory.iterdir()) == sorted([*FILES, "model_card.md"])
     loaded, config = load_checkpoint(str(directory))
     assert not loaded.training and loaded.config == model.config
     _same_outputs(model, loaded)
@@ -273,3 +273,30 @@ def test_models_list_of_a_checkpoint_from_before_versions(swin_checkpoint, tmp_p
     assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["*", "-"]
     assert main(["models", "list", str(tmp_path / "nothing")]) == 1
     assert "no checkpoint published here" in capsys.readouterr().err
+
+
+def test_a_model_card_is_written_beside_the_weights(tiny_models, tmp_path):
+    """Data, recipe and weights by sha256, from the checkpoint's own records; synthetic-only data said out loud."""
+    from models.model_card import data_summary
+
+    lineage = {
+        "dataset": {
+            "content_hash": "c0ffee",
+            "sources": {"synthetic": 40},
+            "splits": {"train": {"images": 28}, "val": {"images": 4}},
+        },
+        "hyperparameters": {"preset": "tiny", "recipe": "paper", "lr": 1e-5, "select": "val_loss", "fold": 2},
+        "pretrained": {"Swin": {"name": "timm/swinv2_tiny_window8_256.ms_in1k", "sha256": "ab" * 32}},
+    }
+    metrics = {"epoch": 3, "val_auc": 0.75, "val_loss": float("nan")}
+    directory = save_checkpoint(tiny_models["swin"], tmp_path / "c", metrics=metrics, lineage=lineage)
+    card = (directory / "model_card.md").read_text()
+    config = json.loads((directory / "config.json").read_text())
+    assert f"model.safetensors sha256 `{config['weights_sha256']}`" in card
+    assert f"Swin: timm/swinv2_tiny_window8_256.ms_in1k sha256 `{'ab' * 32}`" in card
+    assert "Trained on synthetic images only" in card and "content hash: `c0ffee`" in card
+    assert "split (images): train 28, val 4; fold 2 held out" in card and "- recipe: paper" in card
+    assert "chosen at epoch 3 on validation: val_auc 0.75" in card and "test: not measured" in card
+    assert data_summary(lineage)["synthetic_only"] and not data_summary({})["synthetic_only"]
+    save_checkpoint(tiny_models["swin"], tmp_path / "d")
+    assert "randomly initialised" in (tmp_path / "d" / "model_card.md").read_text()

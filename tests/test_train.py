@@ -24,7 +24,7 @@ from models.loss_weights import LossWeights
 from tests.faults import crash_once
 from tests.test_tracking import assert_tracked_training, tracked_runs
 
-MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}
+MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json", "model_card.md"}
 
 
 def _config(data: str, out: Path, **changes) -> TrainConfig:

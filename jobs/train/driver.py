@@ -91,6 +91,7 @@ class Prepared:
     splits: dict[str, dict[str, int]]
     decoded: dict[str, DecodedSplit] | None = None
     pretrained: dict[str, dict] = dataclasses.field(default_factory=dict)  # component -> weights' name, sha256
+    sources: dict[str, int] = dataclasses.field(default_factory=dict)  # images per source dataset
 
 
 @dataclass
@@ -129,6 +130,7 @@ def prepare(config: TrainConfig) -> Prepared:
         content_hash=manifest["content_hash"],
         splits=splits,
         pretrained={name: weights.record() for name, weights in model.pretrained_weights.items()},
+        sources={name: c["images"] for name, c in manifest.get("counts", {}).get("by_source", {}).items()},
     )
 
 
@@ -231,7 +233,12 @@ def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: st
         steps_per_epoch=max(1, train["images"] // config.workers // config.batch_size),
         splits=prepared.decoded or {},
         lineage={
-            "dataset": {"uri": config.data, "content_hash": prepared.content_hash, "splits": prepared.splits},
+            "dataset": {
+                "uri": config.data,
+                "content_hash": prepared.content_hash,
+                "sources": prepared.sources,
+                "splits": prepared.splits,
+            },
             "hyperparameters": hyperparameters(config),
             "pretrained": prepared.pretrained,
             "run_name": name,
