@@ -31,6 +31,10 @@ BASELINES = (
     "vit_base_patch16_224",
     "swinv2_base_window8_256",
 )
+# A baseline's classifier: one Dense(1) on the pooled features (ours), or the authors' BUSBench head
+# (GAP -> Dense 512 ReLU -> Dropout 0.3 -> Dense 64 ReLU -> Dense 1; with --gamma 0 --balance-classes
+# the loss is their class-weighted BCE).
+BASELINE_HEADS = ("linear", "busbench")
 CNN_REDUCTION = 32  # ResNet layer4 (1/32) meets ESTAN block 5 (1/16) after one 2x up-sampling
 AAA_PLACEMENTS = ("block_pair", "stage")  # after each W-MSA/SW-MSA block pair (eq. 5) | after each stage
 AAA_GATES = ("channel", "spatial")  # sigmoid gate as wide as the map | one map shared by all channels

@@ -73,7 +73,8 @@ def _folder(directory, arch: str, source: torch.nn.Module, name: str = "") -> st
     [
         ({"variant": BASELINE}, "needs backbone=<timm model name>"),
         ({"variant": BASELINE, "backbone": "no_such_net"}, "needs backbone=<timm model name>"),
-        ({"variant": BASELINE, "backbone": "resnet50", "dropout": 0.1}, "only the input_size override"),
+        ({"variant": BASELINE, "backbone": "resnet50", "dropout": 0.1}, "only the input_size and baseline_head"),
+        ({"variant": BASELINE, "backbone": "resnet50", "baseline_head": "mlp"}, "baseline_head='mlp': choose one"),
         ({"variant": BASELINE, "backbone": "resnet50", "input_size": 8}, "integer >= 32"),
         ({"variant": "hybrid", "backbone": "resnet50"}, "an option of variant 'baseline'"),
     ],
@@ -104,3 +105,19 @@ def test_checkpoint_round_trip_rebuilds_the_backbone_and_serves_without_a_mask(t
     answer = answer_for(loaded, outputs, image)
     assert answer["mask_png"] is None and answer["lesion"] == {"area_px": None, "bbox": None}
     assert 0.0 <= answer["malignant_probability"] <= 1.0 and answer["threshold"] == pytest.approx(0.4)
+
+
+def test_the_authors_baseline_head_is_an_option_that_checkpoints_keep(tmp_path):
+    """GAP -> Dense 512 ReLU -> Dropout 0.3 -> Dense 64 ReLU -> Dense 1, rebuilt from config.json."""
+    model = build_model("tiny", BASELINE, backbone="resnet50", baseline_head="busbench")
+    layers = list(model.head)
+    assert [(m.in_features, m.out_features) for m in layers if isinstance(m, torch.nn.Linear)] == [
+        (model.backbone.num_features, 512),
+        (512, 64),
+        (64, 1),
+    ]
+    assert [m.p for m in layers if isinstance(m, torch.nn.Dropout)] == [0.3]
+    assert model(torch.randn(2, 3, 64, 64))["logits"].shape == (2,)
+    loaded, config = load_checkpoint(save_checkpoint(model, tmp_path / "c"))
+    assert config["model"]["overrides"] == {"baseline_head": "busbench"}
+    assert isinstance(loaded.head, torch.nn.Sequential)

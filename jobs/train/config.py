@@ -18,6 +18,7 @@ from models.presets import (
     AAA_INITS,
     AAA_PLACEMENTS,
     BASELINE,
+    BASELINE_HEADS,
     BASELINES,
     FUSIONS,
     PRESETS,
@@ -194,6 +195,14 @@ class TrainConfig:
         default=None,
         metadata={"help": "where Swin maps join the decoder", "choices": FUSIONS, "unset": "the preset's"},
     )
+    baseline_head: str | None = field(
+        default=None,
+        metadata={
+            "help": f"--variant {BASELINE}'s head: Dense 1, or the authors' (512, dropout 0.3, 64, 1)",
+            "choices": BASELINE_HEADS,
+            "unset": "linear",
+        },
+    )
     keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --select"})
     select: str | None = field(
         default=None,
@@ -233,7 +242,7 @@ class TrainConfig:
 
     def architecture(self) -> dict:
         """The network options given (input size, AAA, fusion): `build_model` overrides of the preset."""
-        names = ("input_size", *ARCHITECTURE_OPTIONS)
+        names = ("input_size", *ARCHITECTURE_OPTIONS, "baseline_head")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def run_name(self) -> str:

@@ -70,6 +70,7 @@ HYPERPARAMETERS = (
     "metric",
     "seed",
     "backbone",
+    "baseline_head",
     "pretrained",
 )
 
