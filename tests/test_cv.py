@@ -110,3 +110,32 @@ def test_drawn_kfold_test_sets_are_case_disjoint_and_cover_the_dataset(synthetic
         from jobs.data.pipeline import check_fold
 
         check_fold(synthetic_dataset, table, "k0of5")
+
+
+def test_a_finished_fold_is_reused_only_with_the_same_data_and_config(synthetic_dataset, tmp_path):
+    import dataclasses
+    import json
+
+    from jobs import storage
+    from jobs.data.dataset import read_manifest
+    from jobs.evaluate.cv import check_reusable
+    from jobs.train.driver import hyperparameters
+
+    run = TrainConfig(data=synthetic_dataset, out=str(tmp_path), name="fold-k0of6", fold="k0of6", lr=1e-3)
+    lineage = {
+        "dataset": {"content_hash": read_manifest(synthetic_dataset)["content_hash"]},
+        "hyperparameters": hyperparameters(run),
+    }
+    (tmp_path / "staged").mkdir()
+    (tmp_path / "staged" / "lineage.json").write_text(json.dumps(lineage))
+    best = str(tmp_path / "best")
+    storage.publish_dir(tmp_path / "staged", best)
+    check_reusable(run, best)  # the same: reused
+    differ = r"best was trained otherwise \(recipe .busnet. there, .paper. now; lr 0\.001 there, 1e-05 now"
+    with pytest.raises(BusnetError, match=differ):
+        check_reusable(dataclasses.replace(run, recipe="paper", lr=None, select=None, pretrained="none"), best)
+    lineage["dataset"]["content_hash"] = "another"
+    (tmp_path / "staged" / "lineage.json").write_text(json.dumps(lineage))
+    storage.publish_dir(tmp_path / "staged", best)
+    with pytest.raises(BusnetError, match="dataset 'another' there"):
+        check_reusable(run, best)

@@ -78,7 +78,7 @@ def _cross_validate(
             tested = evaluate(
                 base.data, best, report, split="test", fold=fold, n_bootstrap=options.bootstrap, seed=base.seed
             )
-        per_fold[label] = tested
+        per_fold["split" if fold is None else fold] = tested
     summary = summarise(per_fold)
     summary["config"] = {
         "train": _plain(base),
@@ -105,6 +105,8 @@ def check_reusable(run: TrainConfig, best: str) -> None:
     lineage = json.loads(storage.read_bytes(storage.join(storage.resolve(best), "lineage.json")))
     now = {"dataset": read_manifest(run.data)["content_hash"], **json.loads(json.dumps(hyperparameters(run)))}
     then = {"dataset": lineage.get("dataset", {}).get("content_hash"), **lineage.get("hyperparameters", {})}
+    if run.balance_classes:  # the trainer records the alpha it derived from the split, not the flag's
+        now.pop("alpha")
     differ = [f"{key} {then.get(key)!r} there, {value!r} now" for key, value in now.items() if then.get(key) != value]
     if differ:
         raise BusnetError(
