@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import numpy as np
@@ -113,7 +114,6 @@ def test_drawn_kfold_test_sets_are_case_disjoint_and_cover_the_dataset(synthetic
 
 
 def test_a_finished_fold_is_reused_only_with_the_same_data_and_config(synthetic_dataset, tmp_path):
-    import dataclasses
     import json
 
     from jobs import storage
@@ -139,3 +139,21 @@ def test_a_finished_fold_is_reused_only_with_the_same_data_and_config(synthetic_
     storage.publish_dir(tmp_path / "staged", best)
     with pytest.raises(BusnetError, match="dataset 'another' there"):
         check_reusable(run, best)
+
+
+def test_tables_say_how_the_run_differs_from_the_papers_protocol():
+    from jobs.evaluate.protocol import header
+    from jobs.train.config import PAPER_PROTOCOL
+
+    assert header(dict(PAPER_PROTOCOL), "kfold") == [
+        "Run: preset paper, recipe paper, weights imagenet, selection val_loss, cv protocol kfold."
+    ]
+    tiny = dataclasses.asdict(TrainConfig(data="d", out="o"))
+    lines = header(tiny)
+    assert lines[0] == "Run: preset tiny, recipe busnet, weights none, selection score."
+    assert lines[1] == (
+        "**Warning: not the paper's protocol**: preset tiny (paper: paper); recipe busnet (paper: paper); "
+        "weights none (paper: imagenet); selection score (paper: val_loss)."
+    )
+    assert "classifier-only variants by val ROC-AUC alone" in lines[2]
+    assert "weights not recorded (paper: imagenet)" in header({"preset": "paper", "recipe": "paper"})[1]

@@ -15,19 +15,19 @@ NAMES = {"preset": "preset", "recipe": "recipe", "pretrained": "weights", "selec
 
 def header(train: dict, protocol: str | None = None) -> list[str]:
     """Markdown lines: the run's preset, recipe, weights and selection (and cv protocol), then a warning
-    line per choice that differs from the paper's. `train`: a TrainConfig as a dict."""
-    shown = [f"{NAMES[key]} {train.get(key)}" for key in PAPER_PROTOCOL]
+    line per choice that differs from the paper's. `train`: a TrainConfig as a dict (or a lineage's
+    hyperparameters: a choice it does not record shows as "not recorded")."""
+    used = {key: train.get(key) or "not recorded" for key in PAPER_PROTOCOL}
+    shown = [f"{NAMES[key]} {value}" for key, value in used.items()]
     if protocol:
         shown.append(f"cv protocol {protocol}")
     lines = ["Run: " + ", ".join(shown) + "."]
     differ = [
-        f"{NAMES[key]} {train.get(key)} (paper: {value})"
-        for key, value in PAPER_PROTOCOL.items()
-        if train.get(key) != value
+        f"{NAMES[key]} {used[key]} (paper: {paper})" for key, paper in PAPER_PROTOCOL.items() if used[key] != paper
     ]
     if differ:
         lines.append("**Warning: not the paper's protocol**: " + "; ".join(differ) + ".")
-    if train.get("select") == "score":
+    if used["select"] == "score":
         lines.append(
             "**Warning:** selection by score ranks classifier-only variants by val ROC-AUC alone and the others by "
             "mean(val ROC-AUC, val Dice): not one rule for every row; --select val_loss is."
