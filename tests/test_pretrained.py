@@ -192,3 +192,15 @@ def test_an_index_without_the_architecture_or_a_broken_file_is_refused(tmp_path)
     (tmp_path / "a" / "weights.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="not a readable safetensors file"):
         build_model("tiny", "mt_estan", pretrained=folder)
+
+
+def test_train_refuses_missing_weights_before_any_worker_starts(tmp_path, monkeypatch, synthetic_dataset, capsys):
+    hub_cache.use_in_process(monkeypatch, tmp_path / "empty-cache")
+    argv = ["train", "--data", synthetic_dataset, "--out", str(tmp_path / "runs"), "--preset", "small"]
+    assert main([*argv, "--input-size", "64", "--pretrained", "imagenet", "--no-track"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "timm/resnet26.bt_in1k (resnet26) are not in the Hugging Face cache" in error
+    assert main([*argv, "--preset", "tiny", "--recipe", "paper", "--no-track"]) == 1  # the paper recipe: imagenet
+    assert "preset 'tiny' narrows timm's resnet26" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

@@ -58,7 +58,7 @@ def train_loop_per_worker(config: LoopConfig) -> None:
 
     model = build_model(run.preset, run.variant, **config.overrides, backbone=run.backbone, pretrained=run.pretrained)
     loaded = {name: weights.sha256 for name, weights in model.pretrained_weights.items()}
-    if loaded != {name: record["sha256"] for name, record in config.lineage["pretrained"].items()}:
+    if loaded != {name: record["sha256"] for name, record in config.lineage.get("pretrained", {}).items()}:
         raise ValueError(f"this worker's pretrained weights {loaded} are not those the driver checked")
     state = {"epoch": 0, "epochs_run": [], "starts": [], "scores": []}
     checkpoint = ray.train.get_checkpoint()
