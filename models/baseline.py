@@ -23,7 +23,7 @@ from torch import nn
 
 from models.heads import baseline_head
 from models.presets import BASELINE, BASELINE_HEADS, NETWORK_VERSION, PRESETS
-from models.pretrained import IMAGENET, is_none, load_pretrained, locate, no_published_weights
+from models.pretrained import CHECKPOINT, IMAGENET, is_none, load_pretrained, locate, no_published_weights
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,9 @@ def build_baseline(
     }
     model.pretrained_weights = {}
     if is_none(pretrained):
-        level = logging.INFO if preset == "tiny" else logging.WARNING
-        log.log(level, "%s of preset %r is randomly initialised (pretrained none)", backbone, preset)
+        if pretrained != CHECKPOINT:
+            level = logging.INFO if preset == "tiny" else logging.WARNING
+            log.log(level, "%s of preset %r is randomly initialised (pretrained none)", backbone, preset)
         return model
     if pretrained == IMAGENET and preset == "tiny" and family in TINY_ARCH:
         raise ValueError(no_published_weights(preset, backbone, TINY_ARCH[family]))

@@ -45,6 +45,7 @@ from models.model_card import CARD, model_card
 from models.network import build_model
 from models.preprocess import Preprocessing
 from models.presets import upgrade_model_config
+from models.pretrained import CHECKPOINT
 
 FORMAT_VERSION = 1
 CLASS_NAMES = ["benign", "malignant"]
@@ -181,7 +182,13 @@ def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[
         )
     try:  # a record from before a network change describes its network in today's terms
         spec = config["model"] = upgrade_model_config(config["model"])
-        model = build_model(spec["preset"], spec["variant"], backbone=spec.get("backbone"), **spec.get("overrides", {}))
+        model = build_model(
+            spec["preset"],
+            spec["variant"],
+            backbone=spec.get("backbone"),
+            pretrained=CHECKPOINT,  # the checkpoint's weights replace every tensor below
+            **spec.get("overrides", {}),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where(CONFIG)}: cannot rebuild the model it describes: {exc}") from exc
     try:

@@ -37,7 +37,7 @@ from models.decoder import MTEstanDecoder
 from models.estan import EstanEncoder
 from models.heads import ClassificationHead
 from models.presets import BASELINE, NETWORK_VERSION, PRESETS, VARIANT_PARTS, VARIANTS, NetworkPreset, resolve_preset
-from models.pretrained import IMAGENET, WeightFile, is_none, load_pretrained, locate, no_published_weights
+from models.pretrained import CHECKPOINT, IMAGENET, WeightFile, is_none, load_pretrained, locate, no_published_weights
 from models.swin_aaa import SwinAAAEncoder
 
 log = logging.getLogger(__name__)
@@ -191,8 +191,9 @@ def _load_encoders(model: HybridMTEstan, preset: str, config: NetworkPreset, spe
         if module is None:
             continue
         if is_none(spec):
-            level = logging.WARNING if preset in PRETRAINED_PRESETS else logging.INFO
-            log.log(level, "%s of preset %r is randomly initialised (pretrained none)", component, preset)
+            if spec != CHECKPOINT:
+                level = logging.WARNING if preset in PRETRAINED_PRESETS else logging.INFO
+                log.log(level, "%s of preset %r is randomly initialised (pretrained none)", component, preset)
             continue
         if spec == IMAGENET and narrowed:
             raise ValueError(no_published_weights(preset, arch, narrowed))

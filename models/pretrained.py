@@ -31,6 +31,7 @@ from jobs import storage
 log = logging.getLogger(__name__)
 
 IMAGENET, NONE = "imagenet", "none"
+CHECKPOINT = "checkpoint"  # random init, silently: a checkpoint's weights are loaded next (load_checkpoint)
 INDEX = "weights.json"
 HUB_FILE = "model.safetensors"
 StateDict = dict[str, torch.Tensor]
@@ -51,7 +52,8 @@ class WeightFile:
 
 
 def is_none(spec: str | None) -> bool:
-    return spec is None or spec == NONE
+    """No pretrained weights: None, "none" (both said in the log) or CHECKPOINT (silent)."""
+    return spec is None or spec in (NONE, CHECKPOINT)
 
 
 def imagenet_name(arch: str) -> str:

@@ -300,3 +300,14 @@ def test_a_model_card_is_written_beside_the_weights(tiny_models, tmp_path):
     assert data_summary(lineage)["synthetic_only"] and not data_summary({})["synthetic_only"]
     save_checkpoint(tiny_models["swin"], tmp_path / "d")
     assert "randomly initialised" in (tmp_path / "d" / "model_card.md").read_text()
+
+
+def test_loading_a_checkpoint_does_not_say_random_init(tmp_path, caplog):
+    """Its weights replace every tensor: "randomly initialised" would be false."""
+    import logging
+
+    directory = save_checkpoint(build_model("small", "mt_estan", input_size=64), tmp_path / "c")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="models"):
+        load_checkpoint(str(directory))
+    assert "randomly initialised" not in caplog.text
