@@ -121,10 +121,16 @@ def save_checkpoint(
     return directory
 
 
-def load_checkpoint(uri: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(model in eval mode on `device`, config dict + "metrics" and "lineage") from a checkpoint directory.
+def load_checkpoint(
+    uri: str | Path, device: str | torch.device = "cpu", *, weights_sha256: str | None = None
+) -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, config dict + "metrics", "lineage" and "version_uri") from a
+    checkpoint directory.
 
-    `uri`: a local path, file:// or a storage URI such as s3://bucket/run/best (jobs.storage).
+    `uri`: a local path, file:// or a storage URI such as s3://bucket/run/best (jobs.storage); its
+    pointer is read once, and config["version_uri"] names the version loaded. Batch workers get that
+    version URI and the driver's `weights_sha256`, so they load exactly the model the driver checked
+    and recorded, whatever is published meanwhile.
     Raises ValueError naming the file when one is missing, unreadable, tampered with or mismatched;
     jobs.errors.BusnetError (one line) when the store itself fails: no bucket, access denied, unreachable.
     """
@@ -133,13 +139,18 @@ def load_checkpoint(uri: str | Path, device: str | torch.device = "cpu") -> tupl
         storage.check_bucket(uri)
     uri = storage.resolve(uri)  # once: every file below comes from this one complete version
     if not storage.is_remote(uri):
-        return _load_local(storage.local_path(uri), uri, device)
-    with tempfile.TemporaryDirectory(prefix="busnet-checkpoint-") as local:
-        for name in FILES:  # only these: the trainer's optimizer state may sit beside them
-            source = storage.join(uri, name)
-            if storage.is_file(source):  # a missing one is named by _load_local
-                storage.download_file(source, Path(local) / name)
-        return _load_local(Path(local), uri, device)
+        model, config = _load_local(storage.local_path(uri), uri, device)
+    else:
+        with tempfile.TemporaryDirectory(prefix="busnet-checkpoint-") as local:
+            for name in FILES:  # only these: the trainer's optimizer state may sit beside them
+                source = storage.join(uri, name)
+                if storage.is_file(source):  # a missing one is named by _load_local
+                    storage.download_file(source, Path(local) / name)
+            model, config = _load_local(Path(local), uri, device)
+    if weights_sha256 is not None and config["weights_sha256"] != weights_sha256:
+        raise ValueError(f"{uri}: weights {config['weights_sha256'][:12]}, expected {weights_sha256[:12]}")
+    config["version_uri"] = uri
+    return model, config
 
 
 def checkpoint_versions(uri: str | Path) -> list[dict]:

@@ -143,19 +143,27 @@ def _as_hwc(image: np.ndarray) -> np.ndarray:
 def preprocess_image(image: np.ndarray, pre: Preprocessing) -> np.ndarray:
     """Image array (HxW or HxWxC; uint8, uint16, or float in [0, 1]) -> normalised float32 [3, S, S].
 
-    Zero-pad bottom/right to square, antialiased bilinear resize to S, gray -> 3 channels, then
-    (x - mean) / std. The input is never modified.
+    `resize_image`, then `normalize_pixels`: the two halves training keeps apart (its decode cache
+    holds the resized pixels, 8-bit at rest, and each worker normalises) and serving runs together.
+    The input is never modified.
     """
+    return normalize_pixels(torch.from_numpy(resize_image(image, pre.size)), pre).numpy()
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Image array -> [3, S, S] pixels: zero-pad bottom/right to square, antialiased bilinear resize
+    to S, gray -> 3 channels. uint8 for 8-bit images (the resize rounds to the image's own
+    precision); float32 in [0, 1] for 16-bit and float ones."""
     pixels = _as_hwc(image)
     height, width, channels = pixels.shape
     if height == 0 or width == 0:
         raise ImageError(f"empty image array of shape {np.shape(image)}")
     if pixels.dtype == np.uint8:
-        dtype, scale = np.uint8, 255.0
+        dtype, scale = np.uint8, None
     elif pixels.dtype == np.uint16:
         dtype, scale = np.float32, 65535.0
     elif np.issubdtype(pixels.dtype, np.floating):
-        dtype, scale = np.float32, 1.0
+        dtype, scale = np.float32, None
     else:
         raise ImageError(f"unsupported pixel type {pixels.dtype}: expected uint8, uint16 or float in [0, 1]")
     side = max(height, width)
@@ -163,11 +171,21 @@ def preprocess_image(image: np.ndarray, pre: Preprocessing) -> np.ndarray:
     padded[0, :height, :width] = pixels
     # NHWC memory seen as NCHW: torch's fast uint8 antialias kernel wants channels-last.
     square = torch.from_numpy(padded).permute(0, 3, 1, 2)
-    resized = F.interpolate(square, size=(pre.size, pre.size), mode="bilinear", antialias=True, align_corners=False)
-    out = resized[0].to(torch.float32).div_(scale).expand(3, -1, -1)
-    mean = torch.tensor(pre.mean, dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(pre.std, dtype=torch.float32).view(3, 1, 1)
-    return ((out - mean) / std).contiguous().numpy()
+    resized = F.interpolate(square, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    if scale is not None:
+        resized = resized.div_(scale)
+    return resized.expand(3, -1, -1).contiguous().numpy()
+
+
+def normalize_pixels(pixels: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
+    """[..., 3, S, S] resized pixels (uint8, or float in [0, 1]) -> float32 (x - mean) / std, on the
+    tensor's own device: the one normalisation of training, evaluation and serving."""
+    unit = pixels.to(torch.float32)
+    if pixels.dtype == torch.uint8:
+        unit = unit.div_(255.0)
+    mean = torch.tensor(pre.mean, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(pre.std, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+    return (unit - mean) / std
 
 
 def _nearest_square(mask: np.ndarray, size: int) -> np.ndarray:

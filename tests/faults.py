@@ -65,8 +65,8 @@ def _loop_with_fault(armed: Callable[[int, int], Callable[[], None] | None], epo
             return
         original = loop_module.training_batches
 
-        def training_batches(arrays, config, in_epoch: int, *args, **kwargs):
-            batches = original(arrays, config, in_epoch, *args, **kwargs)
+        def training_batches(config, in_epoch: int, *args, **kwargs):
+            batches = original(config, in_epoch, *args, **kwargs)
             return batches if in_epoch != epoch else _faulty(batches, fault)
 
         loop_module.training_batches = training_batches

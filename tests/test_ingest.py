@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from jobs import storage
-from jobs.data.dataset import TEST_FOLD, read_manifest, read_table, shard_paths
+from jobs.data.dataset import TEST_FOLD, open_dataset, read_manifest, read_table
 from jobs.data.ingest import ingest
 from jobs.errors import BusnetError
 from tests.ingest_layouts import decoded
@@ -52,7 +52,7 @@ def test_synthetic_and_real_busi_read_back_through_ray_data(
     sources = {"synthetic": synthetic_raw, "busi": busi}
     manifest = ingest(sources, out, val=0.1, test=0.2, folds=3, seed=0, progress=False)
 
-    fs, paths = shard_paths(out)
+    fs, paths = open_dataset(out).shards()
     table = ray_local.data.read_parquet(paths, filesystem=fs).to_pandas()
     assert len(table) == manifest["num_rows"] == 60 and table.image_id.is_unique
     assert manifest["rejects"] == []

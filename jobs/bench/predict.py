@@ -84,7 +84,7 @@ def bare_pass(data_uri: str, checkpoint_uri: str, split: str | None, batch_size:
     import pyarrow.dataset as pads
     import torch
 
-    from jobs.data.dataset import shard_paths
+    from jobs.data.dataset import open_dataset
     from jobs.data.pipeline import ROW_COLUMNS, decode_batch, split_filter
     from jobs.errors import BusnetError
     from jobs.evaluate.batch import ArchivePredictor
@@ -97,7 +97,7 @@ def bare_pass(data_uri: str, checkpoint_uri: str, split: str | None, batch_size:
         predictor.model.to("cpu")
         predictor.device = "cpu"
     preprocessing = Preprocessing.from_dict(predictor.config["preprocessing"])
-    fs, files = shard_paths(data_uri)
+    fs, files = open_dataset(data_uri).shards()
     rows = pads.dataset(files, filesystem=fs, format="parquet").to_batches(
         columns=ROW_COLUMNS,
         filter=None if split is None else split_filter(split, None).to_pyarrow(),

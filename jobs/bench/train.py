@@ -128,13 +128,13 @@ def bare_loop(data_uri: str, config: dict) -> dict:
 
 
 def _ray_worker(config: dict) -> None:
-    """A Ray Train worker: `busnet train`'s batches (`jobs.train.loop.training_batches`'s source) and
+    """A Ray Train worker: `busnet train`'s batches (`jobs.data.cache.training_batches`) and
     step; with several workers also the steps under DDP's `no_sync` (no all-reduce)."""
     import ray.train
     import ray.train.torch
 
     from jobs.data.augment import Augmenter
-    from jobs.data.cache import batches, epoch_rows
+    from jobs.data.cache import training_batches
     from jobs.train.step import train_step
     from models.loss_weights import LossWeights
 
@@ -142,15 +142,25 @@ def _ray_worker(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
     model, optimizer = _model_and_optimizer({**config, "in_ray": True}, device)
-    arrays = config["decoded"].load()
+    split = config["decoded"]
+    per_epoch = split.rows // world // config["batch_size"]
     augmenter = Augmenter(device)
     ddp = getattr(model, "_orig_mod", model)  # under torch.compile, the DDP module it wraps
 
     def steps(waits: list[float], synced: bool):
         for epoch in itertools.count(1):
-            rows = epoch_rows(len(arrays["label"]), seed=0, epoch=epoch, rank=rank, world=world)
+            drawn = training_batches(
+                split,
+                seed=0,
+                epoch=epoch,
+                rank=rank,
+                world=world,
+                batch_size=config["batch_size"],
+                steps=per_epoch,
+                device=device,
+            )
             asked = time.perf_counter()
-            for batch in batches(arrays, rows, batch_size=config["batch_size"], device=device, drop_last=True):
+            for batch in drawn:
                 waits.append(time.perf_counter() - asked)
                 with contextlib.nullcontext() if synced else ddp.no_sync():
                     loss = train_step(model, optimizer, augmenter, batch, LossWeights())
@@ -180,18 +190,13 @@ def ray_path(data_uri: str, config: dict, storage_dir: str) -> dict:
     from ray.train.torch import TorchTrainer
 
     from jobs.data.cache import decode_split
-    from jobs.data.dataset import read_manifest
+    from jobs.data.dataset import open_dataset
     from models.preprocess import Preprocessing
 
     started = time.perf_counter()
     ray.data.DataContext.get_current().enable_progress_bars = False
-    decoded = decode_split(
-        data_uri,
-        "train",
-        fold=None,
-        preprocessing=Preprocessing.from_dict(config["preprocessing"]),
-        content_hash=read_manifest(data_uri)["content_hash"],
-    )
+    preprocessing = Preprocessing.from_dict(config["preprocessing"])
+    decoded = decode_split(open_dataset(data_uri), "train", fold=None, preprocessing=preprocessing)
     decode_seconds = time.perf_counter() - started
     workers = config["workers"]
     resources = {"CPU": 1, **({"GPU": 1} if config["gpu"] else {})}

@@ -1,9 +1,10 @@
-"""Measure the platform: `busnet bench data|train|serve|predict` prints a table (or one JSON object with --json).
+"""Measure the platform: `busnet bench data|train|serve|predict|scale` prints a table (or one JSON object with --json).
 
 data:  images/s through the Ray Data pipeline vs. a plain single-process loop over the same Parquet (start cost apart).
 train: training images/s of a bare PyTorch loop vs. `busnet train`'s path (Ray Train on the decoded split); DDP share.
 serve: closed-loop HTTP load vs. the bare request pipeline: requests/s, p50/p99 latency, mean batch size.
 predict: images/s of batch inference (busnet predict) vs. the bare batched pipeline in one process.
+scale: training images/s, driver memory and per-node cache bytes as data grows, on a simulated multi-node cluster.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ BENCHMARKS = {
     "train": "jobs.bench.train",
     "serve": "jobs.bench.serve",
     "predict": "jobs.bench.predict",
+    "scale": "jobs.bench.scale",
 }
 
 

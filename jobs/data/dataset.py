@@ -7,12 +7,14 @@ published by jobs.storage.publish_dir: <version> is <uri>/versions/v-.../, and <
 written last, points to it (the previous version is kept until the next ingestion). A dataset from
 before versions (the files directly in <uri>) still reads.
 
-Readers go through this module so that an incomplete or missing dataset fails in one clear line.
+Readers open a dataset once (`open_dataset`) and pass the handle on, so an incomplete or missing
+dataset fails in one clear line and no stage re-reads the pointer.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.fs as pafs
@@ -51,24 +53,45 @@ def shard_name(index: int) -> str:
     return f"{DATA_DIR}/part-{index:05d}.parquet"
 
 
-def read_manifest(uri: str) -> dict:
-    """The manifest of a complete dataset; BusnetError when missing, incomplete or unreadable."""
-    return _current(uri)[1]
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset opened once: its current version resolved, its manifest read, its shards listed.
 
-
-def shard_paths(uri: str) -> tuple[pafs.FileSystem, list[str]]:
-    """(filesystem, shard paths inside it) of a complete dataset, all of its current version.
-
-    Pass both to `ray.data.read_parquet(paths, filesystem=fs)` or `pyarrow.parquet.read_table`.
+    Every stage of a command (checks, decoding, training, evaluation, lineage) takes this handle,
+    so the content hash a run records is that of the very shards it read, even when a new version
+    is published meanwhile. Picklable: Ray tasks receive it as it is.
     """
-    folder, manifest = _current(uri)
-    fs, root = storage.filesystem(folder)
-    return fs, [f"{root}/{name}" for name in manifest["files"]]
+
+    uri: str  # as the user gave it
+    version_uri: str  # the folder of the version `uri` pointed to when it was opened
+    manifest: dict
+
+    @property
+    def content_hash(self) -> str:
+        return self.manifest["content_hash"]
+
+    @property
+    def folds(self) -> int:
+        return int(self.manifest.get("params", {}).get("folds") or 0)
+
+    def shards(self) -> tuple[pafs.FileSystem, list[str]]:
+        """(filesystem, shard paths inside it): for `ray.data.read_parquet` or `pyarrow.parquet.read_table`."""
+        fs, root = storage.filesystem(self.version_uri)
+        return fs, [f"{root}/{name}" for name in self.manifest["files"]]
+
+    def read_table(self, columns: list[str] | None = None, filters=None) -> pa.Table:
+        """The whole dataset (or some columns / rows) as one Arrow table, without Ray."""
+        fs, paths = self.shards()
+        try:
+            return pq.read_table(paths, filesystem=fs, columns=columns, filters=filters, schema=SCHEMA)
+        except OSError as exc:
+            raise BusnetError(f"{self.uri}: cannot read the dataset's shards ({str(exc).splitlines()[0]})") from exc
 
 
-def _current(uri: str) -> tuple[str, dict]:
-    """(folder of the dataset's current version, its manifest): resolved once, so a reader never
-    mixes the manifest of one publication with the shards of the next."""
+def open_dataset(uri: str) -> Dataset:
+    """Resolve `uri`'s current version and read its manifest, once; BusnetError when the dataset is
+    missing, incomplete or unreadable. Local paths become absolute (Ray workers may run elsewhere)."""
+    uri = uri if storage.is_remote(uri) else str(storage.local_path(uri))
     storage.check_bucket(uri)
     if not storage.is_complete(uri):
         if storage.exists(storage.join(uri, MANIFEST)) or storage.versions(uri):
@@ -86,13 +109,14 @@ def _current(uri: str) -> tuple[str, dict]:
         raise BusnetError(
             f"{uri}/{MANIFEST}: format_version {manifest.get('format_version')!r}, this busnet reads {FORMAT_VERSION}"
         )
-    return folder, manifest
+    return Dataset(uri, folder, manifest)
+
+
+def read_manifest(uri: str) -> dict:
+    """The manifest of a complete dataset (a one-off look; a stage that reads more opens the dataset once)."""
+    return open_dataset(uri).manifest
 
 
 def read_table(uri: str, columns: list[str] | None = None, filters=None) -> pa.Table:
-    """The whole dataset (or some columns / rows) as one Arrow table, without Ray."""
-    fs, paths = shard_paths(uri)
-    try:
-        return pq.read_table(paths, filesystem=fs, columns=columns, filters=filters, schema=SCHEMA)
-    except OSError as exc:
-        raise BusnetError(f"{uri}: cannot read the dataset's shards ({str(exc).splitlines()[0]})") from exc
+    """The whole dataset (or some columns / rows) as one Arrow table: `open_dataset(uri).read_table(...)`."""
+    return open_dataset(uri).read_table(columns, filters)

@@ -17,9 +17,9 @@ import ray.data
 from ray.data.expressions import Expr, col
 
 from jobs.data import kfold
-from jobs.data.dataset import SPLITS, read_table, shard_paths
+from jobs.data.dataset import SPLITS, Dataset
 from jobs.errors import BusnetError
-from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask
+from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask, resize_image
 
 # What decoding needs, plus what the split/fold filter needs; no other column is read.
 ROW_COLUMNS = ["image_id", "source", "label", "image", "mask", "height", "width"]
@@ -28,21 +28,18 @@ DECODE_BATCH_ROWS = 16
 
 
 def read_split(
-    data_uri: str,
+    dataset: Dataset,
     split: str,
     *,
     fold: int | None = None,
     preprocessing: Preprocessing,
+    normalize: bool = True,
 ) -> ray.data.Dataset:
-    """A lazy Dataset of one split, decoded and preprocessed.
-
-    Rows: image float32 [3,S,S], mask float32 [1,S,S] (zeros when absent), has_mask bool,
-    label float32, image_id str, source str, height int, width int. Fold semantics: see read_rows.
-    """
-    return decoded(read_rows(data_uri, split, fold=fold), preprocessing)
+    """A lazy Dataset of one split, decoded and preprocessed (`decode_batch`). Fold semantics: see read_rows."""
+    return decoded(read_rows(dataset, split, fold=fold), preprocessing, normalize=normalize)
 
 
-def read_rows(data_uri: str, split: str, *, fold: int | None = None) -> ray.data.Dataset:
+def read_rows(dataset: Dataset, split: str, *, fold: int | None = None) -> ray.data.Dataset:
     """The still-encoded rows of one split: ROW_COLUMNS + FILTER_COLUMNS only, filtered at the reader.
 
     fold=None uses the stored split column; fold=K uses fold K's own sides (the fold_splits column):
@@ -52,10 +49,9 @@ def read_rows(data_uri: str, split: str, *, fold: int | None = None) -> ray.data
     """
     if split not in SPLITS:
         raise BusnetError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
-    fs, files = shard_paths(data_uri)
     predicate = split_filter(split, fold)
-    _require_rows(data_uri, split, fold, predicate)
-    return read_parquet_files(fs, files, ROW_COLUMNS + FILTER_COLUMNS).filter(expr=predicate)
+    _require_rows(dataset, split, fold, predicate)
+    return read_parquet_files(*dataset.shards(), ROW_COLUMNS + FILTER_COLUMNS).filter(expr=predicate)
 
 
 def read_parquet_files(fs, files: list[str], columns: list[str]) -> ray.data.Dataset:
@@ -69,10 +65,13 @@ def read_parquet_files(fs, files: list[str], columns: list[str]) -> ray.data.Dat
     return ray.data.read_parquet(files, filesystem=fs, columns=columns)
 
 
-def decoded(ds: ray.data.Dataset, preprocessing: Preprocessing) -> ray.data.Dataset:
+def decoded(ds: ray.data.Dataset, preprocessing: Preprocessing, *, normalize: bool = True) -> ray.data.Dataset:
     """Encoded rows -> training rows, in streaming CPU tasks of a few rows each."""
     return ds.map_batches(
-        decode_batch, fn_kwargs={"preprocessing": preprocessing}, batch_size=DECODE_BATCH_ROWS, batch_format="numpy"
+        decode_batch,
+        fn_kwargs={"preprocessing": preprocessing, "normalize": normalize},
+        batch_size=DECODE_BATCH_ROWS,
+        batch_format="numpy",
     )
 
 
@@ -85,13 +84,13 @@ def split_filter(split: str, fold: int | str | None) -> Expr:
     return col("fold_splits").list.get(fold) == split
 
 
-def _require_rows(data_uri: str, split: str, fold: int | None, predicate: Expr) -> None:
+def _require_rows(dataset: Dataset, split: str, fold: int | None, predicate: Expr) -> None:
     """Fail before training on nothing: only the tiny split/fold columns are read here."""
-    table = read_table(data_uri, columns=FILTER_COLUMNS)
-    check_fold(data_uri, table, fold)
+    table = dataset.read_table(columns=FILTER_COLUMNS)
+    check_fold(dataset.uri, table, fold)
     if table.filter(predicate.to_pyarrow()).num_rows == 0:
         where = f"split {split!r}" + (f" of fold {fold}" if fold is not None else "")
-        raise BusnetError(f"{data_uri}: {where} is empty")
+        raise BusnetError(f"{dataset.uri}: {where} is empty")
 
 
 def check_fold(data_uri: str, table: pa.Table, fold: int | str | None) -> None:
@@ -105,13 +104,23 @@ def check_fold(data_uri: str, table: pa.Table, fold: int | str | None) -> None:
         raise BusnetError(f"{data_uri}: no fold {fold}; the dataset's folds are {list(range(folds))}")
 
 
-def decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> dict[str, np.ndarray]:
-    """Decode and preprocess one batch of encoded rows into new arrays (inputs may be read-only)."""
+def decode_batch(
+    batch: dict[str, np.ndarray], preprocessing: Preprocessing, normalize: bool = True
+) -> dict[str, np.ndarray]:
+    """Decode and preprocess one batch of encoded rows into new arrays (inputs may be read-only).
+
+    Rows: image [3,S,S], mask [1,S,S] in {0, 1} (zeros when absent), has_mask bool, label float32,
+    image_id, source, height, width. With `normalize` the image is the network's float32 input and
+    the mask float32; without, both stay as training's decode cache keeps them: the resized pixels
+    (uint8 for 8-bit images, a quarter of float32; float32 in [0, 1] when any image of the batch has
+    more bits) and a uint8 mask, for `models.preprocess.normalize_pixels` on the worker.
+    """
     size = preprocessing.size
     images, masks, has_mask = [], [], []
     for image_id, image_bytes, mask_bytes in zip(batch["image_id"], batch["image"], batch["mask"]):
         try:
-            images.append(preprocess_image(decode_image(image_bytes), preprocessing))
+            image = decode_image(image_bytes)
+            images.append(preprocess_image(image, preprocessing) if normalize else resize_image(image, size))
             if mask_bytes is None:
                 masks.append(np.zeros((1, size, size), np.float32))
             else:
@@ -119,9 +128,11 @@ def decode_batch(batch: dict[str, np.ndarray], preprocessing: Preprocessing) -> 
         except ValueError as exc:
             raise BusnetError(f"image {image_id}: {exc}") from exc
         has_mask.append(mask_bytes is not None)
+    if not normalize and any(image.dtype != np.uint8 for image in images):
+        images = [image if image.dtype != np.uint8 else image.astype(np.float32) / np.float32(255) for image in images]
     return {
         "image": np.stack(images),
-        "mask": np.stack(masks),
+        "mask": np.stack(masks) if normalize else np.stack(masks).astype(np.uint8),
         "has_mask": np.array(has_mask, bool),
         "label": np.array(batch["label"], np.float32),
         "image_id": np.array(batch["image_id"], object),

@@ -29,6 +29,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,6 +38,9 @@ import pyarrow.parquet as pq
 from jobs import storage
 from jobs.errors import BusnetError
 from jobs.evaluate.inference import BatchPredictor
+
+if TYPE_CHECKING:
+    from jobs.data.dataset import Dataset
 
 FORMAT_VERSION = 1  # of predict.json and the Parquet columns
 JOB_FILE = "predict.json"
@@ -127,7 +131,7 @@ def predict_archive(
     import ray
 
     from jobs.data.pipeline import decoded
-    from jobs.evaluate.run import CPU_ACTORS, absolute_uri, load_config
+    from jobs.evaluate.run import CPU_ACTORS, absolute_uri, load_config, predictor_arguments
     from jobs.runtime import init_ray
     from models.preprocess import Preprocessing
 
@@ -159,7 +163,7 @@ def predict_archive(
         rows = source.rows(skip=done)
         predicted = decoded(rows, Preprocessing.from_dict(config["preprocessing"])).map_batches(
             ArchivePredictor,
-            fn_constructor_kwargs={"checkpoint_uri": checkpoint_uri},
+            fn_constructor_kwargs=predictor_arguments(config),
             batch_size=batch_size,
             batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(size=actors),
@@ -173,7 +177,7 @@ def predict_archive(
         raise BusnetError(f"{out_uri}: {len(ids)} rows for {len(source.image_ids)} images (the data changed?)")
     metrics = None
     if source.labelled:
-        metrics = _metrics(table, job, config, has_segmentation, n_bootstrap, seed)
+        metrics = _metrics(table, job, source.dataset, config, has_segmentation, n_bootstrap, seed)
         storage.write_bytes(storage.join(out_uri, METRICS_FILE), (json.dumps(metrics, indent=2) + "\n").encode())
     storage.write_bytes(storage.join(out_uri, storage.COMPLETE_MARKER), b"")
     return {"images": len(ids), "predicted": len(todo), "skipped": len(done), "metrics": metrics}
@@ -182,20 +186,23 @@ def predict_archive(
 class _Source:
     """The images to predict: a busnet dataset (labelled) or a folder of image files (not)."""
 
-    def __init__(self, uri: str, split: str | None, image_ids: list[str], labelled: bool):
-        self.uri, self.split, self.image_ids, self.labelled = uri, split, image_ids, labelled
+    def __init__(self, uri: str, split: str | None, image_ids: list[str], dataset: Dataset | None):
+        self.uri, self.split, self.image_ids, self.dataset = uri, split, image_ids, dataset
+        self.labelled = dataset is not None
 
     @classmethod
     def open(cls, uri: str, split: str | None) -> _Source:
-        from jobs.data.dataset import MANIFEST, read_table
+        from jobs.data.dataset import MANIFEST, open_dataset
         from jobs.data.pipeline import split_filter
 
-        if storage.exists(storage.join(storage.resolve(uri), MANIFEST)):
+        marks = (storage.COMPLETE_MARKER, MANIFEST)
+        if any(storage.exists(storage.join(uri, name)) for name in marks) or storage.versions(uri):
+            dataset = open_dataset(uri)  # once: the rows predicted are those of the hash recorded
             filters = None if split is None else split_filter(split, None).to_pyarrow()
-            ids = read_table(uri, columns=["image_id"], filters=filters).column("image_id").to_pylist()
+            ids = dataset.read_table(columns=["image_id"], filters=filters).column("image_id").to_pylist()
             if not ids:
                 raise BusnetError(f"{uri}: split {split!r} is empty")
-            return cls(uri, split, ids, labelled=True)
+            return cls(uri, split, ids, dataset)
         if split is not None:
             raise BusnetError(f"{uri}: --split needs a busnet dataset (this has no {MANIFEST})")
         if not storage.exists(uri):
@@ -204,25 +211,24 @@ class _Source:
         ids = [p[len(root) + 1 :] for p in storage.list_files(uri) if p.lower().endswith(IMAGE_SUFFIXES)]
         if not ids:
             raise BusnetError(f"{uri}: neither a busnet dataset nor a folder with {'/'.join(IMAGE_SUFFIXES)} files")
-        return cls(uri, None, ids, labelled=False)
+        return cls(uri, None, ids, None)
 
     def rows(self, skip: set[str]):
         """The still-encoded rows (jobs.data.pipeline.ROW_COLUMNS) but those of the ids in `skip`."""
         import ray
         from ray.data.expressions import col
 
-        from jobs.data.dataset import shard_paths
         from jobs.data.pipeline import ROW_COLUMNS, read_parquet_files, read_rows
 
-        if not self.labelled:
+        if self.dataset is None:
             ids = [i for i in self.image_ids if i not in skip]
             return ray.data.from_items([{"image_id": i} for i in ids]).map_batches(
                 _read_files, fn_kwargs={"root": self.uri}, batch_size=16, batch_format="numpy"
             )
         if self.split is None:
-            rows = read_parquet_files(*shard_paths(self.uri), ROW_COLUMNS)
+            rows = read_parquet_files(*self.dataset.shards(), ROW_COLUMNS)
         else:
-            rows = read_rows(self.uri, self.split)
+            rows = read_rows(self.dataset, self.split)
         return rows.filter(expr=col("image_id").not_in(sorted(skip))) if skip else rows
 
 
@@ -330,7 +336,9 @@ def _write_part(uri: str, table: pa.Table) -> None:
     os.replace(staging, path)
 
 
-def _metrics(table: pa.Table, job: dict, config: dict, has_segmentation: bool, n_bootstrap: int, seed: int) -> dict:
+def _metrics(
+    table: pa.Table, job: dict, dataset: Dataset, config: dict, has_segmentation: bool, n_bootstrap: int, seed: int
+) -> dict:
     """evaluate's metrics.json over every row of the output (earlier runs' rows too)."""
     from jobs.evaluate.results import Predictions
     from jobs.evaluate.run import build_metrics, case_ids, what_was_evaluated
@@ -339,7 +347,7 @@ def _metrics(table: pa.Table, job: dict, config: dict, has_segmentation: bool, n
     dsc = table.column("dsc").to_numpy(zero_copy_only=False).astype(np.float64)
     predictions = Predictions(
         image_id=image_id,
-        case_id=case_ids(job["data"], image_id),
+        case_id=case_ids(dataset, image_id),
         source=np.asarray(table.column("source").to_pylist(), dtype=str),
         label=table.column("true_label").to_numpy(zero_copy_only=False).astype(np.int8),
         prob=table.column("malignant_probability").to_numpy(zero_copy_only=False),
@@ -347,7 +355,7 @@ def _metrics(table: pa.Table, job: dict, config: dict, has_segmentation: bool, n
         dsc=dsc if has_segmentation else None,
         ji=table.column("ji").to_numpy(zero_copy_only=False).astype(np.float64) if has_segmentation else None,
     )
-    evaluated = what_was_evaluated(job["data"], job["checkpoint"], job["split"] or "all", None, config)
+    evaluated = what_was_evaluated(dataset, job["checkpoint"], job["split"] or "all", None, config)
     metrics = build_metrics(
         predictions,
         evaluated,

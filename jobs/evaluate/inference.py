@@ -15,13 +15,14 @@ if TYPE_CHECKING:
 class BatchPredictor:
     """Ray Data callable class: loads the checkpoint once per actor, then predicts batches."""
 
-    def __init__(self, checkpoint_uri: str):
+    def __init__(self, checkpoint_uri: str, weights_sha256: str | None = None):
+        """`checkpoint_uri`: the version the driver resolved; `weights_sha256`: the weights it recorded."""
         import torch
 
         from models import load_checkpoint
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, self.config = load_checkpoint(checkpoint_uri, device=self.device)
+        self.model, self.config = load_checkpoint(checkpoint_uri, device=self.device, weights_sha256=weights_sha256)
         pre = self.config["preprocessing"]
         self.mean = np.asarray(pre["mean"], dtype=np.float32)[:, None, None]
         self.std = np.asarray(pre["std"], dtype=np.float32)[:, None, None]

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from jobs.evaluate.intervals import confidence_intervals
 from jobs.evaluate.results import OverlayPool, Predictions
 from models.inference import MASK_THRESHOLD
 from models.metrics import METRICS, PAPER_THRESHOLD
+
+if TYPE_CHECKING:
+    from jobs.data.dataset import Dataset
 
 FORMAT_VERSION = 2  # of metrics.json; 2 added auc_hard and the paper_protocol block
 PROGRESS_EVERY_S = 5.0
@@ -76,8 +80,11 @@ def evaluate(
         raise BusnetError(f"--batch-size must be >= 1, got {batch_size}")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise BusnetError(f"--threshold must be between 0 and 1, got {threshold}")
-    checkpoint_uri, data_uri = absolute_uri(checkpoint_uri), absolute_uri(data_uri)
-    config, has_segmentation = load_config(checkpoint_uri)
+    from jobs.data.dataset import open_dataset
+
+    dataset = open_dataset(data_uri)  # once: the shards read are those of the hash recorded
+    checkpoint_uri = absolute_uri(checkpoint_uri)
+    config, has_segmentation = load_config(checkpoint_uri)  # the actors load its version, by sha256
     threshold_source = "checkpoint" if threshold is None else "--threshold"
     threshold = float(config["threshold"] if threshold is None else threshold)
     model_config = config["model"]
@@ -86,11 +93,11 @@ def evaluate(
     started = time.monotonic()
     say(
         f"evaluating {checkpoint_uri} ({model_config.get('preset')}/{model_config.get('variant')}, "
-        f"{model_config.get('input_size')} px) on the {split!r} split of {data_uri}"
+        f"{model_config.get('input_size')} px) on the {split!r} split of {dataset.uri}"
     )
-    columns, overlays = _predict(data_uri, checkpoint_uri, split, fold, config, batch_size, say)
+    columns, overlays = _predict(dataset, config, split, fold, batch_size, say)
     predictions = Predictions(
-        case_id=case_ids(data_uri, columns["image_id"]),
+        case_id=case_ids(dataset, columns["image_id"]),
         dsc=columns.pop("dsc", None),
         ji=columns.pop("ji", None),
         **columns,
@@ -98,7 +105,7 @@ def evaluate(
     elapsed = time.monotonic() - started
     say(f"predicted {len(predictions.image_id)} images in {elapsed:.1f} s; bootstrapping {n_bootstrap} resamples")
 
-    evaluated = what_was_evaluated(data_uri, checkpoint_uri, split, fold, config)
+    evaluated = what_was_evaluated(dataset, checkpoint_uri, split, fold, config)
     metrics = build_metrics(
         predictions,
         evaluated,
@@ -208,11 +215,10 @@ def load_config(checkpoint_uri: str) -> tuple[dict, bool]:
 
 
 def _predict(
-    data_uri: str,
-    checkpoint_uri: str,
+    dataset: Dataset,
+    config: dict,
     split: str,
     fold: int | None,
-    config: dict,
     batch_size: int,
     say: Callable[[str], None],
 ) -> tuple[dict[str, np.ndarray], OverlayPool]:
@@ -223,12 +229,12 @@ def _predict(
     from jobs.data.pipeline import read_split
     from models.preprocess import Preprocessing
 
-    dataset = read_split(data_uri, split, fold=fold, preprocessing=Preprocessing.from_dict(config["preprocessing"]))
+    rows = read_split(dataset, split, fold=fold, preprocessing=Preprocessing.from_dict(config["preprocessing"]))
     # One actor per GPU of the cluster, else one or two CPU actors (the decode tasks need CPUs too).
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    predicted = dataset.map_batches(
+    predicted = rows.map_batches(
         BatchPredictor,
-        fn_constructor_kwargs={"checkpoint_uri": checkpoint_uri},
+        fn_constructor_kwargs=predictor_arguments(config),
         batch_size=batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=gpus or CPU_ACTORS),
@@ -254,25 +260,27 @@ def _max_images_per_case(case_ids: np.ndarray) -> int:
     return int(np.unique(case_ids, return_counts=True)[1].max())
 
 
-def case_ids(data_uri: str, image_ids: np.ndarray) -> np.ndarray:
-    """Each image's case id from the dataset (the image id itself where the case is unknown)."""
-    from jobs.data.dataset import read_table
+def predictor_arguments(config: dict) -> dict:
+    """What each `BatchPredictor` actor loads: the version the driver loaded, checked by its sha256."""
+    return {"checkpoint_uri": config["version_uri"], "weights_sha256": config["weights_sha256"]}
 
-    table = read_table(data_uri, columns=["image_id", "case_id"])
+
+def case_ids(dataset: Dataset, image_ids: np.ndarray) -> np.ndarray:
+    """Each image's case id from the dataset (the image id itself where the case is unknown)."""
+    table = dataset.read_table(columns=["image_id", "case_id"])
     lookup = dict(zip(table.column("image_id").to_pylist(), table.column("case_id").to_pylist()))
     return np.array([lookup.get(i) or i for i in image_ids.tolist()], dtype=str)
 
 
-def what_was_evaluated(data_uri: str, checkpoint_uri: str, split: str, fold: int | None, config: dict) -> dict:
-    from jobs.data.dataset import read_manifest
-
-    manifest = read_manifest(data_uri)
+def what_was_evaluated(dataset: Dataset, checkpoint_uri: str, split: str, fold: int | None, config: dict) -> dict:
     return {
-        "data": data_uri,
+        "data": dataset.uri,
+        "data_version": dataset.version_uri,
         "split": split,
         "fold": fold,
-        "dataset_content_hash": manifest.get("content_hash"),
+        "dataset_content_hash": dataset.content_hash,
         "checkpoint": checkpoint_uri,
+        "checkpoint_version": config["version_uri"],
         "model": config["model"],
         "preprocessing": config["preprocessing"],
         "weights_sha256": config.get("weights_sha256"),

@@ -27,11 +27,12 @@ from models.presets import (
 )
 
 if TYPE_CHECKING:
-    from jobs.data.cache import DecodedSplit
+    from jobs.data.cache import DecodedSplit, StreamedSplit
 
 ARCHITECTURE_OPTIONS = ("aaa_placement", "aaa_gate", "aaa_init", "fusion")  # models.presets.NetworkPreset fields
 SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
 OPTIMIZERS = ("adam", "adamw")
+CACHES = ("auto", "memory", "stream")  # jobs.train.driver.decode_splits
 SCHEDULES = ("cosine", "onecycle", "constant")  # jobs.train.recipe.learning_rate
 DICE_OVER = ("image", "batch")  # models.losses.dice_loss(per_image=...)
 # How the published epoch is chosen: the lowest val loss (the authors' code), or the smoothed val_score
@@ -195,6 +196,14 @@ class TrainConfig:
         default=None,
         metadata={"help": "where Swin maps join the decoder", "choices": FUSIONS, "unset": "the preset's"},
     )
+    cache: str = field(
+        default="auto",
+        metadata={
+            "help": "decode the splits once into Ray's object store (memory) or from Parquet every epoch (stream); "
+            "auto: memory when they fit in half the cluster's object store",
+            "choices": CACHES,
+        },
+    )
     baseline_head: str | None = field(
         default=None,
         metadata={
@@ -258,7 +267,7 @@ class LoopConfig:
     preprocessing: dict  # models.preprocess.Preprocessing.to_dict()
     lineage: dict  # written as the checkpoints' lineage.json (plus the epoch)
     steps_per_epoch: int  # optimizer steps of each worker per epoch (the schedule's unit)
-    splits: dict[str, DecodedSplit] = field(default_factory=dict)  # "train", "val": decoded once per run
+    splits: dict[str, DecodedSplit | StreamedSplit] = field(default_factory=dict)  # "train", "val"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -36,7 +36,8 @@ from jobs.train.state import RESUME_ONLY_FILES
 from models.metrics import ERROR_RATES, METRICS
 
 if TYPE_CHECKING:
-    from jobs.data.cache import DecodedSplit
+    from jobs.data.cache import DecodedSplit, StreamedSplit
+    from jobs.data.dataset import Dataset
 
 # Validation metrics a run reports: every metric of models.metrics, and the loss.
 # val_score: the smoothed combined score that picks the best epoch by default (jobs.train.recipe).
@@ -82,17 +83,22 @@ def mode(metric: str) -> str:
 
 @dataclass
 class Prepared:
-    """What the driver learnt before training: the model's config and preprocessing, the data's shape;
-    and, once Ray runs, the train and val splits decoded into the object store (`decode_splits`)."""
+    """What the driver learnt before training: the dataset (opened once), the model's config and
+    preprocessing, the data's shape; and, once Ray runs, the train and val splits decoded into the
+    object store or set to stream (`decode_splits`)."""
 
+    dataset: Dataset
     model_config: dict
     preprocessing: dict
     has_segmentation: bool
-    content_hash: str
     splits: dict[str, dict[str, int]]
-    decoded: dict[str, DecodedSplit] | None = None
+    decoded: dict[str, DecodedSplit | StreamedSplit] | None = None
     pretrained: dict[str, dict] = dataclasses.field(default_factory=dict)  # component -> weights' name, sha256
     sources: dict[str, int] = dataclasses.field(default_factory=dict)  # images per source dataset
+
+    @property
+    def content_hash(self) -> str:
+        return self.dataset.content_hash
 
 
 @dataclass
@@ -103,8 +109,10 @@ class TrainOutcome:
     epochs_reported: int
 
 
-def prepare(config: TrainConfig) -> Prepared:
-    """Validate the options, the model and the data without starting any worker."""
+def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
+    """Validate the options, the model and the data without starting any worker. The dataset is
+    opened here (`config.data`) unless the caller already opened it."""
+    from jobs.data.dataset import open_dataset
     from models import build_model
     from models.preprocess import Preprocessing
 
@@ -119,19 +127,17 @@ def prepare(config: TrainConfig) -> Prepared:
         )
     except ValueError as exc:
         raise BusnetError(str(exc)) from exc
-    from jobs.data.dataset import read_manifest
-
-    manifest = read_manifest(config.data)
-    splits = split_summary(config.data, config.fold)
+    dataset = dataset or open_dataset(config.data)
+    splits = split_summary(dataset, config.fold)
     _check_data(config, splits, model.has_segmentation)
     return Prepared(
+        dataset=dataset,
         model_config=model.config,
         preprocessing=Preprocessing(size=model.input_size).to_dict(),
         has_segmentation=model.has_segmentation,
-        content_hash=manifest["content_hash"],
         splits=splits,
         pretrained={name: weights.record() for name, weights in model.pretrained_weights.items()},
-        sources={name: c["images"] for name, c in manifest.get("counts", {}).get("by_source", {}).items()},
+        sources={name: c["images"] for name, c in dataset.manifest.get("counts", {}).get("by_source", {}).items()},
     )
 
 
@@ -145,16 +151,15 @@ def _validate_options(config: TrainConfig) -> None:
         raise BusnetError(f"--fold must be >= 0, got {config.fold}")
 
 
-def split_summary(data_uri: str, fold: int | None) -> dict[str, dict[str, int]]:
+def split_summary(dataset: Dataset, fold: int | None) -> dict[str, dict[str, int]]:
     """Images, malignant images and images with a mask in the train and val splits (the fold
     semantics of `jobs.data.pipeline.read_split`), from the Parquet columns without decoding any image."""
     import pyarrow.compute as pc
 
-    from jobs.data.dataset import read_table
     from jobs.data.pipeline import FILTER_COLUMNS, check_fold, split_filter
 
-    table = read_table(data_uri, columns=[*FILTER_COLUMNS, "label", "mask"])
-    check_fold(data_uri, table, fold)
+    table = dataset.read_table(columns=[*FILTER_COLUMNS, "label", "mask"])
+    check_fold(dataset.uri, table, fold)
     summary = {}
     for split in ("train", "val"):
         rows = table.filter(split_filter(split, fold).to_pyarrow())
@@ -236,6 +241,7 @@ def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: st
         lineage={
             "dataset": {
                 "uri": config.data,
+                "version_uri": prepared.dataset.version_uri,
                 "content_hash": prepared.content_hash,
                 "sources": prepared.sources,
                 "splits": prepared.splits,
@@ -249,32 +255,61 @@ def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: st
 
 
 def decode_splits(config: TrainConfig, prepared: Prepared) -> Prepared:
-    """`prepared` with its train and val splits decoded once into the object store (`jobs.data.cache`):
-    every epoch of the run, and every trial of a tune, reads them from there."""
+    """`prepared` with its train and val splits decoded once into blocks in the object store
+    (`jobs.data.cache`), which every epoch of the run and every trial of a tune read; or, when they
+    would not fit there (or `--cache stream`), set to stream from Parquet each epoch."""
     import ray.data
 
-    from jobs.data.cache import decode_split
+    from jobs.data import cache
     from models.preprocess import Preprocessing
 
     if prepared.decoded is not None:
         return prepared
     # The epoch lines are the progress; bars (also the Parquet reader's sampling bar) would bury them.
     ray.data.DataContext.get_current().enable_progress_bars = False
-    started = time.perf_counter()
     preprocessing = Preprocessing.from_dict(prepared.preprocessing)
+    images = sum(prepared.splits[split]["images"] for split in ("train", "val"))
+    needed = cache.decoded_bytes(images, preprocessing.size)
+    stream = config.cache == "stream" or (config.cache == "auto" and not cache.fits_in_object_store(needed))
+    if stream:
+        decoded = {
+            split: cache.StreamedSplit(
+                cache.CacheKey.of(prepared.content_hash, split, config.fold, preprocessing),
+                preprocessing,
+                prepared.splits[split]["images"],
+            )
+            for split in ("train", "val")
+        }
+        why = "--cache stream" if config.cache == "stream" else f"{needed / 1e9:.1f} GB decoded would not fit"
+        print(f"[busnet train] streaming from Parquet every epoch ({why} in Ray's object store)", flush=True)
+        return dataclasses.replace(prepared, decoded=decoded)
+    started = time.perf_counter()
     decoded = {
-        split: decode_split(
-            config.data, split, fold=config.fold, preprocessing=preprocessing, content_hash=prepared.content_hash
-        )
+        split: cache.decode_split(prepared.dataset, split, fold=config.fold, preprocessing=preprocessing)
         for split in ("train", "val")
     }
-    images = sum(split.rows for split in decoded.values())
+    blocks = sum(len(split.blocks) for split in decoded.values())
     print(
         f"[busnet train] decoded {images} images once at {preprocessing.size} px in "
-        f"{time.perf_counter() - started:.1f} s (kept in Ray's object store for every epoch)",
+        f"{time.perf_counter() - started:.1f} s ({blocks} blocks in Ray's object store, "
+        f"{sum(split.nbytes for split in decoded.values()) / 1e6:.0f} MB, for every epoch)",
         flush=True,
     )
     return dataclasses.replace(prepared, decoded=decoded)
+
+
+def streamed_datasets(prepared: Prepared, fold: int | None) -> dict:
+    """The Ray Data datasets a streaming run hands to its trainer, by split name (none when cached)."""
+    from jobs.data import cache
+    from jobs.data.pipeline import read_split
+
+    return {
+        name: read_split(
+            prepared.dataset, name, fold=fold, preprocessing=split.preprocessing, normalize=False
+        ).select_columns(list(cache.COLUMNS))
+        for name, split in (prepared.decoded or {}).items()
+        if isinstance(split, cache.StreamedSplit)
+    }
 
 
 def fit(
@@ -300,12 +335,16 @@ def fit(
     prepared = decode_splits(config, prepared)
     resources = {"CPU": config.cpus_per_worker, **({"GPU": 1} if config.gpu else {})}
     fs, path = storage.filesystem(storage_uri)
+    datasets = streamed_datasets(prepared, config.fold)
     trainer = TorchTrainer(
         # The typed config is bound here, not passed as train_loop_config: Ray records that one as a JSON dict.
         functools.partial(loop or train_loop_per_worker, loop_config(config, prepared, name, trial_id)),
         scaling_config=ray.train.ScalingConfig(
             num_workers=config.workers, use_gpu=config.gpu, resources_per_worker=resources
         ),
+        # Streamed: each worker reads its equal share of train; val whole (rank 0 validates).
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]) if datasets else None,
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=path,

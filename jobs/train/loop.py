@@ -1,6 +1,7 @@
 """The loop each Ray Train worker runs: paper 3.3 training on its data shard, validation, checkpoints.
 
-The splits come decoded once per run from the object store (`jobs.data.cache`). Every epoch:
+The splits come decoded once per run from blocks in the object store, or streamed from Parquet
+when they do not fit there (`jobs.data.cache`). Every epoch:
 `jobs.train.step.train_step` on each batch of the worker's share of a new seeded order of the
 training split (augment on the worker's device, forward under bf16 autocast on GPU, the multitask
 loss, a DDP step with Adam). Then rank 0 validates on the whole val split (not sharded, so the
@@ -29,7 +30,7 @@ import time
 import numpy as np
 import torch
 
-from jobs.data.cache import batches, epoch_rows
+from jobs.data import cache
 from jobs.train.config import LoopConfig
 from jobs.train.recipe import build_ema, build_optimizer, learning_rate, selection_score, set_learning_rate, should_stop
 from jobs.train.state import load_train_state, load_trained_weights, save_train_state, save_trained_weights
@@ -81,14 +82,12 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     if run.compile:
         model = torch.compile(model)  # checkpoints, EMA and validation keep using plain_model
     preprocessing = Preprocessing.from_dict(config.preprocessing)
-    train_arrays = config.splits["train"].load()
-    val_arrays = config.splits["val"].load() if rank == 0 else None
 
     from jobs.data.augment import Augmenter
 
     augmenter = Augmenter(device)
     for epoch in range(first_epoch, run.epochs + 1):
-        epoch_batches = training_batches(train_arrays, config, epoch, rank, world, device)
+        epoch_batches = training_batches(config, epoch, rank, world, device)
         train_loss, images_per_s, data_wait = _train_one_epoch(
             model, plain_model, optimizer, ema, augmenter, epoch_batches, config, epoch, world
         )
@@ -97,7 +96,7 @@ def train_loop_per_worker(config: LoopConfig) -> None:
         stop = torch.zeros(1, device=device)  # NCCL broadcasts only device tensors
         if rank == 0:
             scored = plain_model if ema is None else ema.module
-            validation, threshold = validate(scored, val_arrays, config, device, use_bf16)
+            validation, threshold = validate(scored, split_batches(config, "val", device), config, device, use_bf16)
             raw, smoothed = selection_score(validation, state["scores"], run.smooth)
             state["scores"] = [*state["scores"], raw]
             metrics.update(validation, val_score_epoch=raw, val_score=smoothed, threshold=threshold)
@@ -147,12 +146,45 @@ def _smoothed_history(scores: list[float], smooth: int) -> list[float]:
     return [selection_score({"val_auc": s}, scores[:i], smooth)[1] for i, s in enumerate(scores)]
 
 
-def training_batches(
-    arrays: dict[str, np.ndarray], config: LoopConfig, epoch: int, rank: int, world: int, device: torch.device
-):
-    """This rank's batches of one epoch: its share of the epoch's seeded order, the last partial batch dropped."""
-    rows = epoch_rows(len(arrays["label"]), seed=config.train.seed, epoch=epoch, rank=rank, world=world)
-    return batches(arrays, rows, batch_size=config.train.batch_size, device=device, drop_last=True)
+def training_batches(config: LoopConfig, epoch: int, rank: int, world: int, device: torch.device):
+    """This rank's `steps_per_epoch` batches of one epoch: its share of the epoch's seeded order."""
+    split, run = config.splits["train"], config.train
+    if isinstance(split, cache.StreamedSplit):
+        import ray.train
+
+        shard = ray.train.get_dataset_shard("train")
+        return cache.streamed_batches(
+            shard,
+            split,
+            seed=run.seed,
+            epoch=epoch,
+            batch_size=run.batch_size,
+            steps=config.steps_per_epoch,
+            device=device,
+        )
+    return cache.training_batches(
+        split,
+        seed=run.seed,
+        epoch=epoch,
+        rank=rank,
+        world=world,
+        batch_size=run.batch_size,
+        steps=config.steps_per_epoch,
+        device=device,
+    )
+
+
+def split_batches(config: LoopConfig, name: str, device: torch.device):
+    """Every row of split `name` once (validation): from its cached blocks, or streamed."""
+    split = config.splits[name]
+    if isinstance(split, cache.StreamedSplit):
+        import ray.train
+
+        shard = ray.train.get_dataset_shard(name)
+        return cache.streamed_batches(
+            shard, split, seed=0, epoch=0, batch_size=config.train.batch_size, steps=None, device=device
+        )
+    return cache.all_batches(split, batch_size=config.train.batch_size, device=device)
 
 
 def _train_one_epoch(
@@ -193,13 +225,13 @@ def _train_one_epoch(
 
 def validate(
     model: torch.nn.Module,
-    arrays: dict[str, np.ndarray],
+    val_batches,
     config: LoopConfig,
     device: torch.device,
     use_bf16: bool = False,
 ) -> tuple[dict[str, float], float]:
-    """Every metric of `models.metrics` (+ val_loss) on the whole val split (`arrays`: `jobs.data.cache`
-    columns), at the threshold chosen there.
+    """Every metric of `models.metrics` (+ val_loss) on the whole val split (`val_batches`: every row
+    once, `split_batches`), at the threshold chosen there.
 
     The forward pass is `models.inference.predict`, the step evaluation and serving use; the loss
     comes from the same pass's logits."""
@@ -210,8 +242,7 @@ def validate(
     dtype = torch.bfloat16 if use_bf16 else None
     probs, labels = [], []
     loss_sum, seg_sums, seg_images = 0.0, {"dsc": 0.0, "ji": 0.0}, 0
-    every_row = np.arange(len(arrays["label"]))
-    for batch in batches(arrays, every_row, batch_size=config.train.batch_size, device=device, drop_last=False):
+    for batch in val_batches:
         prediction = predict(model, batch["image"], device, dtype)
         loss = multitask_loss(
             prediction.outputs,
