@@ -161,7 +161,7 @@ def test_summary_prints_every_variant_per_component(capsys, paper_hybrid):
         "swin_aaa": 12,
         "hybrid_sgate": 12,
     }
-    # The parameter-matched control: spatial gates add a few thousand parameters, per-channel ones 90.8 M.
+    # The parameter-matched control: spatial gates add 48 k parameters, per-channel ones 90.8 M.
     assert 0 < counts["total"]["hybrid_sgate"] - counts["total"]["hybrid_noaaa"] < 100_000
     assert counts["AAA"]["hybrid"] == 90_752_640
 
