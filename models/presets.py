@@ -61,8 +61,8 @@ VARIANT_PARTS = {  # named by what they are; the paper's Table 3 rows first
     "mt_estan": VariantParts(cnn=True, swin=False, aaa=False),  # "MT-ESTAN": the authors' network exactly
     "swin": VariantParts(cnn=False, swin=True, aaa=False),  # "Swin Trans.": plain Swin V2 classifier
     "swin_aaa": VariantParts(cnn=False, swin=True, aaa=True),  # not in the paper: Swin V2 + AAA classifier
-    # Not in the paper: the hybrid with one spatial gate map per AAA block, 48 k parameters in all
-    # each, so that "hybrid_sgate vs hybrid_noaaa" compares attention at (nearly) equal capacity,
+    # Not in the paper: the hybrid with one spatial gate map per AAA block (48 k parameters in all at
+    # paper size), so that "hybrid_sgate vs hybrid_noaaa" compares attention at (nearly) equal capacity,
     # where "hybrid vs hybrid_noaaa" also adds the per-channel gates' parameters (90.8 M at paper size).
     "hybrid_sgate": VariantParts(cnn=True, swin=True, aaa=True, gate="spatial"),
 }
