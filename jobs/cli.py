@@ -23,6 +23,7 @@ COMMAND_ORDER = (
     "cv",
     "ablation",
     "models",
+    "weights",
     "serve",
     "predict",
     "export",

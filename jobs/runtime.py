@@ -96,12 +96,13 @@ def free_port(preferred: int | None = None) -> int:
 
 
 def _forwarded_env() -> dict[str, str]:
-    """Storage and threading settings that Ray workers must see as the driver does; never a secret.
+    """Storage, weight-cache (Hugging Face: HF_HOME, HF_HUB_OFFLINE) and threading settings that Ray
+    workers must see as the driver does; never a secret.
 
     Ray writes a runtime env into its logs (world-readable files under its temp dir) and job records,
     so credentials stay out of it: a local Ray's workers inherit them from this process's environment
     (the raylet is its child), and a cluster's pods get theirs from their own Secret (k8s/)."""
-    names = [n for n in os.environ if n.startswith(("AWS_", "BUSNET_")) and not _secret(n)]
+    names = [n for n in os.environ if n.startswith(("AWS_", "BUSNET_", "HF_")) and not _secret(n)]
     names += ["GLOO_SOCKET_IFNAME"]
     return {n: os.environ[n] for n in names if n in os.environ}
 

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.presets import BASELINE, NETWORK_VERSION, PRESETS
-from models.pretrained import load_weights
+from models.heads import baseline_head
+from models.presets import BASELINE, BASELINE_HEADS, NETWORK_VERSION, PRESETS
+from models.pretrained import CHECKPOINT, IMAGENET, is_none, load_pretrained, locate, no_published_weights
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ class TimmBaseline(nn.Module):
 
     has_segmentation = False
 
-    def __init__(self, backbone: nn.Module, input_size: int):
+    def __init__(self, backbone: nn.Module, input_size: int, head: str = "linear"):
         super().__init__()
         self.backbone = backbone
         self.input_size = input_size
-        self.head = nn.Linear(getattr(backbone, "head_hidden_size", None) or backbone.num_features, 1)
+        self.head = baseline_head(getattr(backbone, "head_hidden_size", None) or backbone.num_features, head)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor | None]:
         """x [B, 3, S, S] (normalised) -> {"logits": [B], "mask_logits": None}."""
@@ -61,11 +62,9 @@ def build_baseline(
     backbone: str | None,
     *,
     pretrained: str | None = None,
-    pretrained_cnn: str | None = None,
-    pretrained_swin: str | None = None,
     **overrides: Any,
 ) -> TimmBaseline:
-    """The timm model `backbone` as a baseline of `preset`; `pretrained`: a timm weight file (path or URI).
+    """The timm model `backbone` as a baseline of `preset`; `pretrained`: "imagenet", a weights folder URI or None.
 
     Only `input_size` may be overridden; anything else, an unknown timm name or a size the model
     cannot take raises ValueError before or while building.
@@ -77,10 +76,13 @@ def build_baseline(
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if not backbone or not timm.is_model(backbone):
         raise ValueError(f"variant {BASELINE!r} needs backbone=<timm model name> (e.g. densenet121), got {backbone!r}")
-    if pretrained_cnn is not None or pretrained_swin is not None:
-        raise ValueError(f"variant {BASELINE!r} has no ResNet/Swin encoder: give its weights as pretrained_backbone")
-    if unknown := sorted(set(overrides) - {"input_size"}):
-        raise ValueError(f"variant {BASELINE!r} takes only the input_size override, got {', '.join(unknown)}")
+    if unknown := sorted(set(overrides) - {"input_size", "baseline_head"}):
+        raise ValueError(
+            f"variant {BASELINE!r} takes only the input_size and baseline_head overrides, got {', '.join(unknown)}"
+        )
+    head = overrides.get("baseline_head", "linear")
+    if head not in BASELINE_HEADS:
+        raise ValueError(f"baseline_head={head!r}: choose one of {', '.join(BASELINE_HEADS)}")
     size = overrides.get("input_size", PRESETS[preset].input_size)
     if isinstance(size, bool) or not isinstance(size, int) or size < 32:
         raise ValueError(f"input_size must be an integer >= 32, got {size!r}")
@@ -92,21 +94,28 @@ def build_baseline(
         body = timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
     except (AssertionError, RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(f"timm cannot build {backbone!r} at {size} px for preset {preset!r}: {exc}") from exc
-    model = TimmBaseline(body, size)
+    model = TimmBaseline(body, size, head)
     model.config = {
         "preset": preset,
         "variant": BASELINE,
         "backbone": backbone,
-        "overrides": {"input_size": size} if "input_size" in overrides else {},
+        "overrides": {key: value for key, value in overrides.items() if key in ("input_size", "baseline_head")},
         "input_size": size,
         "network_version": NETWORK_VERSION,
     }
-    if pretrained is not None:
-        classifier = body.pretrained_cfg.get("classifier") or ()
-        prefixes = tuple(f"{name}." for name in ((classifier,) if isinstance(classifier, str) else classifier))
-        filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
-        load_weights(body, pretrained, component=backbone, filter_fn=filter_fn, ignore_prefixes=prefixes)
-    else:
-        level = logging.INFO if preset == "tiny" else logging.WARNING
-        log.log(level, "%s of preset %r is randomly initialised (no pretrained_backbone file given)", backbone, preset)
+    model.pretrained_weights = {}
+    if is_none(pretrained):
+        if pretrained != CHECKPOINT:
+            level = logging.INFO if preset == "tiny" else logging.WARNING
+            log.log(level, "%s of preset %r is randomly initialised (pretrained none)", backbone, preset)
+        return model
+    if pretrained == IMAGENET and preset == "tiny" and family in TINY_ARCH:
+        raise ValueError(no_published_weights(preset, backbone, TINY_ARCH[family]))
+    classifier = body.pretrained_cfg.get("classifier") or ()
+    prefixes = tuple(f"{name}." for name in ((classifier,) if isinstance(classifier, str) else classifier))
+    filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
+    weights = locate(pretrained, backbone)
+    model.pretrained_weights[backbone] = load_pretrained(
+        body, weights, component=backbone, filter_fn=filter_fn, ignore_prefixes=prefixes
+    )
     return model

@@ -5,6 +5,8 @@
                         "class_names": ["benign", "malignant"], "threshold": t, "weights_sha256": ...}
     metrics.json       what the trainer measured (NaN/inf written as null: strict JSON)
     lineage.json       the caller's lineage + "code_version" and "created_at" (UTC, ISO 8601)
+    model_card.md      data, recipe, weights by sha256, metrics, intended use, limits (models.model_card),
+                       generated from the three files above; loading does not need it
 
 Published (jobs.storage.publish_dir), a checkpoint URI such as `<run>/best` holds one immutable
 folder per publication, `versions/v-.../`, and a `_COMPLETE` pointer to the current one, swapped
@@ -41,9 +43,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from jobs import storage
+from models.model_card import CARD, model_card
 from models.network import build_model
 from models.preprocess import Preprocessing
 from models.presets import NetworkPreset, upgrade_model_config
+from models.pretrained import CHECKPOINT
 
 FORMAT_VERSION = 1
 CLASS_NAMES = ["benign", "malignant"]
@@ -114,6 +118,8 @@ def save_checkpoint(
     _write_json(directory / METRICS, metrics or {})
     _write_json(directory / LINEAGE, lineage)
     _write_json(directory / CONFIG, config)
+    card = model_card(model_config, metrics or {}, lineage, config["weights_sha256"])
+    (directory / CARD).write_text(card, encoding="utf-8")
     return directory
 
 
@@ -219,7 +225,9 @@ def _rebuild(spec: dict, weights_bytes: int) -> nn.Module:
         raise ValueError(
             f"overrides may set only architecture fields ({', '.join(sorted(ARCHITECTURE_FIELDS))}), got {shown}"
         )
-    args, kwargs = (spec["preset"], spec["variant"]), {"backbone": spec.get("backbone"), **overrides}
+    args = (spec["preset"], spec["variant"])
+    # pretrained=CHECKPOINT: the checkpoint's weights replace every tensor, nothing else is read
+    kwargs = {"backbone": spec.get("backbone"), "pretrained": CHECKPOINT, **overrides}
     network_log = logging.getLogger("models.network")
     level = network_log.level
     network_log.setLevel(logging.ERROR)  # "randomly initialised" is said once, by the real build below

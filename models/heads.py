@@ -1,4 +1,5 @@
-"""Classification branch: global average pooling, three dense layers with 50% dropout, one logit."""
+"""Classification heads: the hybrid's (global average pooling, three dense layers with 50% dropout, one
+logit) and the authors' BUSBench baseline head."""
 
 from __future__ import annotations
 
@@ -28,3 +29,18 @@ class ClassificationHead(nn.Module):
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         pooled = torch.cat([m.mean(dim=(2, 3)) for m in maps], dim=1)
         return self.mlp(pooled).squeeze(1)
+
+
+def baseline_head(in_features: int, kind: str) -> nn.Module:
+    """A baseline's head on timm's pooled features -> [B, 1]: "linear" (Dense 1) or "busbench" (the
+    authors' baselines: Dense 512 ReLU, Dropout 0.3, Dense 64 ReLU, Dense 1)."""
+    if kind == "linear":
+        return nn.Linear(in_features, 1)
+    return nn.Sequential(
+        nn.Linear(in_features, 512),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.3),
+        nn.Linear(512, 64),
+        nn.ReLU(inplace=True),
+        nn.Linear(64, 1),
+    )

@@ -37,12 +37,13 @@ from models.decoder import MTEstanDecoder
 from models.estan import EstanEncoder
 from models.heads import ClassificationHead
 from models.presets import BASELINE, NETWORK_VERSION, PRESETS, VARIANT_PARTS, VARIANTS, NetworkPreset, resolve_preset
-from models.pretrained import load_weights
+from models.pretrained import CHECKPOINT, IMAGENET, WeightFile, is_none, load_pretrained, locate, no_published_weights
 from models.swin_aaa import SwinAAAEncoder
 
 log = logging.getLogger(__name__)
 
 PRETRAINED_PRESETS = ("paper", "small")  # timm publishes weights for their encoder architectures
+SWIN_HEAD = ("head.", "norm.")  # timm's classifier and the final norm before it: the encoder has neither
 
 __all__ = ["PRESETS", "VARIANTS", "HybridMTEstan", "build_model"]
 
@@ -63,7 +64,8 @@ class HybridMTEstan(nn.Module):
                 preset.input_size,
                 preset.swin_window,
                 aaa_placement=preset.aaa_placement if parts.aaa else None,
-                aaa_gate=preset.aaa_gate,
+                aaa_gate=parts.gate or preset.aaa_gate,
+                aaa_init=preset.aaa_init,
                 **preset.swin_kwargs(),
             )
             head_inputs += self.swin.out_channels[-1]
@@ -100,7 +102,7 @@ class HybridMTEstan(nn.Module):
 
 
 LESION_PRIOR = 0.1  # share of lesion pixels the mask head starts at (BUSI's median lesion is 5-10% of the image)
-AAA_GATE_START = 2.0  # sigmoid(2) = 0.88: each AAA gate starts nearly open
+AAA_OPEN_START = 2.0  # aaa_init "open": sigmoid(2) = 0.88, each AAA gate starts nearly open
 
 
 def init_weights(model: HybridMTEstan) -> None:
@@ -110,7 +112,8 @@ def init_weights(model: HybridMTEstan) -> None:
     ReLU convs of ESTAN and the decoder, which have no normalisation between most of them; He init
     keeps it. The AAA gate multiplies the Swin token stream at every block pair: a gate starting at
     sigmoid(0) = 0.5 would halve the stream 3-12 times before any training, so its last conv starts
-    at zero with bias +2 (the stream passes at 0.88 and the gate learns where to close). The heads
+    at zero: with `aaa_init="identity"` (gain 2) the gate is exactly 1, with "open" its bias is +2
+    (0.88 per block: 0.22 after 12). The heads
     start where the data are: the malignancy logit near 0 (p = 0.5), the mask logits at the lesion
     prior, as RetinaNet does for its rare class, so Dice does not start from a mask covering every pixel.
     """
@@ -127,7 +130,7 @@ def init_weights(model: HybridMTEstan) -> None:
         for block in model.swin.attention:
             last = block.row_col[-1]
             nn.init.zeros_(last.weight)
-            nn.init.constant_(last.bias, AAA_GATE_START)
+            nn.init.constant_(last.bias, 0.0 if block.gain == 2.0 else AAA_OPEN_START)
     final = model.head.mlp[-1]
     nn.init.normal_(final.weight, std=0.01)
     if model.decoder is not None:
@@ -139,34 +142,26 @@ def build_model(
     preset: str = "tiny",
     variant: str = "hybrid",
     *,
-    pretrained_cnn: str | None = None,
-    pretrained_swin: str | None = None,
     backbone: str | None = None,
-    pretrained_backbone: str | None = None,
+    pretrained: str | None = None,
     **overrides: Any,
 ) -> nn.Module:
-    """Build a variant of a preset; optional timm weight files (path or URI) for the two encoders.
+    """Build a variant of a preset; `pretrained`: "imagenet", a weights folder URI, or None/"none".
 
     `overrides` replace preset fields by name (see models.presets.NetworkPreset). Unknown names,
     bad values and input sizes the encoders cannot tile raise ValueError before anything is built.
-    Variant "baseline" is the timm model `backbone` (weights: `pretrained_backbone`), see models.baseline.
+    Variant "baseline" is the timm model `backbone`, see models.baseline. The weights each encoder
+    got are in `model.pretrained_weights` ({component: models.pretrained.WeightFile}).
     """
     if variant == BASELINE:
         from models.baseline import build_baseline
 
-        kwargs = {"pretrained_cnn": pretrained_cnn, "pretrained_swin": pretrained_swin, **overrides}
-        return build_baseline(preset, backbone, pretrained=pretrained_backbone, **kwargs)
-    if backbone is not None or pretrained_backbone is not None:
-        raise ValueError(f"backbone and pretrained_backbone are options of variant {BASELINE!r}, not {variant!r}")
+        return build_baseline(preset, backbone, pretrained=pretrained, **overrides)
+    if backbone is not None:
+        raise ValueError(f"backbone is an option of variant {BASELINE!r}, not {variant!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     parts = VARIANT_PARTS[variant]
-    for option, uri, present, component in (
-        ("pretrained_cnn", pretrained_cnn, parts.cnn, "ResNet"),
-        ("pretrained_swin", pretrained_swin, parts.swin, "Swin"),
-    ):
-        if uri is not None and not present:
-            raise ValueError(f"{option} was given, but variant {variant!r} has no {component}")
     config, json_overrides = resolve_preset(preset, overrides)
     config.validate(parts)
     model = HybridMTEstan(config, variant)
@@ -177,30 +172,33 @@ def build_model(
         "input_size": config.input_size,
         "network_version": NETWORK_VERSION,
     }
-    _load_encoders(model, preset, pretrained_cnn, pretrained_swin)
+    model.pretrained_weights = _load_encoders(model, preset, config, pretrained)
     return model
 
 
-def _load_encoders(model: HybridMTEstan, preset: str, cnn_uri: str | None, swin_uri: str | None) -> None:
-    """Load the given weight files; say out loud which encoder stays randomly initialised."""
+def _load_encoders(model: HybridMTEstan, preset: str, config: NetworkPreset, spec: str | None) -> dict[str, WeightFile]:
+    """Load each encoder's weights for `spec`; say out loud which encoder stays randomly initialised."""
     from timm.models.swin_transformer_v2 import checkpoint_filter_fn
 
+    resnet = None if model.cnn is None else model.cnn.resnet.body
+    swin = None if model.swin is None else model.swin.backbone
     encoders = (
-        ("ResNet", None if model.cnn is None else model.cnn.resnet.body, cnn_uri, "pretrained_cnn", None, ("fc.",)),
-        (
-            "Swin",
-            None if model.swin is None else model.swin.backbone,
-            swin_uri,
-            "pretrained_swin",
-            checkpoint_filter_fn,
-            ("head.", "norm."),
-        ),
+        ("ResNet", resnet, config.resnet, config.resnet_kwargs(), None, ("fc.",)),
+        ("Swin", swin, config.swin, config.swin_kwargs(), checkpoint_filter_fn, SWIN_HEAD),
     )
-    for component, module, uri, option, filter_fn, ignore in encoders:
+    loaded = {}
+    for component, module, arch, narrowed, filter_fn, ignore in encoders:
         if module is None:
             continue
-        if uri is not None:
-            load_weights(module, uri, component=component, filter_fn=filter_fn, ignore_prefixes=ignore)
-        else:
-            level = logging.WARNING if preset in PRETRAINED_PRESETS else logging.INFO
-            log.log(level, "%s of preset %r is randomly initialised (no %s file given)", component, preset, option)
+        if is_none(spec):
+            if spec != CHECKPOINT:
+                level = logging.WARNING if preset in PRETRAINED_PRESETS else logging.INFO
+                log.log(level, "%s of preset %r is randomly initialised (pretrained none)", component, preset)
+            continue
+        if spec == IMAGENET and narrowed:
+            raise ValueError(no_published_weights(preset, arch, narrowed))
+        weights = locate(spec, arch)
+        loaded[component] = load_pretrained(
+            module, weights, component=component, filter_fn=filter_fn, ignore_prefixes=ignore
+        )
+    return loaded

@@ -7,7 +7,7 @@ are exactly the timm architectures whose published weight files load into them.
 The preset and variant names here are the one list the CLI offers; this module imports neither
 torch nor timm until a preset is validated, so `busnet --help` can read them instantly.
 
-The three architecture options the paper leaves open (`aaa_placement`, `aaa_gate`, `fusion`) are
+The architecture options the paper leaves open (`aaa_placement`, `aaa_gate`, `aaa_init`, `fusion`) are
 fields here too, so a checkpoint's config.json records them; their defaults are our most faithful
 reading of the paper, argued where each is built (models.swin_aaa, models.network).
 """
@@ -31,10 +31,18 @@ BASELINES = (
     "vit_base_patch16_224",
     "swinv2_base_window8_256",
 )
+# A baseline's classifier: one Dense(1) on the pooled features (ours), or the authors' BUSBench head
+# (GAP -> Dense 512 ReLU -> Dropout 0.3 -> Dense 64 ReLU -> Dense 1; with --gamma 0 --balance-classes
+# the loss is their class-weighted BCE).
+BASELINE_HEADS = ("linear", "busbench")
 CNN_REDUCTION = 32  # ResNet layer4 (1/32) meets ESTAN block 5 (1/16) after one 2x up-sampling
 AAA_PLACEMENTS = ("block_pair", "stage")  # after each W-MSA/SW-MSA block pair (eq. 5) | after each stage
 AAA_GATES = ("channel", "spatial")  # sigmoid gate as wide as the map | one map shared by all channels
 FUSIONS = ("multiscale", "bottleneck")  # Swin stage i joins the decoder at its resolution | only at 1/32
+# How each AAA gate starts: O = y * 2 sigmoid(z) with z = 0, the identity on the token stream, so a
+# pretrained Swin sees its own features at the start | O = y * sigmoid(z), z = +2: 0.88 per block,
+# 0.88^12 = 0.22 of the stream after the paper preset's 12 blocks (busnet before it had this option).
+AAA_INITS = ("identity", "open")
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,7 @@ class VariantParts:
     cnn: bool
     swin: bool
     aaa: bool
+    gate: str | None = None  # forces the preset's aaa_gate (the parameter-matched control)
 
 
 VARIANT_PARTS = {  # named by what they are; the paper's Table 3 rows first
@@ -52,14 +61,20 @@ VARIANT_PARTS = {  # named by what they are; the paper's Table 3 rows first
     "mt_estan": VariantParts(cnn=True, swin=False, aaa=False),  # "MT-ESTAN": the authors' network exactly
     "swin": VariantParts(cnn=False, swin=True, aaa=False),  # "Swin Trans.": plain Swin V2 classifier
     "swin_aaa": VariantParts(cnn=False, swin=True, aaa=True),  # not in the paper: Swin V2 + AAA classifier
+    # Not in the paper: the hybrid with one spatial gate map per AAA block (48 k parameters in all at
+    # paper size), so that "hybrid_sgate vs hybrid_noaaa" compares attention at (nearly) equal capacity,
+    # where "hybrid vs hybrid_noaaa" also adds the per-channel gates' parameters (90.8 M at paper size).
+    "hybrid_sgate": VariantParts(cnn=True, swin=True, aaa=True, gate="spatial"),
 }
 VARIANTS = tuple(VARIANT_PARTS)
 TABLE3_VARIANTS = VARIANTS[:4]  # the paper's ablation rows (swin_aaa is ours)
 
 # config.json's model record: version 2 added the options above and renamed the Swin+AAA classifier
-# `swin_aaa` (version 1 called it `swin`); a record without `network_version` is version 1.
-NETWORK_VERSION = 2
-VERSION_1 = {"aaa_placement": "stage", "aaa_gate": "channel", "fusion": "bottleneck"}
+# `swin_aaa` (version 1 called it `swin`); version 3 added `aaa_init` (earlier records are "open").
+# A record without `network_version` is version 1.
+NETWORK_VERSION = 3
+VERSION_1 = {"aaa_placement": "stage", "aaa_gate": "channel", "fusion": "bottleneck", "aaa_init": "open"}
+VERSION_2 = {"aaa_init": "open"}
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,7 @@ class NetworkPreset:
     dropout: float = 0.5
     aaa_placement: str = "block_pair"  # AAA_PLACEMENTS
     aaa_gate: str = "channel"  # AAA_GATES
+    aaa_init: str = "identity"  # AAA_INITS
     fusion: str = "multiscale"  # FUSIONS
 
     def resnet_kwargs(self) -> dict[str, Any]:
@@ -92,7 +108,12 @@ class NetworkPreset:
         """Raise ValueError naming the first field that cannot work for a network made of these parts."""
         from models.swin_aaa import NUM_STAGES, window_tiling_problem
 
-        for name, allowed in (("aaa_placement", AAA_PLACEMENTS), ("aaa_gate", AAA_GATES), ("fusion", FUSIONS)):
+        for name, allowed in (
+            ("aaa_placement", AAA_PLACEMENTS),
+            ("aaa_gate", AAA_GATES),
+            ("aaa_init", AAA_INITS),
+            ("fusion", FUSIONS),
+        ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
         cnn, swin = parts.cnn, parts.swin
@@ -176,16 +197,18 @@ def upgrade_model_config(spec: Mapping[str, Any]) -> dict[str, Any]:
     """A checkpoint's model record as `build_model` reads it now, describing the same network.
 
     Version 1 records (no `network_version`) get the options' version-1 values under their own
-    overrides, and their `swin` (then Swin+AAA) becomes `swin_aaa`; the weights' keys are unchanged.
+    overrides, and their `swin` (then Swin+AAA) becomes `swin_aaa`; version 2 records get
+    `aaa_init="open"`; the weights' keys are unchanged.
     """
     spec = dict(spec)
     version = spec.get("network_version", 1)
-    if version not in (1, NETWORK_VERSION):
-        raise ValueError(f"network_version {version!r} is not one this busnet reads (1, {NETWORK_VERSION})")
+    if version not in (1, 2, NETWORK_VERSION):
+        raise ValueError(f"network_version {version!r} is not one this busnet reads (1-{NETWORK_VERSION})")
     if version == 1:
         spec["variant"] = "swin_aaa" if spec.get("variant") == "swin" else spec.get("variant")
-        spec["overrides"] = {**VERSION_1, **spec.get("overrides", {})}
-        spec["network_version"] = NETWORK_VERSION
+    if version < NETWORK_VERSION and spec.get("variant") != BASELINE:
+        spec["overrides"] = {**(VERSION_1 if version == 1 else VERSION_2), **spec.get("overrides", {})}
+    spec["network_version"] = NETWORK_VERSION
     return spec
 
 

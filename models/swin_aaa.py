@@ -18,6 +18,10 @@ Choices the paper leaves open, each a preset field (models.presets):
   and no step of eq. 6-7 reduces channels, so U maps 2C -> C and A keeps C (a gate per channel and
   position). "spatial": U maps 2C -> 1 and A stays one channel: one map over positions, shared by
   all channels (which rows hold which tissue layer), at a few hundred parameters per block.
+- `aaa_init`: how a gate starts. Default "identity": O = y * 2 sigmoid(A(B)) with A's last conv at
+  zero, so every gate is exactly 1 and a pretrained Swin stream passes unchanged until the gates
+  learn (range 0-2). "open": eq. 7 as printed, O = y * sigmoid(A(B)), A's last bias at +2: each gate
+  0.88, and twelve in a row (paper preset) scale the stream to ~0.2 before any training.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ class AnatomyAwareAttention(nn.Module):
     """[B, C, H, W] -> [B, C, H, W] gated by a map learnt from 2x2 max- and average-pooled context.
 
     `gate_channels`: C for a per-channel gate, 1 for one spatial map (broadcast over the channels).
+    `gain`: O = y * gain * sigmoid(A(B)); 2 with `aaa_init="identity"` (the gate starts at exactly 1
+    when A's last conv starts at zero: models.network.init_weights), 1 with "open" (eq. 7 as printed).
     """
 
-    def __init__(self, channels: int, gate_channels: int):
+    def __init__(self, channels: int, gate_channels: int, gain: float = 1.0):
         super().__init__()
+        self.gain = gain
         self.max_pool = nn.MaxPool2d(2)
         self.avg_pool = nn.AvgPool2d(2)
         self.up = up2x(2 * channels, gate_channels)
@@ -51,7 +58,8 @@ class AnatomyAwareAttention(nn.Module):
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         context = self.up(torch.cat([self.max_pool(y), self.avg_pool(y)], dim=1))
-        return y * torch.sigmoid(self.row_col(context))
+        gate = torch.sigmoid(self.row_col(context))
+        return y * (gate if self.gain == 1.0 else self.gain * gate)
 
 
 def aaa_positions(depths: tuple[int, ...], placement: str) -> tuple[tuple[int, int], ...]:
@@ -103,6 +111,7 @@ class SwinAAAEncoder(nn.Module):
         window: int,
         aaa_placement: str | None = "block_pair",
         aaa_gate: str = "channel",
+        aaa_init: str = "identity",
         **timm_kwargs,
     ):
         super().__init__()
@@ -121,8 +130,11 @@ class SwinAAAEncoder(nn.Module):
                 raise ValueError(f"Swin stage {index + 1}: {channels} channels do not split into {heads} heads")
         depths = tuple(len(stage.blocks) for stage in self.backbone.layers)
         self.aaa_positions = () if aaa_placement is None else aaa_positions(depths, aaa_placement)
+        gain = 2.0 if aaa_init == "identity" else 1.0
         self.attention = nn.ModuleList(
-            AnatomyAwareAttention(self.out_channels[stage], 1 if aaa_gate == "spatial" else self.out_channels[stage])
+            AnatomyAwareAttention(
+                self.out_channels[stage], 1 if aaa_gate == "spatial" else self.out_channels[stage], gain
+            )
             for stage, _ in self.aaa_positions
         )
         self._slot = {position: index for index, position in enumerate(self.aaa_positions)}

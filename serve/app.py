@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from ray import serve
 
+from models.model_card import data_summary
 from models.preprocess import ImageError
 from serve.batcher import Batcher
 from serve.body import ACCEPTED, BadRequest, query_frame, read_image_bytes
@@ -277,6 +278,7 @@ class BusnetService:
             "config": redact_paths(config),
             "metrics": loaded.config.get("metrics", {}),
             "lineage": redact_paths(loaded.config.get("lineage", {})),
+            "data": data_summary(loaded.config.get("lineage", {})),
             "serving": {
                 **settings,
                 "device": str(loaded.device),

@@ -56,7 +56,7 @@ def main(data: str, out: str, markers: Path) -> dict:
             workers=2,
             cpus_per_worker=2,
             keep=3,
-            metric="val_loss",
+            select="val_loss",
             max_failures=1,
         )
         outcome = train(config, loop=wait_for_node_loss(markers, timeout_s=WAIT_S))

@@ -87,15 +87,15 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
     """End to end, busnet cv included (each fold trained, tested, reused on a second run)."""
     argv = ["ablation", "--data", synthetic_dataset, "--out", str(tmp_path), "--folds", "0,1"]
     argv += ["--variants", "mt_estan,baseline:resnet50", "--epochs", "1", "--input-size", "64", "--lr", "1e-3"]
-    argv += ["--cpus-per-worker", "0.5", "--metric", "val_loss"]
+    argv += ["--cpus-per-worker", "0.5", "--select", "val_loss"]
     assert main(argv) == 0
     table = json.loads((tmp_path / "ablation.json").read_text())
     assert [row["label"] for row in table["rows"]] == ["mt_estan", "baseline-resnet50"]
     for row in table["rows"]:
         summary = json.loads((tmp_path / row["label"] / "cv.json").read_text())
-        assert row["folds"] == summary["folds"] == [0, 1]
+        assert row["folds"] == summary["folds"] == ["k0of6", "k1of6"]  # drawn folds: the k-fold protocol
         assert row["mean"] == summary["groups"]["overall"]["mean"]
-        best = Path(storage.resolve(str(tmp_path / row["label"] / "fold-1" / "best")))
+        best = Path(storage.resolve(str(tmp_path / row["label"] / "fold-k1of6" / "best")))
         config = json.loads((best / "config.json").read_text())
         assert (config["model"]["variant"], config["model"].get("backbone")) == (row["variant"], row["backbone"])
     assert table["rows"][0]["mean"]["dsc"] is not None and "dsc" not in table["rows"][1]["mean"]
@@ -103,16 +103,16 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
     markdown = (tmp_path / "ablation.md").read_text()
     assert "| baseline-resnet50 | 2 | 0.5 (paper protocol) |" in markdown and "*MT-ESTAN (paper, Table 2)*" in markdown
     assert (tmp_path / "ablation.png").read_bytes().startswith(b"\x89PNG")
-    # busnet cv underneath: each fold trained on its own sides and tested on its test side
+    # busnet cv underneath: each fold trained on its own sides and tested on its own test side
     cv = tmp_path / "mt_estan"
     summary = json.loads((cv / "cv.json").read_text())
-    assert set(summary["paper_protocol"]["groups"]["overall"]["per_fold"]["auc_hard"]) == {"0", "1"}
-    for fold in (0, 1):
+    assert set(summary["paper_protocol"]["groups"]["overall"]["per_fold"]["auc_hard"]) == {"k0of6", "k1of6"}
+    for fold in ("k0of6", "k1of6"):
         tested = json.loads((cv / f"fold-{fold}" / "eval" / "metrics.json").read_text())
         assert tested["evaluated"]["fold"] == fold and tested["evaluated"]["split"] == "test"
         lineage = json.loads((Path(storage.resolve(str(cv / f"fold-{fold}" / "best"))) / "lineage.json").read_text())
         assert lineage["hyperparameters"]["fold"] == fold
-        acc = summary["groups"]["overall"]["per_fold"]["acc"][str(fold)]
+        acc = summary["groups"]["overall"]["per_fold"]["acc"][fold]
         assert acc == tested["overall"]["metrics"]["acc"]["value"]
     assert "mean +- sd" in (cv / "cv.md").read_text()
     _assert_tracked(tmp_path, synthetic_dataset)
@@ -120,12 +120,12 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
     assert main(argv) == 0  # everything is there: every fold is reused, nothing trains again
     assert capsys.readouterr().out.count("already trained and tested") == 4
     assert len(tracked_runs(tmp_path, "ablation")[1]) == 11 + 3  # a new ablation run and its two cv runs
-    stale = cv / "fold-1" / "eval" / "metrics.json"
+    stale = cv / "fold-k1of6" / "eval" / "metrics.json"
     stale.write_text(json.dumps({**json.loads(stale.read_text()), "format_version": 1}))
     assert main([*argv, "--no-track"]) == 0  # metrics of an older format: tested again, not trained again
     assert len(tracked_runs(tmp_path, "ablation")[1]) == 11 + 3  # --no-track: nothing recorded
     out = capsys.readouterr().out
-    assert out.count("already trained and tested") == 3 and "fold 1: testing" in out and "training" not in out
+    assert out.count("already trained and tested") == 3 and "fold k1of6: testing" in out and "training" not in out
     assert json.loads(stale.read_text())["format_version"] > 1
 
 
@@ -150,7 +150,7 @@ def _assert_tracked(out: Path, data_uri: str) -> None:
         summary = json.loads((out / label / "cv.json").read_text())
         assert cv.data.metrics["acc"] == pytest.approx(summary["groups"]["overall"]["mean"]["acc"])
         tests, trainings = children(cv)[:2], children(cv)[2:]
-        for fold, (tested, trained) in enumerate(zip(tests, trainings)):
+        for fold, (tested, trained) in zip(("k0of6", "k1of6"), zip(tests, trainings)):
             folder = out / label / f"fold-{fold}"
             assert trained.info.run_name == f"fold-{fold}" and tested.info.run_name == f"evaluate test fold {fold}"
             assert_tracked_training(client, trained, folder, 1, str(folder / "best"), content_hash)

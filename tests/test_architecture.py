@@ -26,7 +26,14 @@ AUTHORS_ESTAN = (
     ([(3, 3), (3, 3)], [(3, 7), (7, 3), (3, 3)], (1, 1), False),
 )
 # Table 3's rows and the one extra variant: does it hold AAA blocks? (swin = "Swin Trans.", plain)
-HAS_AAA = {"hybrid": True, "hybrid_noaaa": False, "mt_estan": False, "swin": False, "swin_aaa": True}
+HAS_AAA = {
+    "hybrid": True,
+    "hybrid_noaaa": False,
+    "mt_estan": False,
+    "swin": False,
+    "swin_aaa": True,
+    "hybrid_sgate": True,
+}
 # swinv2_base depths (2, 2, 18, 2): eq. 5 after each W-MSA/SW-MSA pair = the odd-indexed blocks.
 PAPER_PAIRS = ((0, 1), (1, 1), *((2, block) for block in range(1, 18, 2)), (3, 1))
 
@@ -167,3 +174,15 @@ def test_classification_head_widths(paper, variant, pooled):
     assert dense == [(pooled, 512), (512, 128), (128, 1)]
     assert [type(m).__name__ for m in mlp] == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear"]
     assert mlp[2].p == 0.5
+
+
+@pytest.mark.parametrize(("init", "gate"), [("identity", 1.0), ("open", torch.sigmoid(torch.tensor(2.0)).item())])
+def test_aaa_gates_start_as_the_identity_or_nearly_open(init, gate):
+    """identity: every AAA block passes the Swin stream unchanged before training (a pretrained Swin sees
+    its own features); open: eq. 7 with bias +2, 0.88 per block."""
+    torch.manual_seed(0)
+    model = build_model("tiny", "swin_aaa", aaa_init=init).eval()
+    y = torch.rand(2, 16, 16, 16) + 0.5
+    with torch.no_grad():
+        ratio = model.swin.attention[0](y) / y
+    assert torch.allclose(ratio, torch.full_like(ratio, gate), atol=1e-6)

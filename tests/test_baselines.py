@@ -9,11 +9,12 @@ import pytest
 import timm
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 from models import build_model, load_checkpoint, save_checkpoint
 from models.baseline import TINY_ARCH
 from models.presets import BASELINE, BASELINES, NETWORK_VERSION
+from models.pretrained import WeightFile, write_folder
 
 
 @pytest.mark.parametrize("backbone", BASELINES)
@@ -48,18 +49,23 @@ def test_a_timm_weight_file_loads_without_its_classifier(tmp_path, backbone):
     family = timm.models.model_entrypoint(backbone).__module__.rsplit(".", 1)[-1]
     kwargs = dict(TINY_ARCH[family], **({"img_size": 64} if family != "densenet" else {}))
     source = timm.create_model(backbone, **kwargs)
-    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, tmp_path / "weights.safetensors")
-    model = build_model("tiny", BASELINE, backbone=backbone, pretrained_backbone=str(tmp_path / "weights.safetensors"))
+    model = build_model("tiny", BASELINE, backbone=backbone, pretrained=_folder(tmp_path, backbone, source))
     expected = source.state_dict()
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, expected[key]), key
 
 
 def test_a_weight_file_of_another_architecture_is_refused_with_its_name(tmp_path):
-    weights = tmp_path / "resnet18.safetensors"
-    save_file(timm.create_model("resnet18").state_dict(), weights)
-    with pytest.raises(ValueError, match=r"resnet18\.safetensors do not fit the densenet121"):
-        build_model("tiny", BASELINE, backbone="densenet121", pretrained_backbone=str(weights))
+    folder = _folder(tmp_path, "densenet121", timm.create_model("resnet18"), name="timm/resnet18.a1_in1k")
+    with pytest.raises(ValueError, match=r"resnet18\.a1_in1k\.safetensors do not fit the densenet121"):
+        build_model("tiny", BASELINE, backbone="densenet121", pretrained=folder)
+
+
+def _folder(directory, arch: str, source: torch.nn.Module, name: str = "") -> str:
+    """A weights folder (as busnet weights fetch writes one) holding `source`'s weights as `arch`'s."""
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    write_folder(str(directory), [(WeightFile(arch, name or f"local/{arch}", "generated"), save(state))])
+    return str(directory)
 
 
 @pytest.mark.parametrize(
@@ -67,10 +73,10 @@ def test_a_weight_file_of_another_architecture_is_refused_with_its_name(tmp_path
     [
         ({"variant": BASELINE}, "needs backbone=<timm model name>"),
         ({"variant": BASELINE, "backbone": "no_such_net"}, "needs backbone=<timm model name>"),
-        ({"variant": BASELINE, "backbone": "resnet50", "pretrained_cnn": "w.pth"}, "pretrained_backbone"),
-        ({"variant": BASELINE, "backbone": "resnet50", "dropout": 0.1}, "only the input_size override"),
+        ({"variant": BASELINE, "backbone": "resnet50", "dropout": 0.1}, "only the input_size and baseline_head"),
+        ({"variant": BASELINE, "backbone": "resnet50", "baseline_head": "mlp"}, "baseline_head='mlp': choose one"),
         ({"variant": BASELINE, "backbone": "resnet50", "input_size": 8}, "integer >= 32"),
-        ({"variant": "hybrid", "backbone": "resnet50"}, "options of variant 'baseline'"),
+        ({"variant": "hybrid", "backbone": "resnet50"}, "an option of variant 'baseline'"),
     ],
 )
 def test_bad_baseline_options_are_one_clear_error(kwargs, message):
@@ -99,3 +105,19 @@ def test_checkpoint_round_trip_rebuilds_the_backbone_and_serves_without_a_mask(t
     answer = answer_for(loaded, outputs, image)
     assert answer["mask_png"] is None and answer["lesion"] == {"area_px": None, "bbox": None}
     assert 0.0 <= answer["malignant_probability"] <= 1.0 and answer["threshold"] == pytest.approx(0.4)
+
+
+def test_the_authors_baseline_head_is_an_option_that_checkpoints_keep(tmp_path):
+    """GAP -> Dense 512 ReLU -> Dropout 0.3 -> Dense 64 ReLU -> Dense 1, rebuilt from config.json."""
+    model = build_model("tiny", BASELINE, backbone="resnet50", baseline_head="busbench")
+    layers = list(model.head)
+    assert [(m.in_features, m.out_features) for m in layers if isinstance(m, torch.nn.Linear)] == [
+        (model.backbone.num_features, 512),
+        (512, 64),
+        (64, 1),
+    ]
+    assert [m.p for m in layers if isinstance(m, torch.nn.Dropout)] == [0.3]
+    assert model(torch.randn(2, 3, 64, 64))["logits"].shape == (2,)
+    loaded, config = load_checkpoint(save_checkpoint(model, tmp_path / "c"))
+    assert config["model"]["overrides"] == {"baseline_head": "busbench"}
+    assert isinstance(loaded.head, torch.nn.Sequential)

@@ -37,7 +37,8 @@ def test_the_cache_on_a_multi_node_cluster(synthetic_dataset, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    assert found["blocks"] >= 5 and found["nodes_holding_blocks"] >= 2, found  # decoded where it was read, not gathered on one node
+    # decoded where it was read, not gathered on one node
+    assert found["blocks"] >= 5 and found["nodes_holding_blocks"] >= 2, found
     assert found["rank_nodes"] == 2, found  # the two ranks ran on two different nodes
     for epoch in found["epochs"]:
         assert epoch["each_row_once"] and epoch["same_rows_as_uncached"], epoch

@@ -66,7 +66,7 @@ def test_round_trip_gives_identical_outputs(tiny_models, tmp_path, variant):
         metrics={"val_auc": float("nan"), "val_acc": torch.tensor(0.75)},
         lineage={"trial_id": "t1", "dataset_hash": "abc"},
     )
-    assert sorted(p.name for p in directory.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in directory.iterdir()) == sorted([*FILES, "model_card.md"])
     loaded, config = load_checkpoint(str(directory))
     assert not loaded.training and loaded.config == model.config
     _same_outputs(model, loaded)
@@ -145,7 +145,7 @@ def test_ddp_wrapped_model_is_unwrapped(tiny_models, tmp_path, monkeypatch):
 def test_checkpoints_from_before_the_network_options_load_as_the_network_they_were(tmp_path, old_variant, variant):
     """A version-1 record (no network_version; `swin` then meant Swin+AAA) rebuilds that network, weights and all."""
     torch.manual_seed(0)
-    old_network = {"aaa_placement": "stage", "aaa_gate": "channel", "fusion": "bottleneck"}
+    old_network = {"aaa_placement": "stage", "aaa_gate": "channel", "fusion": "bottleneck", "aaa_init": "open"}
     model = build_model("tiny", variant, **old_network).eval()
     directory = save_checkpoint(model, tmp_path / "old")
     path = directory / "config.json"
@@ -155,8 +155,8 @@ def test_checkpoints_from_before_the_network_options_load_as_the_network_they_we
     loaded, config = load_checkpoint(str(directory))
     _same_outputs(model, loaded)
     assert config["model"] == {**model.config, "overrides": old_network}
-    _edit_config(directory, network_version=3)
-    with pytest.raises(ValueError, match=r"config\.json: cannot rebuild .*network_version 3"):
+    _edit_config(directory, network_version=4)
+    with pytest.raises(ValueError, match=r"config\.json: cannot rebuild .*network_version 4"):
         load_checkpoint(str(directory))
 
 
@@ -274,3 +274,41 @@ def test_models_list_of_a_checkpoint_from_before_versions(swin_checkpoint, tmp_p
     assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["*", "-"]
     assert main(["models", "list", str(tmp_path / "nothing")]) == 1
     assert "no checkpoint published here" in capsys.readouterr().err
+
+
+def test_a_model_card_is_written_beside_the_weights(tiny_models, tmp_path):
+    """Data, recipe and weights by sha256, from the checkpoint's own records; synthetic-only data said out loud."""
+    from models.model_card import data_summary
+
+    lineage = {
+        "dataset": {
+            "content_hash": "c0ffee",
+            "sources": {"synthetic": 40},
+            "splits": {"train": {"images": 28}, "val": {"images": 4}},
+        },
+        "hyperparameters": {"preset": "tiny", "recipe": "paper", "lr": 1e-5, "select": "val_loss", "fold": 2},
+        "pretrained": {"Swin": {"name": "timm/swinv2_tiny_window8_256.ms_in1k", "sha256": "ab" * 32}},
+    }
+    metrics = {"epoch": 3, "val_auc": 0.75, "val_loss": float("nan")}
+    directory = save_checkpoint(tiny_models["swin"], tmp_path / "c", metrics=metrics, lineage=lineage)
+    card = (directory / "model_card.md").read_text()
+    config = json.loads((directory / "config.json").read_text())
+    assert f"model.safetensors sha256 `{config['weights_sha256']}`" in card
+    assert f"Swin: timm/swinv2_tiny_window8_256.ms_in1k sha256 `{'ab' * 32}`" in card
+    assert "Trained on synthetic images only" in card and "content hash: `c0ffee`" in card
+    assert "split (images): train 28, val 4; fold 2 held out" in card and "- recipe: paper" in card
+    assert "chosen at epoch 3 on validation: val_auc 0.75" in card and "test: not measured" in card
+    assert data_summary(lineage)["synthetic_only"] and not data_summary({})["synthetic_only"]
+    save_checkpoint(tiny_models["swin"], tmp_path / "d")
+    assert "randomly initialised" in (tmp_path / "d" / "model_card.md").read_text()
+
+
+def test_loading_a_checkpoint_does_not_say_random_init(tmp_path, caplog):
+    """Its weights replace every tensor: "randomly initialised" would be false."""
+    import logging
+
+    directory = save_checkpoint(build_model("small", "mt_estan", input_size=64), tmp_path / "c")
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="models"):
+        load_checkpoint(str(directory))
+    assert "randomly initialised" not in caplog.text

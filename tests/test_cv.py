@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 
 import numpy as np
@@ -77,7 +78,82 @@ def test_summary_reads_what_evaluate_writes():
 
 def test_bad_folds_are_refused_before_any_training(synthetic_dataset, tmp_path):
     base = TrainConfig(data=synthetic_dataset, out=str(tmp_path), name="cv")
-    for folds, message in (("7", r"folds are 0\.\.4"), ("a,b", "comma-separated"), (",", r"folds are 0\.\.4")):
+    for folds, message in (("7", r"folds are 0\.\.5"), ("a,b", "comma-separated"), (",", r"folds are 0\.\.5")):
         with pytest.raises(BusnetError, match=message):
             cross_validate(base, CvOptions(folds=folds))
     assert not any(tmp_path.iterdir())
+
+
+def test_drawn_kfold_test_sets_are_case_disjoint_and_cover_the_dataset(synthetic_dataset):
+    """Protocol fold kKof6 of a 5-fold dataset: the six test sets partition the rows; within a fold no
+    case is on two sides, and train + val + test is the whole dataset."""
+    from jobs.data import kfold
+    from jobs.data.dataset import read_table
+    from jobs.data.pipeline import FILTER_COLUMNS, split_filter
+    from jobs.evaluate.cv import _chosen_folds
+
+    table = read_table(synthetic_dataset, columns=["image_id", "case_id", *FILTER_COLUMNS])
+    folds = _chosen_folds(synthetic_dataset, None)
+    assert folds == [kfold.name(k, 5) for k in range(6)] == ["k0of6", "k1of6", "k2of6", "k3of6", "k4of6", "k5of6"]
+    tested: list[str] = []
+    for fold in folds:
+        sides = {s: table.filter(split_filter(s, fold).to_pyarrow()) for s in ("train", "val", "test")}
+        cases = {s: set(rows["case_id"].to_pylist()) for s, rows in sides.items()}
+        assert all(rows.num_rows for rows in sides.values())
+        assert not (cases["train"] & cases["val"] or cases["train"] & cases["test"] or cases["val"] & cases["test"])
+        assert sorted(sum((rows["image_id"].to_pylist() for rows in sides.values()), [])) == sorted(
+            table["image_id"].to_pylist()
+        )
+        tested += sides["test"]["image_id"].to_pylist()
+    assert sorted(tested) == sorted(table["image_id"].to_pylist())  # each image tested exactly once
+    assert _chosen_folds(synthetic_dataset, None, "split") == [None]
+    with pytest.raises(BusnetError, match="k0of5"):
+        from jobs.data.pipeline import check_fold
+
+        check_fold(synthetic_dataset, table, "k0of5")
+
+
+def test_a_finished_fold_is_reused_only_with_the_same_data_and_config(synthetic_dataset, tmp_path):
+    import json
+
+    from jobs import storage
+    from jobs.data.dataset import read_manifest
+    from jobs.evaluate.cv import check_reusable
+    from jobs.train.driver import hyperparameters
+
+    run = TrainConfig(data=synthetic_dataset, out=str(tmp_path), name="fold-k0of6", fold="k0of6", lr=1e-3)
+    lineage = {
+        "dataset": {"content_hash": read_manifest(synthetic_dataset)["content_hash"]},
+        "hyperparameters": hyperparameters(run),
+    }
+    (tmp_path / "staged").mkdir()
+    (tmp_path / "staged" / "lineage.json").write_text(json.dumps(lineage))
+    best = str(tmp_path / "best")
+    storage.publish_dir(tmp_path / "staged", best)
+    check_reusable(run, best)  # the same: reused
+    differ = r"best was trained otherwise \(recipe .busnet. there, .paper. now; lr 0\.001 there, 1e-05 now"
+    with pytest.raises(BusnetError, match=differ):
+        check_reusable(dataclasses.replace(run, recipe="paper", lr=None, select=None, pretrained="none"), best)
+    lineage["dataset"]["content_hash"] = "another"
+    (tmp_path / "staged" / "lineage.json").write_text(json.dumps(lineage))
+    storage.publish_dir(tmp_path / "staged", best)
+    with pytest.raises(BusnetError, match="dataset 'another' there"):
+        check_reusable(run, best)
+
+
+def test_tables_say_how_the_run_differs_from_the_papers_protocol():
+    from jobs.evaluate.protocol import header
+    from jobs.train.config import PAPER_PROTOCOL
+
+    assert header(dict(PAPER_PROTOCOL), "kfold") == [
+        "Run: preset paper, recipe paper, weights imagenet, selection val_loss, cv protocol kfold."
+    ]
+    tiny = dataclasses.asdict(TrainConfig(data="d", out="o"))
+    lines = header(tiny)
+    assert lines[0] == "Run: preset tiny, recipe busnet, weights none, selection score."
+    assert lines[1] == (
+        "**Warning: not the paper's protocol**: preset tiny (paper: paper); recipe busnet (paper: paper); "
+        "weights none (paper: imagenet); selection score (paper: val_loss)."
+    )
+    assert "classifier-only variants by val ROC-AUC alone" in lines[2]
+    assert "weights not recorded (paper: imagenet)" in header({"preset": "paper", "recipe": "paper"})[1]

@@ -131,7 +131,7 @@ URI_KEYS = {
     "tune": {"data": "BUSNET_DATA_URI", "out": "BUSNET_TUNE_URI"},
     "evaluate": {"data": "BUSNET_DATA_URI", "checkpoint": "BUSNET_CANDIDATE_URI", "out": "BUSNET_EVAL_URI"},
 }
-WEIGHT_ARGS = ("pretrained_cnn", "pretrained_swin", "pretrained_backbone")
+WEIGHT_ARGS = ("pretrained",)
 
 
 def _jobs():
@@ -151,10 +151,10 @@ def test_the_job_gets_the_configmaps_uris_on_the_head(overlay, name, tmp_path):
     cfg = config(objects)
     for dest, key in URI_KEYS[argv[0]].items():
         assert getattr(args, dest) == cfg.get(key), f"{name}: --{dest} is {getattr(args, dest)!r}, not {key}"
-    weights = cfg.get("BUSNET_WEIGHTS_URI", "?") + "/"
-    for dest in WEIGHT_ARGS:  # pretrained weights: files under the one weights URI
+    weights = cfg.get("BUSNET_WEIGHTS_URI", "?")
+    for dest in WEIGHT_ARGS:  # pretrained weights: the one weights folder (busnet weights fetch)
         value = getattr(args, dest, None)
-        assert value is None or value.startswith(weights), f"{name}: --{dest} is {value!r}, not under {weights}"
+        assert value is None or value == weights, f"{name}: --{dest} is {value!r}, not {weights}"
 
 
 @pytest.mark.parametrize("overlay", OVERLAY_NAMES)

@@ -116,7 +116,7 @@ def test_paper_preset_runs_one_forward_pass_on_cpu(paper_hybrid):
         "variant": "hybrid",
         "overrides": {},
         "input_size": 256,
-        "network_version": 2,
+        "network_version": 3,
     }
     paper_hybrid.eval()
     with torch.no_grad():
@@ -153,7 +153,17 @@ def test_summary_prints_every_variant_per_component(capsys, paper_hybrid):
         assert sum(counts[name][variant] for name in parts) == counts["total"][variant]
     assert counts["ResNet"]["hybrid"] == 23_508_032  # timm resnet50 without its classifier
     assert counts["AAA"]["swin"] == counts["AAA"]["hybrid_noaaa"] == 0
-    assert counts["AAA blocks"] == {"hybrid": 12, "hybrid_noaaa": 0, "mt_estan": 0, "swin": 0, "swin_aaa": 12}
+    assert counts["AAA blocks"] == {
+        "hybrid": 12,
+        "hybrid_noaaa": 0,
+        "mt_estan": 0,
+        "swin": 0,
+        "swin_aaa": 12,
+        "hybrid_sgate": 12,
+    }
+    # The parameter-matched control: spatial gates add 48 k parameters, per-channel ones 90.8 M.
+    assert 0 < counts["total"]["hybrid_sgate"] - counts["total"]["hybrid_noaaa"] < 100_000
+    assert counts["AAA"]["hybrid"] == 90_752_640
 
 
 def test_summary_takes_the_architecture_options(capsys):
@@ -180,8 +190,8 @@ def test_random_init_is_said_out_loud(caplog):
             build_model("small", "mt_estan")
         build_model("tiny", "swin")
     said = [(r.levelno, r.getMessage()) for r in caplog.records]
-    assert (logging.WARNING, "ResNet of preset 'small' is randomly initialised (no pretrained_cnn file given)") in said
-    assert (logging.INFO, "Swin of preset 'tiny' is randomly initialised (no pretrained_swin file given)") in said
+    assert (logging.WARNING, "ResNet of preset 'small' is randomly initialised (pretrained none)") in said
+    assert (logging.INFO, "Swin of preset 'tiny' is randomly initialised (pretrained none)") in said
 
 
 @pytest.mark.parametrize(
@@ -196,7 +206,7 @@ def test_random_init_is_said_out_loud(caplog):
         ({"swin_window": 3}, "Swin stage 1"),
         ({"input_size": 160}, "not a multiple of 64"),
         ({"variant": "mt_estan", "input_size": 80}, "not a multiple of 32"),
-        ({"variant": "mt_estan", "pretrained_swin": "swin.safetensors"}, "has no Swin"),
+        ({"aaa_init": "closed"}, "aaa_init='closed': choose one of identity, open"),
         ({"resnet_layers": [0, 1, 1, 1]}, "resnet_layers needs 4 positive values, got [0, 1, 1, 1]"),
         ({"swin_embed_dim": 10, "swin_heads": (3, 3, 3, 3)}, "Swin stage 1: 10 channels do not split into 3 heads"),
         ({"dropout": 1.0}, "dropout must be in [0, 1)"),
@@ -233,4 +243,4 @@ def test_wrong_input_shape_is_refused():
 
 def test_presets_are_the_documented_three():
     assert list(PRESETS) == ["tiny", "small", "paper"]  # smallest first, as the CLI lists them
-    assert VARIANTS == ("hybrid", "hybrid_noaaa", "mt_estan", "swin", "swin_aaa")
+    assert VARIANTS == ("hybrid", "hybrid_noaaa", "mt_estan", "swin", "swin_aaa", "hybrid_sgate")

@@ -156,7 +156,7 @@ def test_busnet_train_as_a_ray_job(ray_head, synthetic_dataset, tmp_path):
             "64",
             "--cpus-per-worker",
             "0.5",
-            "--metric",
+            "--select",
             "val_loss",
         ],
         cwd=REPO,

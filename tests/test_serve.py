@@ -111,6 +111,7 @@ def test_health_model_and_docs(url, checkpoints):
     assert info["config"]["threshold"] == 0.45 and info["config"]["model"]["preset"] == "tiny"
     assert info["metrics"] == {"val_auc": 0.61} and info["lineage"]["trial_id"] == "test-a"
     assert info["lineage"]["dataset"] == {"uri": "<path>", "content_hash": "abc"}
+    assert info["data"] == {"sources": {}, "content_hash": "abc", "splits": {}, "synthetic_only": False}
     for text in (json.dumps(health), json.dumps(info)):  # no local paths, no storage locations
         assert checkpoints["a"] not in text and "/data/hospital" not in text and "/tmp" not in text
         assert "checkpoint" not in text and "user_config" not in text

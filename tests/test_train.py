@@ -24,7 +24,7 @@ from models.loss_weights import LossWeights
 from tests.faults import crash_once
 from tests.test_tracking import assert_tracked_training, tracked_runs
 
-MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json"}
+MODEL_FILES = {"model.safetensors", "config.json", "metrics.json", "lineage.json", "model_card.md"}
 
 
 def _config(data: str, out: Path, **changes) -> TrainConfig:
@@ -40,7 +40,7 @@ def _config(data: str, out: Path, **changes) -> TrainConfig:
         workers=1,
         cpus_per_worker=0.5,
         keep=2,
-        metric="val_loss",
+        select="val_loss",
     )
     return TrainConfig(**{**base, **changes})
 
@@ -159,8 +159,8 @@ def test_clear_errors_before_any_worker_starts(synthetic_dataset, tmp_path):
     no_masks = _without_masks(synthetic_dataset, tmp_path / "no-masks")
     with pytest.raises(BusnetError, match="no training image has a mask"):
         train(_config(no_masks, tmp_path, variant="hybrid"))
-    with pytest.raises(BusnetError, match="--metric"):
-        train(_config(synthetic_dataset, tmp_path, metric="auc"))
+    with pytest.raises(ValueError, match="select 'auc': choose one of val_loss, score"):
+        train(_config(synthetic_dataset, tmp_path, select="auc"))
     with pytest.raises(BusnetError, match="input"):
         train(_config(synthetic_dataset, tmp_path, input_size=65))
 
@@ -181,7 +181,7 @@ def test_more_workers_than_the_cluster_holds_is_refused(ray_local, synthetic_dat
             "1",
             "--input-size",
             "64",
-            "--metric",
+            "--select",
             "val_loss",
         ]
     )
@@ -210,7 +210,7 @@ def test_a_short_training_learns(ray_local, tmp_path_factory, tmp_path):
     root = tmp_path_factory.mktemp("learning-data")
     generate(root / "raw", 120, seed=3, min_size=96, max_size=160)
     ingest({"synthetic": root / "raw"}, str(root / "dataset"), val=0.25, test=0.1, folds=5, seed=0, progress=False)
-    train(_config(str(root / "dataset"), tmp_path, epochs=8, lr=1e-3, batch_size=8, keep=8, metric="val_loss"))
+    train(_config(str(root / "dataset"), tmp_path, epochs=8, lr=1e-3, batch_size=8, keep=8, select="val_loss"))
     per_epoch = [json.loads((tmp_path / "run" / f"epoch-{e:04d}" / "metrics.json").read_text()) for e in range(1, 9)]
 
     recomputed, _ = _recompute(tmp_path / "run" / "epoch-0008", str(root / "dataset"))

@@ -21,7 +21,7 @@ def _base(data: str, out) -> TrainConfig:
         workers=1,
         cpus_per_worker=0.5,
         keep=1,
-        metric="val_loss",
+        select="val_loss",
     )
 
 

@@ -2,17 +2,20 @@
 
 Runs on the local Ray (or RAY_ADDRESS). Each epoch: training with kornia augmentation on the worker,
 validation on the val split (or the held-out --fold) with every metric, a checkpoint in the run folder
-OUT/NAME/ (the best --keep by --metric are kept); the best checkpoint ends up in OUT/NAME/best/.
+OUT/NAME/ (the best --keep by --select are kept); the best checkpoint ends up in OUT/NAME/best/.
 Running again with the same --out and --name resumes after the last checkpoint.
 The objective is the paper's (--w1 * Focal + Dice). The unset training options come from --recipe:
 "busnet" (Adam lr 1e-3, batch 8, 1 warm-up epoch, cosine decay, clipping at 1, early stopping after
-10 epochs without progress) or "paper" (Adam 1e-5, batch 4, nothing else); a given flag wins. The
-best epoch is the one with the best val_score: mean(val ROC-AUC, val Dice) over the last --smooth
-epochs. One line per epoch; --verbose shows Ray's own logs too.
+10 epochs without progress, random init, best score) or "paper" (Adam 1e-5, batch 4, ImageNet
+weights, lowest val loss); a given flag wins. --pretrained imagenet loads timm's published weights
+through the Hugging Face cache (HF_HOME; HF_HUB_OFFLINE=1 reads only the cache); --pretrained URI a
+folder made by `busnet weights fetch`. --select score publishes the epoch with the best mean(val
+ROC-AUC, val Dice) over the last --smooth epochs, val_loss the lowest val loss (the authors').
+One line per epoch; --verbose shows Ray's own logs too.
 
 example:
   busnet train --data ./busnet-work/dataset --out ./busnet-work/runs --name tiny1 --epochs 12 --input-size 64
-  busnet train --data ./busnet-work/dataset --out ./busnet-work/runs --name paper1 --recipe paper
+  busnet train --data ./busnet-work/dataset --out ./busnet-work/runs --name paper1 --preset paper --recipe paper
 """
 
 from __future__ import annotations

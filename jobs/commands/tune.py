@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int | None:
     from jobs.train.tune import describe, tune_run
 
     with tracking.session("tune", args.out, enabled=not args.no_track):
-        outcome = tune_run(from_flags(TrainConfig, args), from_flags(TuneOptions, args))
-    print(describe(outcome, args.metric))
+        base = from_flags(TrainConfig, args)
+        outcome = tune_run(base, from_flags(TuneOptions, args))
+    print(describe(outcome, base.metric))
     return 0

@@ -16,13 +16,14 @@ import pyarrow.compute as pc
 import ray.data
 from ray.data.expressions import Expr, col
 
+from jobs.data import kfold
 from jobs.data.dataset import SPLITS, Dataset
 from jobs.errors import BusnetError
 from models.preprocess import Preprocessing, decode_image, decode_mask, preprocess_image, preprocess_mask, resize_image
 
 # What decoding needs, plus what the split/fold filter needs; no other column is read.
 ROW_COLUMNS = ["image_id", "source", "label", "image", "mask", "height", "width"]
-FILTER_COLUMNS = ["split", "fold_splits"]
+FILTER_COLUMNS = ["split", "fold_splits", "fold"]
 DECODE_BATCH_ROWS = 16
 
 
@@ -74,10 +75,12 @@ def decoded(ds: ray.data.Dataset, preprocessing: Preprocessing, *, normalize: bo
     )
 
 
-def split_filter(split: str, fold: int | None) -> Expr:
+def split_filter(split: str, fold: int | str | None) -> Expr:
     """The row predicate of a split (fold semantics in read_rows); Ray and pyarrow both take it."""
     if fold is None:
         return col("split") == split
+    if isinstance(fold, str):  # the drawn k-fold protocol over the whole dataset
+        return kfold.split_filter(split, fold)
     return col("fold_splits").list.get(fold) == split
 
 
@@ -90,11 +93,13 @@ def _require_rows(dataset: Dataset, split: str, fold: int | None, predicate: Exp
         raise BusnetError(f"{dataset.uri}: {where} is empty")
 
 
-def check_fold(data_uri: str, table: pa.Table, fold: int | None) -> None:
+def check_fold(data_uri: str, table: pa.Table, fold: int | str | None) -> None:
     """BusnetError unless `fold` is None or one of the dataset's folds (`table` has fold_splits)."""
     if fold is None:
         return
     folds = pc.min(pc.list_value_length(table.column("fold_splits"))).as_py() or 0
+    if isinstance(fold, str):
+        return kfold.check(fold, folds)
     if not 0 <= fold < folds:
         raise BusnetError(f"{data_uri}: no fold {fold}; the dataset's folds are {list(range(folds))}")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from jobs import storage, tracking
 from jobs.errors import BusnetError
+from jobs.evaluate.protocol import header
 from jobs.evaluate.report import AUC_NOTE, COLUMNS, PAPER_COLUMNS, PAPER_PROTOCOL, PAPER_ROWS, paper_row
 from jobs.train.config import CvOptions, TrainConfig
 from models.presets import BASELINE, VARIANTS
@@ -88,12 +89,17 @@ def _run_ablation(
 ) -> AblationOutcome:
     """Cross-validate every arm with the same recipe, then write the table, its JSON and its plot."""
     from jobs.evaluate.cv import cross_validate
+    from jobs.train.driver import prepare
 
+    runs = {arm: dataclasses.replace(base, variant=arm.variant, backbone=arm.backbone, name=arm.label) for arm in arms}
+    for arm, run in runs.items():  # every arm's weights found, hashed and loaded before anything trains
+        weights = prepare(run).pretrained
+        said = ", ".join(f"{part} {w['name']} sha256 {w['sha256'][:12]}" for part, w in weights.items()) or "none"
+        say(f"[busnet ablation] {arm.label}: weights {said}")
     rows = []
     for arm in arms:
         say(f"[busnet ablation] {arm.label}: cross-validating -> {storage.join(base.out, arm.label)}")
-        run = dataclasses.replace(base, variant=arm.variant, backbone=arm.backbone, name=arm.label)
-        outcome = cross_validate(run, options, say)
+        outcome = cross_validate(runs[arm], options, say)
         overall = outcome.summary["groups"]["overall"]
         paper = outcome.summary["paper_protocol"]
         rows.append(
@@ -117,7 +123,12 @@ def _run_ablation(
         "metrics": [name for name, _ in COLUMNS],
         "rows": rows,
         "paper": paper_rows(arms),
-        "config": {"train": dataclasses.asdict(base), "variants": variants, "folds": options.folds},
+        "config": {
+            "train": dataclasses.asdict(base),
+            "variants": variants,
+            "folds": options.folds,
+            "protocol": options.protocol,
+        },
     }
     uri = storage.join(base.out, "ablation.json")
     storage.write_bytes(uri, json.dumps(table, indent=2).encode())
@@ -140,7 +151,9 @@ def render(table: dict) -> str:
     paper's; then the paper's rows. Percent with F1 as a fraction."""
     names = table["metrics"]
     titles = dict(COLUMNS)
-    lines = [f"{AUC_NOTE}.", "", "| variant | folds | threshold | " + " | ".join(titles[n] for n in names) + " |"]
+    config = table.get("config", {})
+    lines = [*header(config.get("train", {}), config.get("protocol")), ""] if config else []
+    lines += [f"{AUC_NOTE}.", "", "| variant | folds | threshold | " + " | ".join(titles[n] for n in names) + " |"]
     lines.append("|---|---:|---|" + "---:|" * len(names))
     for row in table["rows"]:
         paper = row["paper_protocol"]

@@ -103,6 +103,7 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
         "a malignant probability >= threshold is called malignant",
         f"- **Generated**: {metrics['created_at']}",
         "",
+        *_training(evaluated.get("lineage") or {}),
         "## Table 2 metrics",
         "",
         "Percent, F1 as a fraction (the paper's units). In brackets: 95% bootstrap interval "
@@ -125,6 +126,15 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
         lines += [f"![{figure[:-4]}]({figure})", "", captions[figure], ""]
     lines += ["Machine-readable: `metrics.json`; one row per image: `predictions.csv`.", ""]
     return "\n".join(lines)
+
+
+def _training(lineage: dict) -> list[str]:
+    """How the checkpoint was trained (preset, recipe, weights, selection), with the warnings of
+    jobs.evaluate.protocol; nothing for a checkpoint whose lineage does not say."""
+    from jobs.evaluate.protocol import header
+
+    hyper = lineage.get("hyperparameters")
+    return [*header(hyper), ""] if hyper else []
 
 
 def threshold_label(value: float, source: str) -> str:

@@ -13,22 +13,38 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from models.loss_weights import SEARCH_RANGES, LossWeights
-from models.presets import AAA_GATES, AAA_PLACEMENTS, BASELINE, BASELINES, FUSIONS, PRESETS, TABLE3_VARIANTS, VARIANTS
+from models.presets import (
+    AAA_GATES,
+    AAA_INITS,
+    AAA_PLACEMENTS,
+    BASELINE,
+    BASELINE_HEADS,
+    BASELINES,
+    FUSIONS,
+    PRESETS,
+    TABLE3_VARIANTS,
+    VARIANTS,
+)
 
 if TYPE_CHECKING:
     from jobs.data.cache import DecodedSplit, StreamedSplit
 
-ARCHITECTURE_OPTIONS = ("aaa_placement", "aaa_gate", "fusion")  # models.presets.NetworkPreset fields
+ARCHITECTURE_OPTIONS = ("aaa_placement", "aaa_gate", "aaa_init", "fusion")  # models.presets.NetworkPreset fields
 SEARCHES = ("random", "optuna", "hyperopt")  # Ray Tune search algorithms (jobs.train.tune)
 OPTIMIZERS = ("adam", "adamw")
 CACHES = ("auto", "memory", "stream")  # jobs.train.driver.decode_splits
 SCHEDULES = ("cosine", "onecycle", "constant")  # jobs.train.recipe.learning_rate
 DICE_OVER = ("image", "batch")  # models.losses.dice_loss(per_image=...)
+# How the published epoch is chosen: the lowest val loss (the authors' code), or the smoothed val_score
+# (jobs.train.recipe.selection_score). The Ray metric each one ranks checkpoints by:
+SELECTIONS = {"val_loss": "val_loss", "score": "val_score"}
+CV_PROTOCOLS = ("kfold", "split")  # jobs.evaluate.cv
 
 # The recipes `--recipe` names: the values of the fields left unset (None). "busnet" is ours: a
 # one-epoch warm-up, cosine decay and gradient clipping make lr 1e-3 safe for randomly initialised
 # networks, where the paper's 1e-5 barely moves the tiny preset in the epochs a CPU affords (see
-# jobs/README.md); "paper" is section 3.3 as printed: Adam 1e-5, batch 4, nothing else.
+# jobs/README.md); "paper" is section 3.3 as printed: Adam 1e-5, batch 4, nothing else, from timm's
+# ImageNet weights, the epoch of lowest val loss published (the authors' code).
 RECIPES: dict[str, dict[str, float | int | str]] = {
     "busnet": {
         "lr": 1e-3,
@@ -38,6 +54,8 @@ RECIPES: dict[str, dict[str, float | int | str]] = {
         "clip_grad": 1.0,
         "patience": 10,
         "dice": "batch",
+        "pretrained": "none",
+        "select": "score",
     },
     "paper": {
         "lr": 1e-5,
@@ -47,8 +65,11 @@ RECIPES: dict[str, dict[str, float | int | str]] = {
         "clip_grad": 0.0,
         "patience": 0,
         "dice": "batch",
+        "pretrained": "imagenet",
+        "select": "val_loss",
     },
 }
+PAPER_PROTOCOL = {"preset": "paper", "recipe": "paper", "pretrained": "imagenet", "select": "val_loss"}
 
 
 def _recipes_say(name: str) -> str:
@@ -138,10 +159,13 @@ class TrainConfig:
         default=None,
         metadata={"help": "hold out fold K of train+val for validation", "unset": "the stored val split"},
     )
-    pretrained_cnn: str | None = field(default=None, metadata={"help": "timm ResNet weight file (path or URI)"})
-    pretrained_swin: str | None = field(default=None, metadata={"help": "timm Swin V2 weight file (path or URI)"})
-    pretrained_backbone: str | None = field(
-        default=None, metadata={"help": f"timm weight file of --variant {BASELINE}'s --backbone (path or URI)"}
+    pretrained: str | None = field(
+        default=None,
+        metadata={
+            "help": "encoder weights: imagenet (timm's published weights, Hugging Face cache), "
+            "a folder URI made by busnet weights fetch, or none (random)",
+            "unset": _recipes_say("pretrained"),
+        },
     )
     input_size: int | None = field(default=None, metadata={"help": "input side in pixels", "unset": "the preset's"})
     aaa_placement: str | None = field(
@@ -160,6 +184,14 @@ class TrainConfig:
             "unset": "the preset's",
         },
     )
+    aaa_init: str | None = field(
+        default=None,
+        metadata={
+            "help": "how AAA gates start: identity (exactly 1) or open (eq. 7 with bias +2: 0.88 each)",
+            "choices": AAA_INITS,
+            "unset": "the preset's",
+        },
+    )
     fusion: str | None = field(
         default=None,
         metadata={"help": "where Swin maps join the decoder", "choices": FUSIONS, "unset": "the preset's"},
@@ -172,16 +204,26 @@ class TrainConfig:
             "choices": CACHES,
         },
     )
-    keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --metric"})
-    metric: str = field(
-        default="val_score",
-        metadata={"help": "validation metric that picks the best checkpoint (val_score: see --smooth)"},
+    baseline_head: str | None = field(
+        default=None,
+        metadata={
+            "help": f"--variant {BASELINE}'s head: Dense 1, or the authors' (512, dropout 0.3, 64, 1)",
+            "choices": BASELINE_HEADS,
+            "unset": "linear",
+        },
+    )
+    keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --select"})
+    select: str | None = field(
+        default=None,
+        metadata={
+            "help": "the published epoch: lowest val loss (the authors'), or best score (see --smooth)",
+            "choices": tuple(SELECTIONS),
+            "unset": _recipes_say("select"),
+        },
     )
     smooth: int = field(
         default=3,
-        metadata={
-            "help": "val_score = mean(val_auc, val_dsc) averaged over this many epochs (the last one's and before)"
-        },
+        metadata={"help": "score = mean(val_auc, val_dsc) (val_auc for a classifier) averaged over this many epochs"},
     )
     max_failures: int = field(
         default=2, metadata={"help": "worker group restarts from the last checkpoint before giving up"}
@@ -195,10 +237,21 @@ class TrainConfig:
         for name, value in RECIPES[self.recipe].items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select {self.select!r}: choose one of {', '.join(SELECTIONS)}")
+
+    @property
+    def metric(self) -> str:
+        """The validation metric that ranks checkpoints: the one `select` names."""
+        return SELECTIONS[self.select]
+
+    def protocol(self) -> dict:
+        """The choices that make a result comparable with the paper's (`PAPER_PROTOCOL`)."""
+        return {name: getattr(self, name) for name in PAPER_PROTOCOL}
 
     def architecture(self) -> dict:
         """The network options given (input size, AAA, fusion): `build_model` overrides of the preset."""
-        names = ("input_size", *ARCHITECTURE_OPTIONS)
+        names = ("input_size", *ARCHITECTURE_OPTIONS, "baseline_head")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def run_name(self) -> str:
@@ -260,6 +313,14 @@ class TuneOptions:
 class CvOptions:
     """`busnet cv`'s own options; the rest is the `TrainConfig` every fold trains with."""
 
+    protocol: str = field(
+        default="kfold",
+        metadata={
+            "help": "kfold: every fold tests its own case-disjoint share, all of them the whole dataset; "
+            "split: the paper's one train/val/test split, trained once",
+            "choices": CV_PROTOCOLS,
+        },
+    )
     folds: str | None = field(
         default=None, metadata={"help": "comma-separated folds to run, e.g. 0,2", "unset": "every fold"}
     )
@@ -273,6 +334,21 @@ class AblationOptions:
     """`busnet ablation`'s own options; with `CvOptions` and the `TrainConfig` every variant shares."""
 
     variants: str = field(
-        default=",".join(TABLE3_VARIANTS),
+        default=",".join((*TABLE3_VARIANTS, "hybrid_sgate")),
         metadata={"help": f"comma-separated variants to compare; {BASELINE}:<timm name> adds a Table 2 baseline"},
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WeightsOptions:
+    """`busnet weights fetch`: the ImageNet weights a preset's encoders and some baselines need."""
+
+    out: str = field(metadata={"help": "folder URI to publish the weights and weights.json into"})
+    preset: str = field(
+        default="paper",
+        metadata={"help": "the preset whose ResNet and Swin weights to fetch", "choices": tuple(PRESETS)},
+    )
+    backbones: str | None = field(
+        default=None,
+        metadata={"help": f"comma-separated timm names of {BASELINE} backbones to fetch too", "unset": "none"},
     )

@@ -67,12 +67,12 @@ HYPERPARAMETERS = (
     "fold",
     "input_size",
     *ARCHITECTURE_OPTIONS,
+    "select",
     "metric",
     "seed",
-    "pretrained_cnn",
-    "pretrained_swin",
     "backbone",
-    "pretrained_backbone",
+    "baseline_head",
+    "pretrained",
 )
 
 
@@ -93,6 +93,8 @@ class Prepared:
     has_segmentation: bool
     splits: dict[str, dict[str, int]]
     decoded: dict[str, DecodedSplit | StreamedSplit] | None = None
+    pretrained: dict[str, dict] = dataclasses.field(default_factory=dict)  # component -> weights' name, sha256
+    sources: dict[str, int] = dataclasses.field(default_factory=dict)  # images per source dataset
 
     @property
     def content_hash(self) -> str:
@@ -115,8 +117,14 @@ def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
     from models.preprocess import Preprocessing
 
     _validate_options(config)
-    try:
-        model = build_model(config.preset, config.variant, backbone=config.backbone, **config.architecture())
+    try:  # the encoders' weights are found, hashed and loaded here, before any worker starts
+        model = build_model(
+            config.preset,
+            config.variant,
+            backbone=config.backbone,
+            pretrained=config.pretrained,
+            **config.architecture(),
+        )
     except ValueError as exc:
         raise BusnetError(str(exc)) from exc
     dataset = dataset or open_dataset(config.data)
@@ -128,18 +136,18 @@ def prepare(config: TrainConfig, dataset: Dataset | None = None) -> Prepared:
         preprocessing=Preprocessing(size=model.input_size).to_dict(),
         has_segmentation=model.has_segmentation,
         splits=splits,
+        pretrained={name: weights.record() for name, weights in model.pretrained_weights.items()},
+        sources={name: c["images"] for name, c in dataset.manifest.get("counts", {}).get("by_source", {}).items()},
     )
 
 
 def _validate_options(config: TrainConfig) -> None:
-    if config.metric not in VAL_METRICS:
-        raise BusnetError(f"--metric {config.metric!r}: choose one of {', '.join(VAL_METRICS)}")
     for name in ("workers", "epochs", "batch_size", "keep"):
         if getattr(config, name) < 1:
             raise BusnetError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.lr <= 0 or config.cpus_per_worker <= 0:
         raise BusnetError("--lr and --cpus-per-worker must be positive")
-    if config.fold is not None and config.fold < 0:
+    if isinstance(config.fold, int) and config.fold < 0:
         raise BusnetError(f"--fold must be >= 0, got {config.fold}")
 
 
@@ -178,7 +186,7 @@ def _check_data(config: TrainConfig, splits: dict, has_segmentation: bool) -> No
     if config.metric in ("val_auc", "val_score") and val["malignant"] in (0, val["images"]):
         raise BusnetError(
             f"{where}: the val split has only one class, so {config.metric} is undefined; "
-            "use --metric val_loss or a dataset with both classes in val"
+            "use --select val_loss or a dataset with both classes in val"
         )
     if splits["train"]["images"] < config.workers * config.batch_size:
         raise BusnetError(
@@ -235,8 +243,11 @@ def loop_config(config: TrainConfig, prepared: Prepared, name: str, trial_id: st
                 "uri": config.data,
                 "version_uri": prepared.dataset.version_uri,
                 "content_hash": prepared.content_hash,
+                "sources": prepared.sources,
+                "splits": prepared.splits,
             },
             "hyperparameters": hyperparameters(config),
+            "pretrained": prepared.pretrained,
             "run_name": name,
             "trial_id": trial_id,
         },

@@ -57,15 +57,10 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     run = config.train
     torch.manual_seed(run.seed * 1000 + rank)
 
-    model = build_model(
-        run.preset,
-        run.variant,
-        **config.overrides,
-        pretrained_cnn=run.pretrained_cnn,
-        pretrained_swin=run.pretrained_swin,
-        backbone=run.backbone,
-        pretrained_backbone=run.pretrained_backbone,
-    )
+    model = build_model(run.preset, run.variant, **config.overrides, backbone=run.backbone, pretrained=run.pretrained)
+    loaded = {name: weights.sha256 for name, weights in model.pretrained_weights.items()}
+    if loaded != {name: record["sha256"] for name, record in config.lineage.get("pretrained", {}).items()}:
+        raise ValueError(f"this worker's pretrained weights {loaded} are not those the driver checked")
     state = {"epoch": 0, "epochs_run": [], "starts": [], "scores": []}
     checkpoint = ray.train.get_checkpoint()
     with tempfile.TemporaryDirectory(prefix="busnet-resume-") as resume_dir:

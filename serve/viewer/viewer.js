@@ -264,7 +264,7 @@ async function loadModel() {
   const threshold = (info.config || {}).threshold ?? metrics.threshold;
   $("model-name").textContent = model.name ?? "unknown";
   $("model-version").textContent = model.version || "unknown";
-  $("model-preset").textContent = model.preset ?? "—";
+  $("model-preset").textContent = `${model.preset ?? "—"}; data: ${Object.entries(info.data?.sources ?? {}).map(([k, n]) => `${k} ${n} images`).join(", ") || "not recorded"}${info.data?.synthetic_only ? " (synthetic images only: its answers on real ultrasound mean nothing)" : ""}`;
   $("model-threshold").textContent = typeof threshold === "number" ? threshold.toFixed(3) : "—";
   $("model-facts").hidden = false;
   const rows = Object.entries(metrics).filter(([key, value]) => key.startsWith("val_") && typeof value === "number");
