@@ -212,7 +212,7 @@ def _load_local(directory: Path, uri: str, device: str | torch.device) -> tuple[
 
 # What config.json's model record may set: the network's shape (NetworkPreset's fields), never an
 # option of build_model that reads a file (pretrained_cnn, ...): config.json is not hashed, the weights are.
-ARCHITECTURE_FIELDS = frozenset(f.name for f in dataclasses.fields(NetworkPreset))
+ARCHITECTURE_FIELDS = frozenset({f.name for f in dataclasses.fields(NetworkPreset)} | {"baseline_head"})
 
 
 def _rebuild(spec: dict, weights_bytes: int) -> nn.Module:

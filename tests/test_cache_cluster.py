@@ -139,7 +139,7 @@ def child() -> None:
         cache.OBJECT_STORE_SHARE = 1e-9  # as if the dataset were far larger than every object store
         config = TrainConfig(
             data=dataset.uri, out=os.environ["TMP_OUT"], name="streamed", input_size=64, epochs=1, workers=2,
-            cpus_per_worker=1, keep=1, metric="val_loss", max_failures=0,
+            cpus_per_worker=1, keep=1, select="val_loss", max_failures=0,
         )  # fmt: skip
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):

@@ -17,7 +17,7 @@ def test_the_decoded_val_split_is_the_datasets_val_rows(ray_local, synthetic_dat
     decoded = decode_splits(config, prepare(config)).decoded
     rows = read_table(synthetic_dataset, columns=["image_id", "split", "fold_splits"]).to_pylist()
     side = (lambda row: row["split"]) if fold is None else (lambda row: row["fold_splits"][fold])
+    ids = {split: sorted(str(i) for block in decoded[split].blocks for i in block.load_ids()) for split in decoded}
     for split in ("train", "val"):
-        ids = sorted(str(i) for i in decoded[split].load()["image_id"])
-        assert ids == sorted(row["image_id"] for row in rows if side(row) == split), split
-    assert not set(decoded["val"].load()["image_id"]) & set(decoded["train"].load()["image_id"])
+        assert ids[split] == sorted(row["image_id"] for row in rows if side(row) == split), split
+    assert not set(ids["val"]) & set(ids["train"])

@@ -165,7 +165,7 @@ def measure_driver() -> None:
         epochs=1,
         workers=job["workers"],
         keep=1,
-        metric="val_loss",
+        select="val_loss",
         max_failures=0,
     )
     with contextlib.redirect_stdout(sys.stderr):

@@ -408,6 +408,7 @@ def train(config: TrainConfig, loop: Callable[[LoopConfig], None] | None = None)
     quiet_ray(config.verbose)  # before anything imports ray.data, which reads its log level then
     prepared = prepare(config)
     name = config.run_name()
+    storage.check_publishable(storage.join(config.out, name, "best"))  # refused now, not after training
     init_ray()
     gpus = config.workers if config.gpu else 0
     check_cluster(config.workers * config.cpus_per_worker, gpus, f"{config.workers} training workers")
