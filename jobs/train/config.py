@@ -62,7 +62,9 @@ def _recipes_say(name: str) -> str:
 class TrainConfig:
     """One training run. Hyperparameter defaults are the paper's (3.3); `epochs` is ours (not stated)."""
 
-    name: str | None = field(default=None, metadata={"help": "run name; reuse it to resume", "unset": "run-<time>"})
+    name: str | None = field(
+        default=None, metadata={"help": "run name (an existing run needs --resume)", "unset": "run-<time>"}
+    )
     data: str = field(metadata={"help": "dataset URI (path, file:// or s3://) made by busnet ingest"})
     out: str = field(metadata={"help": "output URI: runs go to OUT/NAME/"})
     preset: str = field(default="tiny", metadata={"help": "network size", "choices": tuple(PRESETS)})
