@@ -4,7 +4,8 @@ Each command module defines `add_arguments(parser)` and `run(args) -> dict` and 
 (ray, torch) inside `run`, so that `busnet --help` is instant. `run` prints what people read and
 returns its summary, which `--json` prints as the one JSON object on stdout (everything else then
 goes to stderr); a summary with a non-zero "failed" exits 1. Every command also takes `--verbose`
-(Ray's own logs) and, where a module sets `CONFIG_FILE`, `--config FILE.yaml`. Failures print one
+(Ray's own logs) and, where a module sets `CONFIG_FILE`, `--config FILE.yaml` (the command prints
+the effective configuration once its checks pass: `config_file.announce`). Failures print one
 line and exit non-zero; set BUSNET_DEBUG=1 to see the traceback.
 """
 
@@ -99,11 +100,16 @@ def _add_common_flags(parser: argparse.ArgumentParser) -> None:
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     """The parsed arguments; `--config FILE` values become the flags' defaults, so given flags win."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "config", None):
-        config_file.apply(args._parser, args.config)
-        args = parser.parse_args(argv)
-    return args
+    words = list(sys.argv[1:] if argv is None else argv)
+    given = [
+        w.split("=", 1)[1] if "=" in w else (words[i + 1] if i + 1 < len(words) else "")
+        for i, w in enumerate(words)
+        if w == "--config" or w.startswith("--config=")
+    ]
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if given and words and words[0] in commands and "--config" in commands[words[0]]._option_string_actions:
+        config_file.apply(commands[words[0]], given[-1])  # before parsing: the file may give required flags
+    return parser.parse_args(words)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,9 +120,6 @@ def main(argv: list[str] | None = None) -> int:
         from jobs.runtime import quiet_ray
 
         quiet_ray(args.verbose)  # every command, before anything imports ray.data
-        if hasattr(args, "config"):
-            shown = config_file.describe(config_file.effective(args._parser, args))
-            print(f"{command}: configuration: {shown}", file=sys.stderr, flush=True)
         stdout = sys.stdout
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             summary = args._run(args) or {}

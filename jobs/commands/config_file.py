@@ -10,6 +10,7 @@ results (`config.yaml`) and what `--resume` compares.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,10 @@ def effective(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict
     return {dest: _plain(getattr(args, dest)) for dest in _actions(parser) if hasattr(args, dest)}
 
 
-def describe(config: dict[str, Any]) -> str:
-    """One line of the configuration for the console: `epochs=12, lr=0.001, ...`."""
-    return ", ".join(f"{key}={value}" for key, value in config.items() if value is not None)
+def announce(command: str, config: dict[str, Any]) -> None:
+    """The effective configuration, one line on stderr as the work starts: `epochs=12, lr=0.001, ...`."""
+    shown = ", ".join(f"{key}={value}" for key, value in config.items() if value is not None)
+    print(f"busnet {command}: configuration: {shown}", file=sys.stderr, flush=True)
 
 
 def save(config: dict[str, Any], folder: str) -> str:

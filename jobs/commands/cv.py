@@ -2,7 +2,7 @@
 
 Fold K trains with `busnet train --fold K` (fold K's own train and validation sides) into
 OUT/NAME/fold-K/ and is tested with `busnet evaluate --fold K --split test` into OUT/NAME/fold-K/eval/.
-On a dataset ingested with --folds-from (the benchmark's predefined folds) each fold has its own test
+On a dataset made by `busnet ingest --folds-from` (the benchmark's predefined folds) each fold has its own test
 images; on drawn folds every fold is tested on the stored test split. Writes OUT/NAME/cv.json (each
 fold's test metrics, their mean and sd, overall and per source, at each fold's validation-chosen
 threshold and at the paper's 0.5) and OUT/NAME/cv.md; folds already trained and tested are reused,
@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> dict:
     config = dataclasses.replace(config, name=config.run_name())
     effective = {**config_file.effective(args._parser, args), "name": config.name}
     resume.start(storage.join(config.out, config.name), effective, config.data, resume=args.resume)
+    config_file.announce("cv", effective)
     with tracking.session("cv", config.out, enabled=not args.no_track):
         outcome = cross_validate(config, from_flags(CvOptions, args))
     print(render(outcome.summary))

@@ -39,7 +39,7 @@ def start(run_folder: str, config: dict[str, Any], data: str, *, resume: bool) -
     from jobs.data.dataset import read_manifest
 
     content_hash = read_manifest(data)["content_hash"]
-    taken = storage.exists(run_folder) and bool(storage.list_files(run_folder))
+    taken = _has_run(run_folder)
     if taken and not resume:
         raise BusnetError(
             f"{run_folder} already holds a run: pass --resume to go on with it, or choose another --name/--out"
@@ -51,6 +51,14 @@ def start(run_folder: str, config: dict[str, Any], data: str, *, resume: bool) -
     config_file.save(config, run_folder)
     dataset = {"uri": data, "content_hash": content_hash}
     storage.write_bytes(storage.join(run_folder, DATASET_FILE), (json.dumps(dataset, indent=2) + "\n").encode())
+
+
+def _has_run(run_folder: str) -> bool:
+    """True once the run wrote anything of its own: a run refused before it started (a bad flag, too few
+    CPUs) leaves only this module's two files, and its name stays free."""
+    _, root = storage.filesystem(run_folder)
+    ours = {f"{root.rstrip('/')}/{name}" for name in (config_file.SAVED_NAME, DATASET_FILE)}
+    return any(path not in ours for path in storage.list_files(run_folder))
 
 
 def _compare(run_folder: str, config: dict[str, Any], content_hash: str) -> None:

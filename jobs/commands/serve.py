@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 
+from jobs.commands import config_file
 from jobs.commands.flags import add_flags, from_flags
 from jobs.commands.options import ServeOptions
 from jobs.errors import BusnetError
@@ -39,12 +40,14 @@ def run(args: argparse.Namespace) -> dict:
     from serve.ingress import use_ingress
     from serve.launch import check_port, start_app, stop_app
 
+    effective = config_file.effective(args._parser, args)
     args = from_flags(ServeOptions, args)
     _check_arguments(args)
     use_ingress(args.ingress)
     if not os.environ.get("RAY_ADDRESS"):
         check_port(args.host, args.port)  # before the checkpoint and Ray: a taken port fails in a second
     model_name = _check_checkpoint(args.checkpoint)
+    config_file.announce("serve", effective)
     print(f"busnet serve: checkpoint {args.checkpoint} ({model_name}) OK; starting Ray Serve", flush=True)
     app = build_app(
         args.checkpoint,

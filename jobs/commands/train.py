@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> dict:
     config = dataclasses.replace(config, name=config.run_name())  # the folder checked is the one trained in
     effective = {**config_file.effective(args._parser, args), "name": config.name}
     resume.start(storage.join(config.out, config.name), effective, config.data, resume=args.resume)
+    config_file.announce("train", effective)
     with tracking.session("train", config.out, enabled=not args.no_track):
         outcome = train(config)
     shown = ", ".join(

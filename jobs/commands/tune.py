@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> dict:
     from jobs.train.tune import describe, tune_run
 
-    resume.start(args.out, config_file.effective(args._parser, args), args.data, resume=args.resume)
+    effective = config_file.effective(args._parser, args)
+    resume.start(args.out, effective, args.data, resume=args.resume)
+    config_file.announce("tune", effective)
     with tracking.session("tune", args.out, enabled=not args.no_track):
         outcome = tune_run(from_flags(TrainConfig, args), from_flags(TuneOptions, args))
     print(describe(outcome, args.metric))

@@ -71,7 +71,7 @@ class TrainConfig:
     variant: str = field(
         default="hybrid",
         metadata={
-            "help": "network variant of the paper's ablation (Table 3), or a Table 2 baseline (with --backbone)",
+            "help": f"network variant of the paper's ablation (Table 3), or {BASELINE}: a Table 2 baseline",
             "choices": (*VARIANTS, BASELINE),
         },
     )
@@ -142,7 +142,7 @@ class TrainConfig:
     pretrained_cnn: str | None = field(default=None, metadata={"help": "timm ResNet weight file (path or URI)"})
     pretrained_swin: str | None = field(default=None, metadata={"help": "timm Swin V2 weight file (path or URI)"})
     pretrained_backbone: str | None = field(
-        default=None, metadata={"help": f"timm weight file of --variant {BASELINE}'s --backbone (path or URI)"}
+        default=None, metadata={"help": f"timm weight file of the {BASELINE} variant's timm model (path or URI)"}
     )
     input_size: int | None = field(default=None, metadata={"help": "input side in pixels", "unset": "the preset's"})
     aaa_placement: str | None = field(
