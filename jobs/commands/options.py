@@ -117,7 +117,7 @@ class PredictOptions:
         default=(),
         metadata={
             "help": "PNG, JPEG or BMP files (HTTP client mode)",
-            "argparse": {"positional": True, "nargs": "*", "metavar": "IMAGE"},
+            "argparse": {"positional": True, "nargs": "*", "metavar": "IMAGE", "type": str},
         },
     )
     url: str = field(default=f"http://127.0.0.1:{PORT}", metadata={"help": "the service (HTTP client mode)"})

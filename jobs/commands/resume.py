@@ -5,7 +5,7 @@ run is refused without --resume (reusing a name used to resume silently, even on
 with --resume, the configuration saved there (`config.yaml`, every flag's value) and the dataset's
 content hash (`dataset.json`) must match this one's, else the differences are named. Then both are
 saved (again), so the next --resume compares against them. Flags that do not change what is
-computed (RUN_ONLY) may differ.
+computed, and --epochs (a run goes on for longer), may differ (MAY_CHANGE).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from jobs.commands import config_file
 from jobs.errors import BusnetError
 
 DATASET_FILE = "dataset.json"
-RUN_ONLY = ("resume", "verbose", "no_track", "max_failures", "compile", "keep")  # how, not what, is computed
+MAY_CHANGE = ("epochs", "resume", "verbose", "no_track", "max_failures", "compile", "keep")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,7 +78,7 @@ def _compare(run_folder: str, config: dict[str, Any], content_hash: str) -> None
     differs = [
         f"{key} {saved.get(key)!r} -> {config.get(key)!r}"
         for key in sorted(set(saved) | set(config))
-        if key not in RUN_ONLY and saved.get(key) != config.get(key)
+        if key not in MAY_CHANGE and saved.get(key) != config.get(key)
     ]
     if differs:
         raise BusnetError(f"--resume: the configuration differs from the run's ({'; '.join(differs)})")
