@@ -66,7 +66,10 @@ def busnet_mentions(text: str) -> list[str]:
 def _mention_error(mention: str) -> str | None:
     """Why a mention is wrong: a command that does not exist, or a flag that command lacks."""
     parser, words = cli.build_parser(), _argv(mention)
-    while words and (subs := [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]):
+    while words and not words[0].startswith("-"):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:  # the command's own arguments (predict's IMAGE files)
+            break
         if words[0] not in subs[0].choices:
             return f"no command {words[0]!r}"
         parser = subs[0].choices[words.pop(0)]
@@ -80,7 +83,7 @@ def _argv(command: str) -> list[str]:
     """The arguments of one `busnet ...` line, up to a shell operator or comment."""
     words = []
     for word in shlex.split(command, comments=True)[1:]:
-        if word in ("|", "&&", ";", ">", "2>&1") or word.startswith((">", "|")):
+        if word in ("|", "&&", "&", ";", ">", "2>&1") or word.startswith((">", "|")):
             break
         words.append(word)
     return words
