@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import io
 import json
 import re
@@ -298,3 +299,57 @@ def test_the_json_summary_alone_is_on_stdout_in_a_child_process(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["images"] == 2 and "wrote 2 images" in done.stderr
+
+
+def test_setup_refuses_a_python_older_than_the_lock_needs(tmp_path):
+    """Before it creates or installs anything: one line naming the version needed and the one found."""
+    fake = tmp_path / "python3.10"
+    fake.write_text('#!/bin/sh\n[ "$1" = --version ] && echo "Python 3.10.12" && exit 0\nexit 1\n')
+    fake.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(ROOT / "setup.sh"), "--test"],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(fake)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert "need Python 3.11 or newer" in done.stderr and "Python 3.10.12" in done.stderr
+    wrong = subprocess.run(["bash", str(ROOT / "setup.sh"), "--tests"], capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "usage: ./setup.sh [--test]" in wrong.stderr
+
+
+@pytest.mark.slow
+def test_train_json_resume_and_predict_masks_from_the_command_line(ray_local, synthetic_dataset, tmp_path, capsys):
+    """One short run through the CLI: --json, the saved configuration, --resume, then masks as files."""
+    out, name = str(tmp_path / "runs"), "r1"
+    argv = ["train", "--data", synthetic_dataset, "--out", out, "--name", name, "--epochs", "1", "--input-size", "64"]
+    argv += ["--cpus-per-worker", "0.5", "--no-track"]
+    summary = _json(capsys, argv)
+    assert summary["best"].endswith("runs/r1/best") and summary["metrics"]["epoch"] == 1
+    saved = yaml.safe_load((tmp_path / "runs" / name / "config.yaml").read_text())
+    assert saved["epochs"] == 1 and saved["data"] == synthetic_dataset and saved["name"] == name
+
+    assert cli.main(argv) == 1  # the name is taken
+    assert "pass --resume" in capsys.readouterr().err
+    assert cli.main([*argv, "--resume", "--lr", "0.01"]) == 1
+    assert "configuration differs (lr None -> 0.01)" in capsys.readouterr().err
+    config = tmp_path / "again.yaml"
+    config.write_text(yaml.safe_dump({**saved, "epochs": 2, "resume": True}))
+    assert _json(capsys, ["train", "--config", str(config)])["metrics"]["epoch"] in (1, 2)
+
+    predictions = tmp_path / "predictions"
+    result = _json(
+        capsys,
+        ["predict", "--checkpoint", summary["best"], "--data", synthetic_dataset, "--out", str(predictions)]
+        + ["--split", "test", "--format", "masks", "--overlay", str(tmp_path / "overlays"), "--bootstrap", "0"],
+    )
+    rows = list(csv.DictReader((predictions / "predictions.csv").open()))
+    assert len(rows) == result["images"] == result["files"]["masks"] == result["files"]["overlays"] > 0
+    from PIL import Image
+
+    for row in rows:
+        mask = Image.open(predictions / row["mask_file"])
+        overlay = Image.open(tmp_path / "overlays" / Path(row["mask_file"]).name.replace("_mask.png", ".overlay.png"))
+        assert mask.mode == "L" and set(mask.getdata()) <= {0, 255} and overlay.size == mask.size
+        assert row["label"] in ("benign", "malignant") and 0 <= float(row["malignant_probability"]) <= 1

@@ -91,10 +91,26 @@ def _environment(tmp_path: Path, token: bool) -> dict:
     return env
 
 
+AGENT_NOT_UP = "No available agent to submit job"  # Ray's answer while a new head's job agent starts
+
+
+def _resubmitting(text: str) -> str:
+    """The block with its `ray job submit` command (as written) run again, as README says to, while the
+    new head answers that its job agent is not up yet (a loaded machine: 10 s of Ray's wait were not enough)."""
+    head, submit = text.split("ray job submit", 1)
+    return (
+        f"{head}for attempt in 1 2 3 4 5 6; do\n"
+        f'  if output=$(ray job submit{submit.rstrip()} 2>&1); then echo "$output"; break; fi\n'
+        f'  echo "$output"; echo "$output" | grep -q "{AGENT_NOT_UP}" || exit 1; sleep 5\n'
+        "done\n"
+    )
+
+
 @contextlib.contextmanager
 def journey(heading: str, cwd: Path, env: dict, timeout: int):
     """Run the README block (after `. .venv/bin/activate`) in its own session; yield the finished process."""
-    script = f"set -e\n. {VENV}/bin/activate\n{block(heading)}"
+    text = block(heading)
+    script = f"set -e\n. {VENV}/bin/activate\n{_resubmitting(text) if 'ray job submit' in text else text}"
     process = subprocess.Popen(
         ["bash", "-c", script],
         cwd=cwd,
