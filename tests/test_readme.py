@@ -46,6 +46,7 @@ def test_readme_reads_in_five_minutes():
 
 def _free(port: int) -> bool:
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -99,9 +100,9 @@ def _resubmitting(text: str) -> str:
     new head answers that its job agent is not up yet (a loaded machine: 10 s of Ray's wait were not enough)."""
     head, submit = text.split("ray job submit", 1)
     return (
-        f"{head}for attempt in 1 2 3 4 5 6; do\n"
+        f"{head}for attempt in $(seq 12); do\n"
         f'  if output=$(ray job submit{submit.rstrip()} 2>&1); then echo "$output"; break; fi\n'
-        f'  echo "$output"; echo "$output" | grep -q "{AGENT_NOT_UP}" || exit 1; sleep 5\n'
+        f'  echo "$output"; echo "$output" | grep -q "{AGENT_NOT_UP}" && [ "$attempt" -lt 12 ] || exit 1; sleep 10\n'
         "done\n"
     )
 
@@ -122,6 +123,7 @@ def journey(heading: str, cwd: Path, env: dict, timeout: int):
     )
     try:
         output, _ = process.communicate(timeout=timeout)
+        (cwd.parent / f"{heading}.log").write_text(output)  # the whole output, for a failure's reader
         yield process.returncode, output
     finally:
         _kill_session(process.pid)

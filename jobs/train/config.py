@@ -66,7 +66,7 @@ class TrainConfig:
         default=None, metadata={"help": "run name (an existing run needs --resume)", "unset": "run-<time>"}
     )
     data: str = field(metadata={"help": "dataset URI (path, file:// or s3://) made by busnet ingest"})
-    out: str = field(metadata={"help": "output URI: runs go to OUT/NAME/"})
+    out: str = field(metadata={"help": "output folder (path, file:// or s3://); what goes where: above"})
     preset: str = field(default="tiny", metadata={"help": "network size", "choices": tuple(PRESETS)})
     variant: str = field(
         default="hybrid",
