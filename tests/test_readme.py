@@ -48,7 +48,7 @@ def _free(port: int) -> bool:
     with socket.socket() as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: TIME_WAIT is no owner
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind(("", port))  # every interface: Ray's agent listens on the node's IP too
         except OSError:
             return False
     return True
@@ -92,6 +92,7 @@ def _environment(tmp_path: Path, token: bool) -> dict:
     return env
 
 
+RAY_START_PORTS = (6379, 8265, 10001, 52365)  # GCS, dashboard, client server, dashboard agent: Ray's defaults
 AGENT_NOT_UP = "No available agent to submit job"  # Ray's answer while a new head's job agent starts
 
 
@@ -150,9 +151,9 @@ def _kill_session(sid: int) -> None:
 @pytest.mark.slow
 def test_submit_a_ray_job_after_the_demo(workdir, tmp_path):
     """With ~/.ray/auth_token there (as after the demo), the README's recipe submits and the job trains."""
-    for port in (6379, 8265):
+    for port in RAY_START_PORTS:
         if not _free(port):
-            pytest.skip(f"port {port} on 127.0.0.1 is taken: the README's `ray start` uses the default ports")
+            pytest.skip(f"port {port} is taken (another Ray?): the README's `ray start` uses Ray's default ports")
     with journey("Submit a Ray job", workdir, _environment(tmp_path, token=True), timeout=560) as (code, output):
         assert code == 0, output[-4000:]
     assert "Authentication required" not in output and "succeeded" in output
