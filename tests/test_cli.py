@@ -333,7 +333,7 @@ def test_train_json_resume_and_predict_masks_from_the_command_line(ray_local, sy
     assert cli.main(argv) == 1  # the name is taken
     assert "pass --resume" in capsys.readouterr().err
     assert cli.main([*argv, "--resume", "--lr", "0.01"]) == 1
-    assert "configuration differs (lr None -> 0.01)" in capsys.readouterr().err
+    assert "the configuration differs from the run's (lr None -> 0.01)" in capsys.readouterr().err
     config = tmp_path / "again.yaml"
     config.write_text(yaml.safe_dump({**saved, "epochs": 2, "resume": True}))
     assert _json(capsys, ["train", "--config", str(config)])["metrics"]["epoch"] in (1, 2)
