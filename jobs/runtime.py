@@ -77,6 +77,9 @@ def quiet_ray(verbose: bool = False) -> None:
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # busnet prints its own progress
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # not "Creating initial MLflow database tables"
+    # Tune's console reporter prints its banners ("View detailed results here", a TensorBoard hint) at any
+    # RunConfig(verbose=...); the legacy one follows verbose=0 (jobs.train.tune), and busnet prints its own lines.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # Notices, not problems: Ray Data's that its bars are off (as asked above), and ray.init's that a
     # new local Ray uses token authentication (its default).
     for name in ("ray.data._internal.progress", "ray._private.authentication.authentication_token_setup"):

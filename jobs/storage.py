@@ -312,6 +312,22 @@ def new_version_name() -> str:
     return f"v-{now:%Y%m%dT%H%M%S}-{now:%f}-{uuid.uuid4().hex[:4]}"
 
 
+def point_to(uri: str, version: str) -> str:
+    """Make `version` (a complete folder under `<uri>/versions/`) the current one: the pointer swap of
+    `publish_dir` alone, so promoting or rolling back deletes and copies nothing. Returns its URI."""
+    uri = str(uri).rstrip("/")
+    target = f"{VERSIONS_DIR}/{version}"
+    if (version, True) not in versions(uri):
+        known = ", ".join(name for name, complete in versions(uri) if complete) or "none"
+        raise BusnetError(f"{uri}: no complete version {version!r} (complete versions: {known})")
+    fs, path = filesystem(uri)
+    try:
+        _write_whole(fs, f"{path}/{COMPLETE_MARKER}", target.encode())
+    except OSError as exc:
+        raise _explain(uri, exc) from exc
+    return join(uri, target)
+
+
 def resolve(uri: str) -> str:
     """The folder holding a publication's files: the version `<uri>/_COMPLETE` points to, else `uri`
     itself (a publication from before versions, a version folder, or no publication at all).

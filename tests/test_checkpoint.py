@@ -248,15 +248,17 @@ def test_a_read_during_a_publish_gets_the_old_complete_version(tiny_models, tmp_
     _, config = load_checkpoint(uri)
     assert config["weights_sha256"] == old_sha  # ...and no reader sees it
     assert load_model(uri, load_checkpoint, torch.device("cpu"), "fp32").config["weights_sha256"] == old_sha
-    assert main(["models", "list", uri]) == 0
+    assert main(["models", "list", "--checkpoint", uri]) == 0
     listing = capsys.readouterr().out.splitlines()
     assert listing[1].split()[:2] == ["*", first.rsplit("/", 1)[1]] and "0.5000" in listing[1]
     assert "(incomplete)" in listing[2]
 
     second = storage.publish_dir(new, uri, keep=None)
     assert load_checkpoint(uri)[1]["weights_sha256"] == new_sha
-    assert main(["models", "list", uri, "--json"]) == 0
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert main(["models", "list", "--checkpoint", uri, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)  # one object, nothing else on stdout
+    rows = summary["versions"]
+    assert summary["current"] == second.rsplit("/", 1)[1]
     assert [(r["uri"], r["current"], (r["metrics"] or {}).get("val_auc")) for r in rows] == [
         (first, False, 0.5),
         (rows[1]["uri"], False, None),  # the killed upload stays until its lease is over: it could be a live writer's
@@ -270,9 +272,9 @@ def test_models_list_of_a_checkpoint_from_before_versions(swin_checkpoint, tmp_p
 
     flat = _copy(swin_checkpoint, tmp_path)
     (flat / "_COMPLETE").write_text("")
-    assert main(["models", "list", str(flat)]) == 0
+    assert main(["models", "list", "--checkpoint", str(flat)]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["*", "-"]
-    assert main(["models", "list", str(tmp_path / "nothing")]) == 1
+    assert main(["models", "list", "--checkpoint", str(tmp_path / "nothing")]) == 1
     assert "no checkpoint published here" in capsys.readouterr().err
 
 

@@ -37,8 +37,8 @@ def test_onnx_runtime_equals_pytorch_on_real_images(variant, backbone, busi_samp
     from models.preprocess import Preprocessing, decode_image, preprocess_image
 
     checkpoint = _checkpoint(tmp_path / "ckpt", variant, backbone)
-    out = tmp_path / "model.onnx"
-    assert cli.main(["export", "--checkpoint", checkpoint, "--format", "onnx", "--out", str(out)]) == 0
+    out = tmp_path / "exported" / "model.onnx"  # --out is a folder
+    assert cli.main(["export", "--checkpoint", checkpoint, "--format", "onnx", "--out", str(out.parent)]) == 0
 
     model, config = load_checkpoint(checkpoint)
     preprocessing = Preprocessing.from_dict(config["preprocessing"])
@@ -64,13 +64,16 @@ def test_onnx_runtime_equals_pytorch_on_real_images(variant, backbone, busi_samp
 
 
 def test_export_refuses_an_existing_file_and_names_an_op_onnx_lacks(tmp_path, capsys):
-    existing = tmp_path / "mine.onnx"
+    existing = tmp_path / "mine" / "model.onnx"
+    existing.parent.mkdir()
     existing.write_bytes(b"not busnet's")
     checkpoint = _checkpoint(tmp_path / "vgg", "baseline", "vgg16")
-    assert cli.main(["export", "--checkpoint", checkpoint, "--out", str(existing)]) == 1
+    assert cli.main(["export", "--checkpoint", checkpoint, "--out", str(existing.parent)]) == 1
     assert "already exists" in capsys.readouterr().err and existing.read_bytes() == b"not busnet's"
+    assert cli.main(["export", "--checkpoint", checkpoint, "--out", str(existing)]) == 1
+    assert "is a file; give a folder" in capsys.readouterr().err
 
-    assert cli.main(["export", "--checkpoint", checkpoint, "--out", str(tmp_path / "vgg.onnx")]) == 1
+    assert cli.main(["export", "--checkpoint", checkpoint, "--out", str(tmp_path / "vgg-export")]) == 1
     error = capsys.readouterr().err
     assert "tiny/vgg16" in error and "does not export to ONNX" in error and "adaptive_avg_pool2d" in error
-    assert not (tmp_path / "vgg.onnx").exists()
+    assert not (tmp_path / "vgg-export" / "model.onnx").exists()

@@ -186,8 +186,8 @@ def test_more_workers_than_the_cluster_holds_is_refused(ray_local, synthetic_dat
         ]
     )
     assert code == 1
-    error = capsys.readouterr().err.strip()
-    assert "8 training workers needs 8 CPUs" in error and len(error.splitlines()) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after the configuration line
+    assert error.startswith("busnet train: error: ") and "8 training workers needs 8 CPUs" in error
     assert not (tmp_path / "run").exists()
 
 

@@ -15,7 +15,6 @@ the rate a large one gets.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Iterator
@@ -32,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int | None:
+def run(args: argparse.Namespace) -> dict:
     import ray
 
     from jobs.data.dataset import open_dataset
@@ -72,11 +71,8 @@ def run(args: argparse.Namespace) -> int | None:
         "speedup": plain_timing["seconds"] / ray_timing["seconds"],
         "steady_speedup": _ratio(ray_timing["steady_images_per_s"], plain_timing["steady_images_per_s"]),
     }
-    if args.json:
-        print(json.dumps(result), file=args.json_out)
-    else:
-        _print_table(result)
-    return 0
+    _print_table(result)
+    return result
 
 
 def ray_data_pass(fs, files: list[str], preprocessing, limit: int | None) -> Iterator[int]:

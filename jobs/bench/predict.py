@@ -11,22 +11,21 @@ Ray's own start-up is not timed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
+
+from jobs.commands.flags import add_flags
+from jobs.commands.options import PredictOptions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, metavar="URI", help="dataset directory (path, file://, s3://)")
     parser.add_argument("--checkpoint", required=True, metavar="URI", help="checkpoint directory URI")
-    parser.add_argument("--split", choices=("train", "val", "test"), help="time only this split (default: all)")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    parser.add_argument("--workers", type=int, default=None, help="model actors (default: as busnet predict)")
-    parser.add_argument("--gpu", action="store_true", help="one GPU per actor, and the bare loop on the GPU")
+    add_flags(parser, PredictOptions, only=("split", "gpu", "batch_size", "actors"))  # as busnet predict's
 
 
-def run(args: argparse.Namespace) -> int | None:
+def run(args: argparse.Namespace) -> dict:
     import ray
 
     from jobs.errors import BusnetError
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int | None:
             f"{out}/predictions",
             split=args.split,
             gpu=args.gpu,
-            workers=args.workers,
+            workers=args.actors,
             batch_size=args.batch_size,
             n_bootstrap=0,
         )
@@ -72,11 +71,8 @@ def run(args: argparse.Namespace) -> int | None:
         "bare_images_per_s": bare_images / bare_seconds,
         "speedup": bare_seconds / batch_seconds,
     }
-    if args.json:
-        print(json.dumps(result), file=args.json_out)
-    else:
-        _print_table(result)
-    return 0
+    _print_table(result)
+    return result
 
 
 def bare_pass(data_uri: str, checkpoint_uri: str, split: str | None, batch_size: int, gpu: bool) -> tuple[int, str]:

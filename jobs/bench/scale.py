@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="Ray Train workers (default 2)")
 
 
-def run(args: argparse.Namespace) -> int | None:
+def run(args: argparse.Namespace) -> dict:
     from jobs.errors import BusnetError
 
     try:
@@ -67,15 +67,13 @@ def run(args: argparse.Namespace) -> int | None:
                 )
     report = {"input_size": args.input_size, "nodes": args.nodes + 1, "workers": args.workers, "sizes": rows}
     report.update(_targets(rows))
-    if args.json:
-        print(json.dumps(report), file=args.json_out)
-    else:
+    if not args.json:
         print(
             f"images/s spread {100 * report['images_per_s_spread']:.0f}% (target <= 10%); driver peak RSS growth "
             f"{100 * report['driver_rss_growth']:+.0f}% (target <= +10%); fullest node "
             f"{100 * report['max_node_over_share']:+.0f}% over its share (target <= +10%)"
         )
-    return 0
+    return report
 
 
 def _targets(rows: list[dict]) -> dict:

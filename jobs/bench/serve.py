@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -48,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> dict:
     import requests
 
     from jobs.runtime import free_port
@@ -108,11 +107,8 @@ def run(args: argparse.Namespace) -> int:
             None,
         ),
     }
-    if args.json:
-        print(json.dumps(report), file=args.json_out)
-    else:
-        print(_table(report))
-    return 0
+    print(_table(report))
+    return report
 
 
 def bare_baselines(checkpoint: str, body: bytes, batch_size: int, threads: int, budget_s: float) -> dict:

@@ -236,7 +236,7 @@ def _flops(model, config: dict, peak_tflops: float | None) -> dict:
     }
 
 
-def run(args: argparse.Namespace) -> int | None:
+def run(args: argparse.Namespace) -> dict:
     from jobs.errors import BusnetError
     from jobs.runtime import init_ray
     from models import build_model
@@ -298,9 +298,6 @@ def run(args: argparse.Namespace) -> int | None:
         "ray_decode_seconds": ray_result["decode_seconds"],
         "ray_wall_seconds": ray_result["wall_seconds"],
     }
-    if args.json:
-        print(json.dumps(report), file=args.json_out)
-        return 0
     ray_name = f"Ray Train ({args.workers} worker{'s' * (args.workers > 1)}), cached"
     _print_row(ray_name, ray_result, flops)
     print(f"{'ratio ray / bare':<40}{report['ratio_ray_to_bare']:>10.2f}")
@@ -313,7 +310,7 @@ def run(args: argparse.Namespace) -> int | None:
         f"Ray path one-off costs: decoding the split once {report['ray_decode_seconds']:.1f} s; "
         f"wall time incl. worker start {report['ray_wall_seconds']:.1f} s"
     )
-    return 0
+    return report
 
 
 def _print_header(config: dict, flops: dict) -> None:

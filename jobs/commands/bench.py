@@ -1,4 +1,5 @@
-"""Measure the platform: `busnet bench data|train|serve|predict|scale` prints a table (or one JSON object with --json).
+"""Measure the platform: `busnet bench data|train|serve|predict|scale` prints a table (and, with --json, one JSON
+object).
 
 data:  images/s through the Ray Data pipeline vs. a plain single-process loop over the same Parquet (start cost apart).
 train: training images/s of a bare PyTorch loop vs. `busnet train`'s path (Ray Train on the decoded split); DDP share.
@@ -10,9 +11,7 @@ scale: training images/s, driver memory and per-node cache bytes as data grows, 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import sys
 
 BENCHMARKS = {
     "data": "jobs.bench.data",
@@ -41,15 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             name, help=(module.__doc__ or name).strip().splitlines()[0].replace("%", "%%"), description=module.__doc__
         )
         module.add_arguments(bench)
-        bench.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
         bench.set_defaults(_bench=module.run)
 
 
-def run(args: argparse.Namespace) -> int | None:
-    """With --json, stdout carries the one JSON object only (`args.json_out`): Ray prints its processes'
-    log lines to the driver's sys.stdout, so while a benchmark runs sys.stdout is stderr."""
-    if not args.json:
-        return args._bench(args)
-    args.json_out = sys.stdout
-    with contextlib.redirect_stdout(sys.stderr):
-        return args._bench(args)
+def run(args: argparse.Namespace) -> dict:
+    """The benchmark's report; with --json the CLI prints it as the one object on stdout (and, as Ray prints
+    its processes' log lines to the driver's sys.stdout, sends everything else to stderr meanwhile)."""
+    return args._bench(args)

@@ -4,7 +4,9 @@ A field becomes `--field-name` when its metadata has a "help" (and "choices" whe
 default, type and the "(default X)" of its help text come from the field itself. A field whose
 default is None shows its metadata's "unset" text instead ("(default: the preset's)"); a field
 whose type is itself a config dataclass adds that class's flags in its place (TrainConfig.loss ->
---w1 --alpha --gamma). `from_flags` turns the parsed arguments back into the config.
+--w1 --alpha --gamma). Metadata "argparse" passes what a field's type cannot say (nargs, metavar, a
+parsing type, "positional": an argument without `--`). `from_flags` turns the parsed arguments back
+into the config.
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ def add_flags(
         if dataclasses.is_dataclass(kind):
             add_flags(parser, kind)
         elif "help" in field.metadata:
-            parser.add_argument(f"--{field.name.replace('_', '-')}", **_argument(field, kind))
+            extra = dict(field.metadata.get("argparse", {}))
+            if extra.pop("positional", False):
+                argument = _argument(field, kind)
+                argument.pop("required", None)
+                parser.add_argument(field.name, **{**argument, **extra})
+            else:
+                parser.add_argument(f"--{field.name.replace('_', '-')}", **{**_argument(field, kind), **extra})
 
 
 def from_flags(config_type: type[Config], args: argparse.Namespace, **given: Any) -> Config:
@@ -57,6 +65,8 @@ def from_flags(config_type: type[Config], args: argparse.Namespace, **given: Any
 
 def show(value: Any) -> str:
     """A default as the help text shows it: 3.0 -> 3, 1e-05 -> 1e-5."""
+    if isinstance(value, (tuple, list)):
+        return " ".join(show(item) for item in value)
     if isinstance(value, float):
         return re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{value:g}").replace("e+", "e")
     return str(value)
@@ -71,9 +81,10 @@ def _argument(field: dataclasses.Field, kind: type) -> dict[str, Any]:
     if required:
         argument["required"] = True
     else:
-        argument["default"] = field.default
-        if field.default is not None:
-            help_text += f" (default {show(field.default)})"
+        default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        argument["default"] = default
+        if default is not None and default != ():
+            help_text += f" (default {show(default)})"
         elif "unset" in field.metadata:
             help_text += f" (default: {field.metadata['unset']})"
     if "choices" in field.metadata:

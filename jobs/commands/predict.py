@@ -7,109 +7,101 @@ Exits 1 if any image failed (its line says why).
 
 Batch mode (--checkpoint, --data, --out): Ray Data batch inference with model actors over every image
 of a busnet dataset (or one --split) or of a folder of PNG/JPEG/BMP files, streamed to Parquet in
---out/predictions/ (image_id, malignant_probability, label, mask_png, lesion area and box), plus
---out/metrics.json (evaluate's format) for a dataset. A rerun of an interrupted run resumes it; an
---out holding anything else is refused.
+OUT/predictions/ (image_id, malignant_probability, label, mask_png, lesion area and box), plus
+OUT/metrics.json (evaluate's format) for a dataset. --format masks also writes OUT/masks/<image>_mask.png
+(0/255 at the image's own size) and OUT/predictions.csv (with --overlay DIR, the overlays too). A rerun
+of an interrupted run resumes it; an OUT holding anything else is refused.
 
-Examples:
+examples:
   busnet predict --url http://127.0.0.1:8000 scans/*.png --overlay overlays/
-  busnet predict --checkpoint runs/train/demo/best --data runs/data --out runs/predictions
+  busnet predict --checkpoint runs/train/demo/best --data runs/data --out runs/predictions --format masks
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from jobs.commands.flags import add_flags, from_flags
+from jobs.commands.options import PredictOptions
 from jobs.errors import BusnetError
 
 BATCH_FLAGS = ("checkpoint", "data", "out")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="*", metavar="IMAGE", help="PNG, JPEG or BMP files (HTTP client mode)")
-    parser.add_argument("--url", default="http://127.0.0.1:8000", help="the service (default http://127.0.0.1:8000)")
-    parser.add_argument("--overlay", metavar="DIR", help="write <name>.overlay.png files with the mask contour here")
-    parser.add_argument(
-        "--json", action="store_true", help="print each answer as one JSON line (with a `file` field) instead"
-    )
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait per image (default 60)")
-    batch = parser.add_argument_group("batch mode")
-    batch.add_argument("--checkpoint", help="checkpoint directory URI (e.g. a run's best/)")
-    batch.add_argument("--data", help="busnet dataset URI, or a folder (path, file://, s3://) of PNG/JPEG/BMP files")
-    batch.add_argument("--out", help="folder or storage URI for the Parquet predictions (resumed when rerun)")
-    batch.add_argument("--split", choices=("train", "val", "test"), help="only this split of a dataset (default: all)")
-    batch.add_argument("--gpu", action="store_true", help="one GPU per model actor")
-    batch.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
-    batch.add_argument(
-        "--workers", type=int, default=None, help="model actors (default: 2 on CPUs, one per GPU with --gpu)"
-    )
-    batch.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the metrics (default 1000)")
+    add_flags(parser, PredictOptions)
 
 
-def run(args: argparse.Namespace) -> int:
-    given = [f"--{name}" for name in BATCH_FLAGS if getattr(args, name)]
+def run(args: argparse.Namespace) -> dict:
+    options = from_flags(PredictOptions, args)
+    given = [name for name in BATCH_FLAGS if getattr(options, name)]
     if given:
-        if len(given) < len(BATCH_FLAGS) or args.images:
+        if len(given) < len(BATCH_FLAGS) or options.images:
             raise BusnetError("batch mode needs --checkpoint, --data and --out, and no IMAGE arguments")
-        return _run_batch(args)
-    if not args.images:
+        return _run_batch(options)
+    if not options.images:
         raise BusnetError("give IMAGE files (HTTP client mode) or --checkpoint, --data and --out (batch mode)")
-    return _run_client(args)
+    return _run_client(options, json_lines=args.json)
 
 
-def _run_batch(args: argparse.Namespace) -> int:
+def _run_batch(options: PredictOptions) -> dict:
     from jobs.evaluate.batch import predict_archive
     from jobs.evaluate.report import render_summary
 
     result = predict_archive(
-        args.checkpoint,
-        args.data,
-        args.out,
-        split=args.split,
-        gpu=args.gpu,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        n_bootstrap=args.bootstrap,
+        options.checkpoint,
+        options.data,
+        options.out,
+        split=options.split,
+        gpu=options.gpu,
+        workers=options.actors,
+        batch_size=options.batch_size,
+        n_bootstrap=options.bootstrap,
         progress=lambda message: print(f"busnet predict: {message}", file=sys.stderr, flush=True),
     )
-    print(f"{result['images']} images in {args.out} ({result['predicted']} predicted now, {result['skipped']} before)")
+    summary = {"out": options.out, **result}
+    if options.format == "masks":
+        from jobs.commands.masks_out import write_masks
+
+        summary["files"] = write_masks(options.out, options.data, overlay_dir=options.overlay)
+    done = f"{result['predicted']} predicted now, {result['skipped']} before"
+    print(f"{result['images']} images in {options.out} ({done})")
     if result["errors"]:
         print(f"{result['errors']} of them could not be read: their rows say why (column error)")
     if result["metrics"]:
         print(render_summary(result["metrics"]))
-    return 0
+    return summary
 
 
-def _run_client(args: argparse.Namespace) -> int:
+def _run_client(options: PredictOptions, json_lines: bool) -> dict:
+    """One line per image as it comes back; with --json, every answer in the one summary object instead."""
     from serve.client import PredictionFailed, overlay, predict_file, summary
 
-    out_dir = Path(args.overlay) if args.overlay else None
+    out_dir = Path(options.overlay) if options.overlay else None
     if out_dir:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BusnetError(f"cannot create --overlay folder {out_dir}: {exc.strerror}") from exc
-    failed, names = 0, overlay_names(args.images)
-    for name in args.images:
+    answers, names = [], overlay_names(options.images)
+    for name in options.images:
         path = Path(name)
         try:
-            answer = predict_file(args.url, path, timeout_s=args.timeout)
+            answer = predict_file(options.url, path, timeout_s=options.timeout)
             written = None
             if out_dir:
                 written = out_dir / names[name]
                 overlay(path.read_bytes(), answer).save(written)
         except PredictionFailed as exc:
-            failed += 1
-            print(json.dumps({"file": name, "error": str(exc)}) if args.json else f"{name}: error: {exc}", flush=True)
+            answers.append({"file": name, "error": str(exc)})
+            print(f"{name}: error: {exc}", flush=True)
             continue
-        if args.json:
-            print(json.dumps({"file": name, **answer, "overlay": str(written) if written else None}), flush=True)
-        else:
-            print(f"{name}: {summary(answer)}" + (f"  -> {written}" if written else ""), flush=True)
-    return 1 if failed else 0
+        answers.append({"file": name, **answer, "overlay": str(written) if written else None})
+        print(f"{name}: {summary(answer)}" + (f"  -> {written}" if written else ""), flush=True)
+    failed = sum(1 for answer in answers if "error" in answer)
+    return {"images": len(answers), "failed": failed, "predictions": answers}
 
 
 def overlay_names(images: list[str]) -> dict[str, str]:

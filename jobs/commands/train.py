@@ -3,7 +3,8 @@
 Runs on the local Ray (or RAY_ADDRESS). Each epoch: training with kornia augmentation on the worker,
 validation on the val split (or the held-out --fold) with every metric, a checkpoint in the run folder
 OUT/NAME/ (the best --keep by --select are kept); the best checkpoint ends up in OUT/NAME/best/.
-Running again with the same --out and --name resumes after the last checkpoint.
+An existing OUT/NAME is refused unless --resume (same dataset and configuration: the run folder keeps
+config.yaml, every flag's value, usable as --config); the run then goes on after its last checkpoint.
 The objective is the paper's (--w1 * Focal + Dice). The unset training options come from --recipe:
 "busnet" (Adam lr 1e-3, batch 8, 1 warm-up epoch, cosine decay, clipping at 1, early stopping after
 10 epochs without progress, random init, best score) or "paper" (Adam 1e-5, batch 4, ImageNet
@@ -21,28 +22,38 @@ example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from jobs import tracking
+from jobs import storage, tracking
+from jobs.commands import config_file, resume
 from jobs.commands.flags import add_flags, from_flags
 from jobs.errors import BusnetError
 from jobs.train.config import TrainConfig
 
+CONFIG_FILE = True
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, TrainConfig)
+    add_flags(parser, resume.ResumeOptions)
     add_flags(parser, tracking.TrackingOptions)
 
 
-def run(args: argparse.Namespace) -> int | None:
+def run(args: argparse.Namespace) -> dict:
     from jobs.train.driver import train
 
     if args.name is not None and ("/" in args.name or not args.name.strip()):
         raise BusnetError(f"--name {args.name!r}: use a plain name without '/'")
-    with tracking.session("train", args.out, enabled=not args.no_track):
-        outcome = train(from_flags(TrainConfig, args))
+    config = from_flags(TrainConfig, args)
+    config = dataclasses.replace(config, name=config.run_name())  # the folder checked is the one trained in
+    effective = {**config_file.effective(args._parser, args), "name": config.name}
+    resume.start(storage.join(config.out, config.name), effective, config.data, resume=args.resume)
+    config_file.announce("train", effective)
+    with tracking.session("train", config.out, enabled=not args.no_track):
+        outcome = train(config)
     shown = ", ".join(
         f"{k}={v:.4g}" for k, v in outcome.best_metrics.items() if k.startswith("val_") and isinstance(v, float)
     )
     print(f"best checkpoint (epoch {outcome.best_metrics.get('epoch')}): {outcome.best_uri}")
     print(f"  {shown}")
-    return 0
+    return {"run": storage.join(config.out, config.name), "best": outcome.best_uri, "metrics": outcome.best_metrics}

@@ -84,14 +84,16 @@ def _recipes_say(name: str) -> str:
 class TrainConfig:
     """One training run. Hyperparameter defaults are the paper's (3.3); `epochs` is ours (not stated)."""
 
-    name: str | None = field(default=None, metadata={"help": "run name; reuse it to resume", "unset": "run-<time>"})
+    name: str | None = field(
+        default=None, metadata={"help": "run name (an existing run needs --resume)", "unset": "run-<time>"}
+    )
     data: str = field(metadata={"help": "dataset URI (path, file:// or s3://) made by busnet ingest"})
-    out: str = field(metadata={"help": "output URI: runs go to OUT/NAME/"})
+    out: str = field(metadata={"help": "output folder (path, file:// or s3://); what goes where: above"})
     preset: str = field(default="tiny", metadata={"help": "network size", "choices": tuple(PRESETS)})
     variant: str = field(
         default="hybrid",
         metadata={
-            "help": "network variant of the paper's ablation (Table 3), or a Table 2 baseline (with --backbone)",
+            "help": f"network variant of the paper's ablation (Table 3), or {BASELINE}: a Table 2 baseline",
             "choices": (*VARIANTS, BASELINE),
         },
     )

@@ -149,7 +149,11 @@ def _search_and_publish(
             ),
         ),
         run_config=tune.RunConfig(
-            name="tune", storage_path=path, storage_filesystem=fs, callbacks=tracked.tune_callbacks()
+            name="tune",
+            storage_path=path,
+            storage_filesystem=fs,
+            callbacks=tracked.tune_callbacks(),
+            verbose=1 if base.verbose else 0,  # Tune's trial tables, banners and TensorBoard hints: --verbose
         ),
     )
     print(
