@@ -87,6 +87,17 @@ class Dataset:
         except OSError as exc:
             raise BusnetError(f"{self.uri}: cannot read the dataset's shards ({str(exc).splitlines()[0]})") from exc
 
+    def project(self, columns: dict) -> pa.Table:
+        """Computed columns ({name: pyarrow.compute expression}), made batch by batch: a large column
+        (an image, a mask) is read only to compute from, never held whole (e.g. `pc.field("mask").is_valid()`)."""
+        import pyarrow.dataset as pads
+
+        fs, paths = self.shards()
+        try:
+            return pads.dataset(paths, filesystem=fs, format="parquet", schema=SCHEMA).to_table(columns=columns)
+        except OSError as exc:
+            raise BusnetError(f"{self.uri}: cannot read the dataset's shards ({str(exc).splitlines()[0]})") from exc
+
 
 def open_dataset(uri: str) -> Dataset:
     """Resolve `uri`'s current version and read its manifest, once; BusnetError when the dataset is
