@@ -8,8 +8,8 @@ runs in its own process against the cluster (RAY_ADDRESS): it opens the dataset,
 into blocks spread over the nodes (`jobs.data.cache`) and trains two epochs with `--workers`
 data-parallel workers. Reported per size: decode time, training images/s (Ray Train's figure for the
 second epoch: the first pays the workers' start), the driver's peak RSS (its own `getrusage`), and the
-decoded bytes each worker node holds against an even share. Targets: images/s within 10% across sizes, driver peak RSS within +10% from the
-smallest to the largest, each node at most its share + 10%.
+decoded bytes each worker node holds against an even share. Targets: images/s within 10% across sizes,
+driver peak RSS within +10% from the smallest to the largest, each node at most its share + 10%.
 """
 
 from __future__ import annotations
