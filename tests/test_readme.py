@@ -180,10 +180,12 @@ def test_query_the_endpoint_as_written(workdir, tmp_path):
 
 def test_deploy_to_kubernetes_as_far_as_it_runs_here(workdir, tmp_path):
     """The render runs here (the real kubectl); `kubectl apply` needs a cluster with KubeRay."""
-    steps = block("Deploy to Kubernetes").strip().splitlines()
-    assert steps[-1] == "kubectl apply -f busnet-k8s.yaml"
+    render, apply = block("Deploy to Kubernetes").strip().splitlines()
+    assert render.startswith("kubectl kustomize ") and apply.startswith("kubectl apply ")
     env = {**_environment(tmp_path, token=False), "PATH": f"{VENV}/bin:/usr/bin:/bin"}
-    done = subprocess.run(["bash", "-ec", "\n".join(steps[:-1])], cwd=workdir, env=env, capture_output=True, text=True)
+    done = subprocess.run(["bash", "-ec", render], cwd=workdir, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    kinds = re.findall(r"^kind: (\w+)$", (workdir / "busnet-k8s.yaml").read_text(), re.M)
-    assert {"RayCluster", "RayJob", "RayService"} <= set(kinds)
+    rendered = (workdir / "busnet-tune.yaml").read_text()
+    assert "kind: RayJob" in rendered and "namespace: busnet-local" in rendered
+    for path in re.findall(r"-[kf] (\S+)", apply):  # what the second line applies exists
+        assert (workdir / path).exists(), path

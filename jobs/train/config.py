@@ -209,7 +209,7 @@ class TrainConfig:
     baseline_head: str | None = field(
         default=None,
         metadata={
-            "help": f"--variant {BASELINE}'s head: Dense 1, or the authors' (512, dropout 0.3, 64, 1)",
+            "help": f"the {BASELINE} variant's head: Dense 1, or the authors' (512, dropout 0.3, 64, 1)",
             "choices": BASELINE_HEADS,
             "unset": "linear",
         },
