@@ -117,7 +117,7 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
     assert "mean +- sd" in (cv / "cv.md").read_text()
     _assert_tracked(tmp_path, synthetic_dataset)
     capsys.readouterr()
-    assert main(argv) == 0  # everything is there: every fold is reused, nothing trains again
+    assert main([*argv, "--resume"]) == 0  # everything is there: every fold is reused, nothing trains again
     assert capsys.readouterr().out.count("already trained and tested") == 4
     assert len(tracked_runs(tmp_path, "ablation")[1]) == 11 + 3  # a new ablation run and its two cv runs
     stale = cv / "fold-k1of6" / "eval" / "metrics.json"

@@ -47,19 +47,20 @@ def test_the_cache_on_a_multi_node_cluster(synthetic_dataset, tmp_path):
     assert "streaming from Parquet" in found["train_output"] and found["trained_epochs"] == 1, found
 
 
-def _ids_of_share(split, epoch: int, world: int, out: str) -> None:
-    """Ray Train worker: the image ids of this rank's share of `epoch`, loaded from the blocks it touches,
-    written to a file (Ray Train V2 keeps only rank 0's reports)."""
+def _ids_of_shares(split, epochs: tuple[int, ...], world: int, out: str) -> None:
+    """Ray Train worker: the image ids of this rank's share of each epoch, loaded from the blocks it
+    touches, written to a file (Ray Train V2 keeps only rank 0's reports)."""
     import ray
     import ray.train
 
     from jobs.data.cache import epoch_share
 
     rank = ray.train.get_context().get_world_rank()
-    pieces = epoch_share([block.rows for block in split.blocks], seed=0, epoch=epoch, rank=rank, world=world)
-    ids = [str(i) for index, start, stop in pieces for i in split.blocks[index].load_ids()[start:stop]]
-    report = {"ids": ids, "node": ray.get_runtime_context().get_node_id(), "rank": rank}
-    Path(out, f"ids-{epoch}-{rank}.json").write_text(json.dumps(report))
+    for epoch in epochs:
+        pieces = epoch_share([block.rows for block in split.blocks], seed=0, epoch=epoch, rank=rank, world=world)
+        ids = [str(i) for index, start, stop in pieces for i in split.blocks[index].load_ids()[start:stop]]
+        report = {"ids": ids, "node": ray.get_runtime_context().get_node_id(), "rank": rank}
+        Path(out, f"ids-{epoch}-{rank}.json").write_text(json.dumps(report))
     ray.train.report({"rank": rank})
 
 
@@ -100,25 +101,23 @@ def child() -> None:
     try:
         dataset = open_dataset(os.environ["BUSNET_TEST_DATA"])
         pre = Preprocessing(size=64)
-        cache.BLOCK_BYTES = 100_000  # small blocks: several per node for 40 images
-        pipeline.DECODE_BATCH_ROWS = 4
+        pipeline.DECODE_BATCH_ROWS = 4  # decode tasks as small as the blocks (3 rows: two per CPU)
         split = cache.decode_split(dataset, "train", fold=None, preprocessing=pre)
         locations = ray.experimental.get_object_locations([block.ref for block in split.blocks])
         found["blocks"] = len(split.blocks)
         found["nodes_holding_blocks"] = len({node for where in locations.values() for node in where["node_ids"]})
         uncached = sorted(str(row["image_id"]) for row in read_split(dataset, "train", preprocessing=pre).take_all())
 
+        trainer = TorchTrainer(
+            lambda config: _ids_of_shares(split, (1, 2), 2, os.environ["TMP_OUT"]),
+            scaling_config=ray.train.ScalingConfig(
+                num_workers=2, resources_per_worker={"CPU": 2}, placement_strategy="STRICT_SPREAD"
+            ),
+            run_config=ray.train.RunConfig(name="ids", storage_path=os.environ["TMP_OUT"]),
+        )
+        trainer.fit()
         found["epochs"] = []
         for epoch in (1, 2):
-            trainer = TorchTrainer(
-                lambda config: _ids_of_share(split, config["epoch"], 2, os.environ["TMP_OUT"]),
-                train_loop_config={"epoch": epoch},
-                scaling_config=ray.train.ScalingConfig(
-                    num_workers=2, resources_per_worker={"CPU": 2}, placement_strategy="STRICT_SPREAD"
-                ),
-                run_config=ray.train.RunConfig(name=f"ids-{epoch}", storage_path=os.environ["TMP_OUT"]),
-            )
-            trainer.fit()
             reports = [json.loads(Path(os.environ["TMP_OUT"], f"ids-{epoch}-{r}.json").read_text()) for r in (0, 1)]
             every = [i for report in reports for i in report["ids"]]
             found["rank_nodes"] = len({report["node"] for report in reports})

@@ -198,9 +198,12 @@ def test_train_refuses_missing_weights_before_any_worker_starts(tmp_path, monkey
     hub_cache.use_in_process(monkeypatch, tmp_path / "empty-cache")
     argv = ["train", "--data", synthetic_dataset, "--out", str(tmp_path / "runs"), "--preset", "small"]
     assert main([*argv, "--input-size", "64", "--pretrained", "imagenet", "--no-track"]) == 1
-    error = capsys.readouterr().err.strip()
-    assert len(error.splitlines()) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert error[0].startswith("busnet train: configuration: ")  # the effective configuration, then one line
+    assert len(error) == 2 and error[1].startswith("busnet train: error: ")
+    error = error[1]
     assert "timm/resnet26.bt_in1k (resnet26) are not in the Hugging Face cache" in error
     assert main([*argv, "--preset", "tiny", "--recipe", "paper", "--no-track"]) == 1  # the paper recipe: imagenet
     assert "preset 'tiny' narrows timm's resnet26" in capsys.readouterr().err
-    assert not (tmp_path / "runs").exists()
+    # nothing trained: the run folders hold only what --resume compares against (config.yaml, dataset.json)
+    assert {path.name for path in (tmp_path / "runs").rglob("*") if path.is_file()} <= {"config.yaml", "dataset.json"}

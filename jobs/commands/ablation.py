@@ -33,10 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from jobs.data.dataset import open_dataset
     from jobs.evaluate.ablation import render, run_ablation
 
     effective = config_file.effective(args._parser, args)
-    resume.start(args.out, effective, args.data, resume=args.resume)
+    resume.start(args.out, effective, open_dataset(args.data), resume=args.resume)
     config_file.announce("ablation", effective)
     with tracking.session("ablation", args.out, enabled=not args.no_track):
         outcome = run_ablation(from_flags(TrainConfig, args), from_flags(CvOptions, args), args.variants)

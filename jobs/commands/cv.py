@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from jobs.data.dataset import open_dataset
     from jobs.evaluate.cv import cross_validate, render
 
     if args.name is not None and ("/" in args.name or not args.name.strip()):
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> dict:
     config = from_flags(TrainConfig, args)
     config = dataclasses.replace(config, name=config.run_name())
     effective = {**config_file.effective(args._parser, args), "name": config.name}
-    resume.start(storage.join(config.out, config.name), effective, config.data, resume=args.resume)
+    resume.start(storage.join(config.out, config.name), effective, open_dataset(config.data), resume=args.resume)
     config_file.announce("cv", effective)
     with tracking.session("cv", config.out, enabled=not args.no_track):
         outcome = cross_validate(config, from_flags(CvOptions, args))

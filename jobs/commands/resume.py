@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jobs import storage
 from jobs.commands import config_file
 from jobs.errors import BusnetError
+
+if TYPE_CHECKING:
+    from jobs.data.dataset import Dataset
 
 DATASET_FILE = "dataset.json"
 MAY_CHANGE = ("epochs", "resume", "verbose", "no_track", "max_failures", "compile", "keep")
@@ -33,12 +36,10 @@ class ResumeOptions:
     )
 
 
-def start(run_folder: str, config: dict[str, Any], data: str, *, resume: bool) -> None:
+def start(run_folder: str, config: dict[str, Any], dataset: Dataset, *, resume: bool) -> None:
     """Refuse an existing run without `resume`, or a resumed one whose data or configuration differ;
-    then save this configuration and dataset hash in `run_folder`."""
-    from jobs.data.dataset import read_manifest
-
-    content_hash = read_manifest(data)["content_hash"]
+    then save this configuration and dataset hash in `run_folder`. `dataset`: the command's one open."""
+    content_hash, data = dataset.content_hash, dataset.uri
     taken = _has_run(run_folder)
     if taken and not resume:
         raise BusnetError(

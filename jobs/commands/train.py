@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from jobs.data.dataset import open_dataset
     from jobs.train.driver import train
 
     if args.name is not None and ("/" in args.name or not args.name.strip()):
@@ -47,10 +48,11 @@ def run(args: argparse.Namespace) -> dict:
     config = from_flags(TrainConfig, args)
     config = dataclasses.replace(config, name=config.run_name())  # the folder checked is the one trained in
     effective = {**config_file.effective(args._parser, args), "name": config.name}
-    resume.start(storage.join(config.out, config.name), effective, config.data, resume=args.resume)
+    dataset = open_dataset(config.data)  # once, for the resume check and the whole run
+    resume.start(storage.join(config.out, config.name), effective, dataset, resume=args.resume)
     config_file.announce("train", effective)
     with tracking.session("train", config.out, enabled=not args.no_track):
-        outcome = train(config)
+        outcome = train(config, dataset=dataset)
     shown = ", ".join(
         f"{k}={v:.4g}" for k, v in outcome.best_metrics.items() if k.startswith("val_") and isinstance(v, float)
     )

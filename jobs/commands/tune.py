@@ -35,13 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
+    from jobs.data.dataset import open_dataset
     from jobs.train.tune import describe, tune_run
 
     effective = config_file.effective(args._parser, args)
-    resume.start(args.out, effective, args.data, resume=args.resume)
+    dataset = open_dataset(args.data)  # once, for the resume check and every trial
+    resume.start(args.out, effective, dataset, resume=args.resume)
     config_file.announce("tune", effective)
     with tracking.session("tune", args.out, enabled=not args.no_track):
         base = from_flags(TrainConfig, args)
-        outcome = tune_run(base, from_flags(TuneOptions, args))
+        outcome = tune_run(base, from_flags(TuneOptions, args), dataset=dataset)
     print(describe(outcome, base.metric))
     return {"out": args.out, "best": outcome.best_uri, "metrics": outcome.best}

@@ -403,12 +403,15 @@ def publish_checkpoint(checkpoint, uri: str) -> str:
         return storage.publish_dir(clean, uri, keep=None)
 
 
-def train(config: TrainConfig, loop: Callable[[LoopConfig], None] | None = None) -> TrainOutcome:
-    """Check, train, publish the best checkpoint; the whole of `busnet train` (`loop`: see `fit`)."""
+def train(
+    config: TrainConfig, loop: Callable[[LoopConfig], None] | None = None, *, dataset: Dataset | None = None
+) -> TrainOutcome:
+    """Check, train, publish the best checkpoint; the whole of `busnet train` (`loop`: see `fit`;
+    `dataset`: `config.data` already opened by the caller, else opened here)."""
     from jobs.runtime import init_ray, quiet_ray
 
     quiet_ray(config.verbose)  # before anything imports ray.data, which reads its log level then
-    prepared = prepare(config)
+    prepared = prepare(config, dataset)
     name = config.run_name()
     storage.check_publishable(storage.join(config.out, name, "best"))  # refused now, not after training
     init_ray()

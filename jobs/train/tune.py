@@ -19,6 +19,7 @@ import io
 import json
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from jobs import storage, tracking
 from jobs.errors import BusnetError
@@ -36,6 +37,9 @@ from jobs.train.driver import (
 )
 from models.loss_weights import SEARCH_RANGES, LossWeights
 from models.metrics import ERROR_RATES
+
+if TYPE_CHECKING:
+    from jobs.data.dataset import Dataset
 
 TRIAL_CPUS = 0.25  # the trial actor only waits for its trainer; the workers reserve their own CPUs
 # The results table: every validation metric but the error rates (1 - sens, 1 - spec: redundant).
@@ -87,8 +91,9 @@ def _search_algorithm(search: str, seed: int, max_concurrent: int):
     raise BusnetError(f"--search {search!r}: choose one of {', '.join(SEARCHES)}")
 
 
-def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
-    """Search, tabulate, publish; the whole of `busnet tune`, tracked as one run."""
+def tune_run(base: TrainConfig, options: TuneOptions, *, dataset: Dataset | None = None) -> TuneOutcome:
+    """Search, tabulate, publish; the whole of `busnet tune`, tracked as one run (`dataset`: `base.data`
+    already opened by the caller, else opened here)."""
     from ray import tune
 
     from jobs.runtime import init_ray
@@ -100,7 +105,7 @@ def tune_run(base: TrainConfig, options: TuneOptions) -> TuneOutcome:
     except ValueError as exc:
         raise BusnetError(str(exc)) from None
     search_alg = _search_algorithm(options.search, base.seed, options.max_concurrent)
-    prepared = prepare(base)
+    prepared = prepare(base, dataset)
     init_ray()
     per_trial = TRIAL_CPUS + base.workers * base.cpus_per_worker
     check_cluster(
