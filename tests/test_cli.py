@@ -227,23 +227,25 @@ def test_config_only_where_it_belongs():
 
 
 def test_a_reused_run_needs_resume_and_the_same_data_and_configuration(synthetic_dataset, tmp_path):
-    run = str(tmp_path / "runs" / "a")
+    from jobs.data.dataset import open_dataset
+
+    run, dataset = str(tmp_path / "runs" / "a"), open_dataset(synthetic_dataset)
     config = {"data": synthetic_dataset, "epochs": 3, "lr": 0.001, "verbose": False}
     with pytest.raises(Exception, match="--resume: there is no run"):
-        resume.start(run, config, synthetic_dataset, resume=True)
-    resume.start(run, config, synthetic_dataset, resume=False)
-    resume.start(run, {**config, "lr": 0.002}, synthetic_dataset, resume=False)  # nothing trained yet: still free
+        resume.start(run, config, dataset, resume=True)
+    resume.start(run, config, dataset, resume=False)
+    resume.start(run, {**config, "lr": 0.002}, dataset, resume=False)  # nothing trained yet: still free
     (Path(run) / "epoch-0001").mkdir()
     (Path(run) / "epoch-0001" / "model.safetensors").write_bytes(b"x")
     with pytest.raises(Exception, match="already holds a run: pass --resume"):
-        resume.start(run, config, synthetic_dataset, resume=False)
+        resume.start(run, config, dataset, resume=False)
     with pytest.raises(Exception, match=r"configuration differs.*lr 0.002 -> 0.001"):
-        resume.start(run, config, synthetic_dataset, resume=True)
-    resume.start(run, {**config, "lr": 0.002, "epochs": 4, "verbose": True}, synthetic_dataset, resume=True)
-    dataset = json.loads((Path(run) / resume.DATASET_FILE).read_text())
-    (Path(run) / resume.DATASET_FILE).write_text(json.dumps({**dataset, "content_hash": "0" * 64}))
+        resume.start(run, config, dataset, resume=True)
+    resume.start(run, {**config, "lr": 0.002, "epochs": 4, "verbose": True}, dataset, resume=True)
+    saved = json.loads((Path(run) / resume.DATASET_FILE).read_text())
+    (Path(run) / resume.DATASET_FILE).write_text(json.dumps({**saved, "content_hash": "0" * 64}))
     with pytest.raises(Exception, match="the dataset changed"):
-        resume.start(run, {**config, "lr": 0.002}, synthetic_dataset, resume=True)
+        resume.start(run, {**config, "lr": 0.002}, dataset, resume=True)
     assert (Path(run) / "epoch-0001" / "model.safetensors").read_bytes() == b"x"  # nothing of the run touched
 
 

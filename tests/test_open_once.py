@@ -31,16 +31,15 @@ def pointer_reads(monkeypatch) -> collections.Counter:
     return counts
 
 
-def test_train_follows_the_dataset_pointer_once(ray_local, synthetic_dataset, tmp_path, pointer_reads):
-    from jobs.train.config import TrainConfig
-    from jobs.train.driver import train
+def test_busnet_train_follows_the_dataset_pointer_once(ray_local, synthetic_dataset, tmp_path, pointer_reads):
+    """The whole command: its resume check, the checks before training, decoding, the lineage."""
+    from jobs.cli import main
 
-    config = TrainConfig(
-        data=synthetic_dataset, out=str(tmp_path), name="once", input_size=64, epochs=1, cpus_per_worker=0.5
-    )
-    outcome = train(config)
+    argv = ["train", "--data", synthetic_dataset, "--out", str(tmp_path), "--name", "once", "--input-size", "64"]
+    assert main([*argv, "--epochs", "1", "--cpus-per-worker", "0.5", "--no-track"]) == 0
     assert pointer_reads[synthetic_dataset] == 1, dict(pointer_reads)
-    lineage = json.loads((Path(storage.resolve(outcome.best_uri)) / "lineage.json").read_text())
+    best = storage.join(str(tmp_path), "once", "best")
+    lineage = json.loads((Path(storage.resolve(best)) / "lineage.json").read_text())
     assert lineage["dataset"]["version_uri"] == storage.resolve(synthetic_dataset)
 
 
