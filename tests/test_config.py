@@ -186,9 +186,16 @@ def test_ablation_flags_are_cvs_without_what_each_variant_sets():
 def test_architecture_flags_reach_the_model():
     from models import build_model
 
-    assert TrainConfig(data="d", out="o").architecture() == {}  # the preset decides
+    # the preset decides the network; the recipe only how the AAA gates start
+    assert TrainConfig(data="d", out="o").architecture() == {"aaa_init": "open"}
+    assert TrainConfig(data="d", out="o", recipe="paper").architecture() == {"aaa_init": "identity"}
     argv = ["--data", "d", "--out", "o", "--input-size", "64", "--aaa-gate", "spatial", "--fusion", "bottleneck"]
     config = from_flags(TrainConfig, _subparser("train").parse_args(argv))
-    assert config.architecture() == {"input_size": 64, "aaa_gate": "spatial", "fusion": "bottleneck"}
+    assert config.architecture() == {
+        "input_size": 64,
+        "aaa_gate": "spatial",
+        "aaa_init": "open",
+        "fusion": "bottleneck",
+    }
     overrides = build_model(config.preset, config.variant, **config.architecture()).config["overrides"]
     assert overrides["aaa_gate"] == "spatial" and overrides["fusion"] == "bottleneck"
