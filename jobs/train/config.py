@@ -256,9 +256,13 @@ class TrainConfig:
         return {name: getattr(self, name) for name in PAPER_PROTOCOL}
 
     def architecture(self) -> dict:
-        """The network options given (input size, AAA, fusion): `build_model` overrides of the preset."""
+        """The network options given (input size, AAA, fusion): `build_model` overrides of the preset.
+        A baseline has no AAA gates: the recipe's `aaa_init` is not among its options."""
         names = ("input_size", *ARCHITECTURE_OPTIONS, "baseline_head")
-        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        chosen = {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+        if self.variant == BASELINE:
+            chosen.pop("aaa_init", None)
+        return chosen
 
     def run_name(self) -> str:
         return self.name or time.strftime("run-%Y%m%d-%H%M%S")
