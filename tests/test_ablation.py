@@ -122,7 +122,7 @@ def test_ablation_cross_validates_each_variant_and_tables_them(ray_local, synthe
     assert len(tracked_runs(tmp_path, "ablation")[1]) == 11 + 3  # a new ablation run and its two cv runs
     stale = cv / "fold-k1of6" / "eval" / "metrics.json"
     stale.write_text(json.dumps({**json.loads(stale.read_text()), "format_version": 1}))
-    assert main([*argv, "--no-track"]) == 0  # metrics of an older format: tested again, not trained again
+    assert main([*argv, "--resume", "--no-track"]) == 0  # metrics of an older format: tested again, not trained again
     assert len(tracked_runs(tmp_path, "ablation")[1]) == 11 + 3  # --no-track: nothing recorded
     out = capsys.readouterr().out
     assert out.count("already trained and tested") == 3 and "fold k1of6: testing" in out and "training" not in out
