@@ -79,17 +79,17 @@ class Block:
 
     def load(self) -> dict[str, np.ndarray]:
         """The block's `COLUMNS` (read-only views into the node's object store when it is local)."""
-        from ray.data.block import BlockAccessor
-
-        block = BlockAccessor.for_block(ray.get(self.ref)).slice(self.start, self.stop, copy=False)
-        return BlockAccessor.for_block(block).to_numpy(list(COLUMNS))
+        return self._columns(list(COLUMNS))
 
     def load_ids(self) -> np.ndarray:
         """The image ids of the block's rows (for checks and debugging: training never needs them)."""
+        return self._columns("image_id")
+
+    def _columns(self, names):
         from ray.data.block import BlockAccessor
 
         block = BlockAccessor.for_block(ray.get(self.ref)).slice(self.start, self.stop, copy=False)
-        return BlockAccessor.for_block(block).to_numpy("image_id")
+        return BlockAccessor.for_block(block).to_numpy(names)
 
 
 @dataclass(frozen=True)
