@@ -14,8 +14,10 @@ from typing import Any
 
 from models.limits import MAX_PIXELS
 
-DEFAULT_MAX_BATCH_SIZE = 8
-DEFAULT_BATCH_WAIT_S = 0.01
+# The batching defaults of every way busnet starts Serve (busnet serve, the demo, serve/config.yaml and so
+# the RayService, busnet bench serve); tests/test_serve_units.py holds config.yaml to them.
+DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_BATCH_WAIT_S = 0.005
 DEFAULT_MAX_IMAGE_BYTES = 20_000_000
 # A BMP at the pixel cap (8 MP RGB) is 24 MB; a larger body cannot hold a decodable image.
 MAX_IMAGE_BYTES = 32_000_000

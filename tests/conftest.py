@@ -99,14 +99,22 @@ def unreachable_endpoint(s3_server, closed_endpoint, monkeypatch) -> str:
 
 @pytest.fixture(scope="session")
 def ray_local(s3_server):
-    """The one local Ray of the test session (4 logical CPUs on 127.0.0.1, no dashboard)."""
+    """The one local Ray of the test session (4 logical CPUs on 127.0.0.1, its dashboard on 127.0.0.1),
+    serving through the ingress `busnet serve` takes by default (HAProxy on Linux). That ingress's
+    environment goes to Ray's processes only: this process's own is restored after the start, so the
+    commands a test starts in a subprocess choose theirs (and their own HAProxy ports) as a user's would."""
     import ray
 
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from jobs.runtime import init_ray
+    from serve.ingress import use_ingress
 
+    before = dict(os.environ)
+    use_ingress()
     init_ray(num_cpus=4, object_store_memory=500_000_000)
+    os.environ.clear()
+    os.environ.update(before)
     yield ray
     ray.shutdown()
 

@@ -133,6 +133,25 @@ def test_serving_pods_use_the_read_only_secret_and_training_the_read_write_one(r
             assert _secrets(container) == [] and "env" not in container
 
 
+def test_serving_pods_serve_through_haproxy_as_busnet_serve_does(rendered, monkeypatch):
+    """Each RayService pod's environment (its env and the ConfigMaps it takes) makes Serve run HAProxy, the
+    ingress `busnet serve` takes by default; busnet in such a pod (a joined cluster) reports it. HAProxy
+    answering KubeRay's /-/healthz probe is tests/test_serve.py's."""
+    from serve.ingress import HAPROXY, use_ingress
+
+    configmaps = {obj["metadata"]["name"]: obj.get("data", {}) for obj in _by_kind(rendered, "ConfigMap")}
+    service = _by_kind(rendered, "RayService")[0]["spec"]["rayClusterConfig"]
+    for container in _ray_containers(service):
+        env = {}
+        for source in container.get("envFrom", []):
+            if "configMapRef" in source:
+                env.update(configmaps[source["configMapRef"]["name"]])
+        env.update({item["name"]: item.get("value", "") for item in container.get("env", [])})
+        monkeypatch.setenv("RAY_ADDRESS", "auto")  # inside the pod: the cluster's own Ray
+        monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", env.get("RAY_SERVE_ENABLE_HA_PROXY", "0"))
+        assert use_ingress() == HAPROXY, container["name"]
+
+
 def test_serving_workers_are_probed_on_the_serve_endpoint(rendered):
     service = _by_kind(rendered, "RayService")[0]["spec"]
     serve_port = yaml.safe_load((ROOT / "serve" / "config.yaml").read_text())["http_options"]["port"]

@@ -116,7 +116,8 @@ def test_health_model_and_docs(url, checkpoints):
         assert checkpoints["a"] not in text and "/data/hospital" not in text and "/tmp" not in text
         assert "checkpoint" not in text and "user_config" not in text
     assert info["serving"]["max_batch_size"] == 8 and info["serving"]["torch_threads"] >= 1
-    assert info["serving"]["ingress"] == "proxy"
+    assert info["serving"]["ingress"] == "haproxy"  # the session's Ray serves as `busnet serve` does by default
+    assert requests.get(f"{url}/-/healthz", timeout=30).status_code == 200  # what KubeRay's probes ask
     spec = requests.get(f"{url}/openapi.json", timeout=30).json()
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     assert {"image/png", "application/dicom", "multipart/form-data"} <= set(body)

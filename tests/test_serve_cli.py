@@ -109,8 +109,9 @@ def test_bench_serve_json(ray_local, capsys):
     assert report["levels"][1]["mean_batch_size"] >= 1.0
 
 
-# Refused inside the replica, so HAProxy must pass each status and JSON body through unchanged.
-HOSTILE_BEHIND_HAPROXY = [
+# Refused inside the replica, so the proxy in front must pass each status and JSON body through unchanged
+# (tests/test_serve.py sends every bad input through the default ingress, HAProxy).
+HOSTILE_BEHIND_PROXY = [
     "empty body",
     "not an image",
     "truncated PNG",
@@ -120,14 +121,15 @@ HOSTILE_BEHIND_HAPROXY = [
 ]
 
 
-def test_busnet_serve_behind_haproxy_answers_batches_and_refuses_bad_input(tmp_path, busi_sample):
-    """`busnet serve --ingress haproxy` with its own local Ray (Serve reads the mode when Ray starts)."""
+def test_busnet_serve_behind_the_python_proxy_answers_batches_and_refuses_bad_input(tmp_path, busi_sample):
+    """`busnet serve --ingress proxy`, the ingress that is not the default, with its own local Ray (Serve
+    reads the mode when Ray starts)."""
     from serve.settings import DEFAULT_MAX_IMAGE_BYTES
     from tests.test_serve import BAD_INPUTS, GOOD, post_raw
 
     checkpoint = save_checkpoint(build_model("tiny"), tmp_path / "ckpt")
     env = {key: value for key, value in os.environ.items() if key != "RAY_ADDRESS"}
-    options = ("--ingress", "haproxy", "--max-batch-size", "8", "--batch-wait-ms", "50")
+    options = ("--ingress", "proxy", "--max-batch-size", "8", "--batch-wait-ms", "50")
     with busnet_serve(checkpoint, env, tmp_path / "serve.err", *options) as url:
         images = [path.read_bytes() for path in sorted(busi_sample.glob("*/*).png"))[:8]]
         with ThreadPoolExecutor(8) as pool:
@@ -136,14 +138,14 @@ def test_busnet_serve_behind_haproxy_answers_batches_and_refuses_bad_input(tmp_p
         sha = load_checkpoint(checkpoint)[1]["weights_sha256"]
         assert all(answer.json()["model"]["sha256"] == sha for answer in answers)
         info = requests.get(f"{url}/v1/model", timeout=30).json()
-        assert info["serving"]["ingress"] == "haproxy"
+        assert info["serving"]["ingress"] == "proxy"
         assert info["stats"]["requests"] == 8 and info["stats"]["batches"] < 8  # some of them ran together
-        for case in HOSTILE_BEHIND_HAPROXY:
+        for case in HOSTILE_BEHIND_PROXY:
             send, status = BAD_INPUTS[case]
             response = send(url)
             assert response.status_code == status and list(response.json()) == ["error"], (case, response.text)
         oversized = post_raw(url, b"\0" * (DEFAULT_MAX_IMAGE_BYTES + 1))
         assert oversized.status_code == 413 and list(oversized.json()) == ["error"]
         assert post_raw(url, GOOD).status_code == 200
-    with pytest.raises(requests.ConnectionError):  # HAProxy went with the Ray it ran under
+    with pytest.raises(requests.ConnectionError):  # the proxy went with the Ray it ran under
         requests.get(f"{url}/v1/health", timeout=5)

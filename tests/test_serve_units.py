@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -35,7 +38,7 @@ from serve.predictor import (
     resolve_dtype,
 )
 from serve.public import excerpt, redact_paths
-from serve.settings import REQUEST_TIMEOUT_S, ServeSettings
+from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, REQUEST_TIMEOUT_S, ServeSettings
 
 CONFIG = Path(__file__).resolve().parents[1] / "serve" / "config.yaml"
 
@@ -412,24 +415,67 @@ def test_config_file_is_a_valid_serve_config_whose_import_path_builds():
     (deployment,) = app.deployments
     assert deployment.name == DEPLOYMENT_NAME  # else the overrides would not apply
     settings = ServeSettings.from_user_config(deployment.user_config)
-    assert deployment.max_ongoing_requests >= settings.max_batch_size
+    # The RayService serves with what `busnet serve` and `busnet bench serve` default to.
+    assert (settings.max_batch_size, settings.batch_wait_timeout_s) == (DEFAULT_MAX_BATCH_SIZE, DEFAULT_BATCH_WAIT_S)
+    assert deployment.max_ongoing_requests == 2 * settings.max_batch_size  # as serve.app.build_app
     assert config.http_options.request_timeout_s == REQUEST_TIMEOUT_S  # as `busnet serve` (serve.launch)
     assert deployment.autoscaling_config["max_replicas"] >= deployment.autoscaling_config["min_replicas"]
 
 
-def test_haproxy_ingress_is_refused_where_it_cannot_apply(monkeypatch, ray_local):
+def test_an_ingress_that_cannot_apply_is_refused_and_auto_takes_what_runs(monkeypatch, ray_local):
     from serve.ingress import use_ingress
 
     before = dict(os.environ)
-    use_ingress("proxy")  # the default changes nothing
-    with pytest.raises(BusnetError, match="before this process starts Ray"):
-        use_ingress("haproxy")
+    # This process runs Ray (ray_local): its ingress stays, whatever Serve runs with, and only the other is refused.
+    running = use_ingress("auto")
+    assert running in ("proxy", "haproxy") and use_ingress(running) == running
+    other = "proxy" if running == "haproxy" else "haproxy"
+    with pytest.raises(BusnetError, match=f"this process already runs Ray, which serves with {running}"):
+        use_ingress(other)
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")
-    with pytest.raises(BusnetError, match="cluster's ingress comes from its own environment"):
-        use_ingress("haproxy")
-    monkeypatch.delenv("RAY_ADDRESS")
-    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")  # the user's environment asks for HAProxy
-    with pytest.raises(BusnetError, match="pass --ingress haproxy, or unset it"):
+    monkeypatch.setenv("RAY_SERVE_ENABLE_HA_PROXY", "1")
+    with pytest.raises(BusnetError, match="a cluster's ingress comes from its own environment, which serves with h"):
         use_ingress("proxy")
+    assert use_ingress("auto") == "haproxy"
     monkeypatch.delenv("RAY_SERVE_ENABLE_HA_PROXY")
+    monkeypatch.delenv("RAY_ADDRESS")
+    with pytest.raises(BusnetError, match="--ingress 'nginx': choose one of auto, haproxy, proxy"):
+        use_ingress("nginx")
     assert dict(os.environ) == before
+
+
+def test_auto_ingress_takes_haproxy_before_ray_starts_and_a_folder_of_its_own(tmp_path):
+    """In a fresh process (no Ray yet): `auto` sets HAProxy up with ports and files of its own, so a
+    second busnet serve on the machine does not share Serve's fixed /tmp/haproxy-serve; without the
+    binary `auto` falls back to the Python proxy and `haproxy` is refused in one line."""
+    script = """
+import json, os
+from serve import ingress
+chosen = ingress.use_ingress("auto")
+env = {k: v for k, v in os.environ.items() if k.startswith("RAY_SERVE_")}
+ingress._missing_haproxy_binary = lambda: "no HAProxy binary (test)"
+os.environ.pop("RAY_SERVE_ENABLE_HA_PROXY")
+fallback = ingress.use_ingress("auto")
+try:
+    ingress.use_ingress("haproxy")
+    refused = None
+except Exception as error:
+    refused = str(error)
+print(json.dumps({"chosen": chosen, "env": env, "fallback": fallback, "refused": refused}))
+"""
+    root = Path(__file__).resolve().parents[1]
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=root)
+        for _ in "ab"
+    ]
+    reports = [json.loads(run.stdout.strip().splitlines()[-1]) for run in runs]
+    for report in reports:
+        assert report["chosen"] == "haproxy" and report["env"]["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert report["fallback"] == "proxy" and report["refused"] == "--ingress haproxy: no HAProxy binary (test)"
+        config = Path(report["env"]["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"])
+        assert config.parent.name.startswith("busnet-") and not config.parent.exists()  # gone at exit
+        longest = len(report["env"]["RAY_SERVE_HAPROXY_METRICS_SOCKET_PATH"]) + len("/") + 56  # Serve adds a node id
+        assert longest <= 97  # HAProxy's limit for a socket path
+    first, second = (report["env"] for report in reports)
+    for name in ("RAY_SERVE_HAPROXY_CONFIG_FILE_LOC", "RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_STATS_PORT"):
+        assert first[name] != second[name], name

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from jobs.commands.serve import add_ingress_argument
+from jobs.commands.serve import add_serving_arguments
 from jobs.errors import BusnetError
 
 APP_NAME = "busnet-bench"
@@ -34,14 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint", metavar="URI", help="checkpoint to serve (default: a fresh tiny model saved to a temp dir)"
     )
-    # 32 = two full batches of the default 16 (max_ongoing_requests): one fills while the other runs
+    # 32 = two full default batches (max_ongoing_requests): one fills while the other runs
     parser.add_argument("--concurrency", default="1,4,16,32", help="comma-separated client counts (default 1,4,16,32)")
     parser.add_argument("--requests", type=int, default=200, help="requests per concurrency level (default 200)")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per level at most (default 20)")
-    parser.add_argument("--max-batch-size", type=int, default=16, help="the replica's largest batch (default 16)")
-    parser.add_argument("--batch-wait-ms", type=float, default=5.0, help="batch fill wait (default 5 ms)")
-    parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="CPUs (and torch threads) of the replica")
-    add_ingress_argument(parser)
+    add_serving_arguments(parser)
     parser.add_argument(
         "--image", metavar="PATH", help="image to send (default: a synthetic 500x500 8-bit PNG, BUSI-sized)"
     )

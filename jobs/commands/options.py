@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from jobs.data.dataset import SPLITS
 from jobs.data.ingest.cases import MIXED_POLICIES
 from jobs.data.synth.lesion import DEFAULT_DIFFICULTY
-from serve.ingress import HAPROXY, INGRESSES, PROXY
+from serve.ingress import AUTO, DEFAULT_INGRESS, HAPROXY, INGRESSES, PROXY
 from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, PRECISIONS
 
 PORT = 8000  # the HTTP port of `busnet serve`, the demo and the client's default URL
@@ -164,10 +164,10 @@ class ServeOptions:
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on"})
     port: int = field(default=PORT, metadata={"help": "HTTP port"})
     ingress: str = field(
-        default=PROXY,
+        default=DEFAULT_INGRESS,
         metadata={
-            "help": f"{PROXY}: Ray Serve's Python proxy; {HAPROXY}: HAProxy in front of replicas that take HTTP "
-            "themselves, faster, but each replica then also listens on every interface (serve/README.md)",
+            "help": f"{HAPROXY}: HAProxy in front of replicas that take HTTP themselves (faster); {PROXY}: Ray "
+            f"Serve's Python proxy; {AUTO}: {HAPROXY} where Ray has its binary (Linux), else {PROXY}",
             "choices": INGRESSES,
         },
     )

@@ -1,7 +1,7 @@
 """Serve a checkpoint over HTTP with Ray Serve until Ctrl-C.
 
 Endpoints: POST /v1/predict (an image: raw body with an image/* content type, or multipart field
-`file`), GET /v1/health, GET /v1/model, OpenAPI docs at /docs. Starts a local Ray on 127.0.0.1, or
+`file`), GET /v1/health, GET /v1/model, the OpenAPI schema at /openapi.json. Starts a local Ray on 127.0.0.1, or
 joins the cluster in RAY_ADDRESS. The checkpoint is checked before anything starts. A request gets
 its answer or a 408 within 60 s (serve.settings.REQUEST_TIMEOUT_S, as in serve/config.yaml).
 
@@ -30,9 +30,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_flags(parser, ServeOptions)
 
 
-def add_ingress_argument(parser: argparse.ArgumentParser) -> None:
-    """--ingress, shared with `busnet bench serve` so the benchmark measures what the command runs."""
-    add_flags(parser, ServeOptions, only=("ingress",))
+def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
+    """The replica's serving flags, shared with `busnet bench serve` so that the benchmark measures, at
+    the same defaults, what the command runs."""
+    add_flags(parser, ServeOptions, only=("ingress", "cpus_per_replica", "max_batch_size", "batch_wait_ms"))
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -43,12 +44,15 @@ def run(args: argparse.Namespace) -> dict:
     effective = config_file.effective(args._parser, args)
     args = from_flags(ServeOptions, args)
     _check_arguments(args)
-    use_ingress(args.ingress)
+    ingress = use_ingress(args.ingress)
     if not os.environ.get("RAY_ADDRESS"):
         check_port(args.host, args.port)  # before the checkpoint and Ray: a taken port fails in a second
     model_name = _check_checkpoint(args.checkpoint)
     config_file.announce("serve", effective)
-    print(f"busnet serve: checkpoint {args.checkpoint} ({model_name}) OK; starting Ray Serve", flush=True)
+    print(
+        f"busnet serve: checkpoint {args.checkpoint} ({model_name}) OK; starting Ray Serve ({ingress} ingress)",
+        flush=True,
+    )
     app = build_app(
         args.checkpoint,
         replicas=args.replicas or 1,
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> dict:
     url = None
     try:
         url = start_app(app, args.host, args.port)
-        print(f"busnet serve: {url}/v1/predict  (docs {url}/docs; Ctrl-C to stop)", flush=True)
+        print(f"busnet serve: {url}/v1/predict  (API {url}/openapi.json; Ctrl-C to stop)", flush=True)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
