@@ -95,6 +95,22 @@ def test_shards_are_bounded_and_do_not_change_the_content(synthetic_dataset, tmp
     assert manifest["content_hash"] == read_manifest(synthetic_dataset)["content_hash"]
 
 
+def test_a_reader_gets_its_first_rows_after_one_small_row_group(synthetic_dataset, monkeypatch, tmp_path):
+    """Parquet is read a row group at a time: the first rows of a shard must not wait for all of it."""
+    import pyarrow.parquet as pq
+
+    from jobs.data.ingest import writer
+
+    monkeypatch.setattr(writer, "ROW_GROUP_BYTES", 200_000)  # the fixture's 40 images make one 4 MB group
+    raw = Path(synthetic_dataset).parent / "raw"
+    manifest = ingest({"synthetic": raw}, str(tmp_path / "ds"), progress=False)
+    (name,) = manifest["files"]
+    metadata = pq.ParquetFile(Path(storage.resolve(str(tmp_path / "ds"))) / name).metadata
+    groups = [metadata.row_group(i) for i in range(metadata.num_row_groups)]
+    assert len(groups) > 3 and sum(group.num_rows for group in groups) == metadata.num_rows
+    assert max(group.total_byte_size for group in groups) < 200_000 + 60_000  # at most one image over
+
+
 def test_readers_refuse_incomplete_or_missing_datasets(synthetic_dataset, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(synthetic_dataset, copy)
