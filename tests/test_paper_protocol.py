@@ -73,18 +73,18 @@ def test_train_small_from_imagenet_weights_offline(hub, synthetic_dataset, tmp_p
 
 @pytest.mark.slow
 def test_ablation_gives_every_arm_its_own_imagenet_weights(hub, synthetic_dataset, tmp_path):
-    """Every Table 3 arm, the parameter-matched control and a baseline, one k-fold fold each, to the end."""
+    """An arm of each kind of weights (CNN and Swin, CNN only, Swin only, a timm baseline), one k-fold fold
+    each, to the end. hybrid_noaaa and hybrid_sgate load what hybrid loads (the same two parts) and are
+    left out for the suite's time."""
     env, sha = hub
-    arms = "hybrid,hybrid_noaaa,mt_estan,swin,hybrid_sgate,baseline:densenet121"
+    arms = "hybrid,mt_estan,swin,baseline:densenet121"
     flags = ["--variants", arms, "--pretrained", "imagenet", "--select", "val_loss", *SMALL, "--no-track"]
     done = busnet(env, "ablation", "--data", synthetic_dataset, "--out", str(tmp_path), "--folds", "0", *flags)
     cnn, swin = {"ResNet": "resnet26"}, {"Swin": "swinv2_tiny_window8_256"}
     expected = {
         "hybrid": cnn | swin,
-        "hybrid_noaaa": cnn | swin,
         "mt_estan": cnn,
         "swin": swin,
-        "hybrid_sgate": cnn | swin,
         "baseline-densenet121": {"densenet121": "densenet121"},
     }
     table = json.loads((tmp_path / "ablation.json").read_text())
