@@ -41,7 +41,8 @@ import pyarrow.parquet as pq
 
 from jobs import storage
 from jobs.errors import BusnetError
-from jobs.evaluate.inference import BatchPredictor
+from jobs.evaluate.inference import INFERENCE_BATCH, BatchPredictor
+from jobs.evaluate.intervals import BOOTSTRAP_RESAMPLES
 
 if TYPE_CHECKING:
     from jobs.data.dataset import Dataset
@@ -126,8 +127,8 @@ def predict_archive(
     split: str | None = None,
     gpu: bool = False,
     workers: int | None = None,
-    batch_size: int = 16,
-    n_bootstrap: int = 1000,
+    batch_size: int = INFERENCE_BATCH,
+    n_bootstrap: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     rows_per_part: int = ROWS_PER_PART,
     progress: Callable[[str], None] | None = None,
@@ -228,12 +229,15 @@ class _Source:
         import ray
         from ray.data.expressions import col
 
-        from jobs.data.pipeline import ROW_COLUMNS, read_parquet_files, read_rows
+        from jobs.data.pipeline import DECODE_BATCH_ROWS, ROW_COLUMNS, read_parquet_files, read_rows
 
         if self.dataset is None:
             ids = [i for i in self.image_ids if i not in skip]
             return ray.data.from_items([{"image_id": i} for i in ids]).map_batches(
-                _read_files, fn_kwargs={"root": self.uri, "errors_uri": errors_uri}, batch_size=16, batch_format="numpy"
+                _read_files,
+                fn_kwargs={"root": self.uri, "errors_uri": errors_uri},
+                batch_size=DECODE_BATCH_ROWS,
+                batch_format="numpy",
             )
         if self.split is None:
             rows = read_parquet_files(*self.dataset.shards(), ROW_COLUMNS)

@@ -32,8 +32,8 @@ import numpy as np
 
 from jobs import storage, tracking
 from jobs.errors import BusnetError
-from jobs.evaluate.inference import BatchPredictor
-from jobs.evaluate.intervals import confidence_intervals
+from jobs.evaluate.inference import INFERENCE_BATCH, BatchPredictor
+from jobs.evaluate.intervals import BOOTSTRAP_RESAMPLES, confidence_intervals
 from jobs.evaluate.results import OverlayPool, Predictions
 from models.inference import MASK_THRESHOLD
 from models.metrics import METRICS, PAPER_THRESHOLD
@@ -63,9 +63,9 @@ def evaluate(
     *,
     fold: int | None = None,
     threshold: float | None = None,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = INFERENCE_BATCH,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Evaluate `checkpoint_uri` on `split` of `data_uri`; write metrics.json, predictions.csv,
