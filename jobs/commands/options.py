@@ -134,7 +134,9 @@ class PredictOptions:
     checkpoint: str | None = field(default=None, metadata={"help": "batch mode: checkpoint folder URI"})
     data: str | None = field(
         default=None,
-        metadata={"help": "batch mode: busnet dataset URI, or a folder (path, file://, s3://) of PNG/JPEG/BMP files"},
+        metadata={
+            "help": "batch mode: busnet dataset URI, or a folder (path, file://, s3://) of PNG/JPEG/BMP/DICOM files"
+        },
     )
     out: str | None = field(
         default=None, metadata={"help": "batch mode: folder (path or storage URI) for the predictions; resumed"}
