@@ -32,6 +32,9 @@ RAY_NOISE = "|".join(
         # actor's constructor arguments live in the object store (Train's PreemptionWatcher, Ray Data's actor
         # pools). RAY_BACKEND_LOG_LEVEL would also hide the driver's own, but every process then announces it.
         r"^\[[-\d: ,]+ [EWI] \d+ \d+\] \w+\.cc:\d+: ",
+        r"^\[\w+\.cc : \d+\] RAW: ",  # abseil's, e.g. "[mutex.cc : 452] RAW: Lock blocking" on a busy machine
+        # Tune ends a trial by killing its Train controller; Train's cleaner then frees the trial's CPUs, as it should
+        r"Detected that the Ray Train controller actor \(\w+\) is dead",
         r"worker processes have been started on node",  # the raylet: more workers starting than cores
         r"ServeController\.graceful_shutdown failed",  # the controller Serve's shutdown killed, "retried"
     )
