@@ -21,6 +21,7 @@ import traceback
 from importlib import metadata
 
 from jobs.commands import config_file
+from jobs.runtime import VERBOSE_HELP
 
 # The order in which `busnet --help` lists the commands; a command appears once its module exists.
 COMMAND_ORDER = (
@@ -94,7 +95,7 @@ def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (the summary) on stdout, only that")
     if "--verbose" not in parser._option_string_actions:
-        parser.add_argument("--verbose", action="store_true", help="show Ray's own logs and warnings")
+        parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     parser.set_defaults(_parser=parser)
 
 

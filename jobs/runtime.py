@@ -40,6 +40,7 @@ RAY_NOISE = "|".join(
     )
 )
 _quiet = False  # set by quiet_ray: what Ray prints while the process exits is dropped
+VERBOSE_HELP = "show Ray's own logs, warnings and notices (hidden by default)"  # every command's --verbose
 
 
 def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
