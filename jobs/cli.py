@@ -4,7 +4,7 @@ Each command module defines `add_arguments(parser)` and `run(args) -> dict` and 
 (ray, torch) inside `run`, so that `busnet --help` is instant. `run` prints what people read and
 returns its summary, which `--json` prints as the one JSON object on stdout (everything else then
 goes to stderr); a summary with a non-zero "failed" exits 1. Every command also takes `--verbose`
-(Ray's own logs) and, where a module sets `CONFIG_FILE`, `--config FILE.yaml` (the command prints
+(Ray's own logs, hidden otherwise) and, where a module sets `CONFIG_FILE`, `--config FILE.yaml` (the command prints
 the effective configuration once its checks pass: `config_file.announce`). Failures print one
 line and exit non-zero; set BUSNET_DEBUG=1 to see the traceback.
 """
@@ -21,6 +21,7 @@ import traceback
 from importlib import metadata
 
 from jobs.commands import config_file
+from jobs.runtime import VERBOSE_HELP
 
 # The order in which `busnet --help` lists the commands; a command appears once its module exists.
 COMMAND_ORDER = (
@@ -94,7 +95,7 @@ def leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParse
 def _add_common_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object (the summary) on stdout, only that")
     if "--verbose" not in parser._option_string_actions:
-        parser.add_argument("--verbose", action="store_true", help="show Ray's own logs and warnings")
+        parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     parser.set_defaults(_parser=parser)
 
 
@@ -118,9 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse(argv)
         command = f"busnet {args.command}"
+        from jobs import progress
         from jobs.runtime import quiet_ray
 
         quiet_ray(args.verbose)  # every command, before anything imports ray.data
+        progress.decide()  # bars on a terminal, lines in a log: before --json moves stdout, before Ray starts
         stdout = sys.stdout
         with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
             summary = args._run(args) or {}

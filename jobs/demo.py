@@ -122,13 +122,12 @@ class _Stages:
 
 def run_demo(config: DemoConfig) -> dict:
     """Run every stage; returns the test metrics and the served predictions."""
-    from jobs.runtime import free_port, init_ray, quiet_ray
+    from jobs.runtime import free_port, init_ray
     from serve.app import build_app
     from serve.ingress import use_ingress
     from serve.launch import start_app, stop_app
 
     started = time.perf_counter()
-    quiet_ray()
     paths = DemoPaths.under(config.workdir.absolute())
     config.workdir.mkdir(parents=True, exist_ok=True)
     stages = _Stages(paths, total=6)
@@ -143,7 +142,7 @@ def run_demo(config: DemoConfig) -> dict:
         f"tune: Ray Tune over w1, alpha, gamma ({config.trials} trials x {config.epochs} epochs, tiny preset)"
     )
     tune = _tune(stages, paths, config, ingest)
-    port = free_port(config.port)
+    port, stopped = free_port(config.port), False
     # Serve (its controller, proxy and the replica loading the model) starts while evaluate runs: each
     # takes ~20 s on 2 cores, mostly waiting for new processes, so side by side they take one's time.
     with ThreadPoolExecutor(1, thread_name_prefix="busnet-serve-start") as starter:
@@ -161,6 +160,9 @@ def run_demo(config: DemoConfig) -> dict:
             truth = _test_images(paths, config.predictions)
             predictions = _predict(stages, url, truth, paths.overlays)
             (config.workdir / "predictions.json").write_text(json.dumps(predictions, indent=2))
+            if not config.keep_serving:  # now: what Serve prints as it stops comes before the summary
+                stop_app()
+                stopped = True
 
             print(f"\n=== done; everything is under {config.workdir} ===")
             print(
@@ -173,7 +175,8 @@ def run_demo(config: DemoConfig) -> dict:
                 _wait_for_interrupt(url)
         finally:
             wait([serving])  # a Serve still starting would come up after the shutdown
-            stop_app()
+            if not stopped:
+                stop_app()
     return {"metrics": metrics, "predictions": predictions, "url": url}
 
 

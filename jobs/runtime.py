@@ -12,12 +12,35 @@ good, and the cleaner logs a warning every second.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
 
 LOCAL_MIN_CPUS = 4
 LOCAL_OBJECT_STORE_BYTES = 500_000_000
 START_ATTEMPTS = 2
+# Lines busnet's code prints in Ray workers (epoch lines, "randomly initialised"): never held back by Ray's
+# log deduplication, which merges lines that differ only in their numbers (two trials' "epoch 3/12" lines
+# became one "[repeated 2x across cluster]") and prints what it held when the driver disconnects, after
+# the command's summary.
+OWN_LINES = r"\[busnet |randomly initialised"
+# Ray's notices that tell a busnet user nothing, hidden unless --verbose (Ray's log files keep them).
+RAY_NOISE = "|".join(
+    (
+        # Ray's C++ log lines ("[time E pid tid] core_worker.cc:2465: ...") that workers print: e.g. that an
+        # actor's constructor arguments live in the object store (Train's PreemptionWatcher, Ray Data's actor
+        # pools). RAY_BACKEND_LOG_LEVEL would also hide the driver's own, but every process then announces it.
+        r"^\[[-\d: ,]+ [EWI] \d+ \d+\] \w+\.cc:\d+: ",
+        r"^\[\w+\.cc : \d+\] RAW: ",  # abseil's, e.g. "[mutex.cc : 452] RAW: Lock blocking" on a busy machine
+        # Tune ends a trial by killing its Train controller; Train's cleaner then frees the trial's CPUs, as it should
+        r"Detected that the Ray Train controller actor \(\w+\) is dead",
+        r"worker processes have been started on node",  # the raylet: more workers starting than cores
+        r"ServeController\.graceful_shutdown failed",  # the controller Serve's shutdown killed, "retried"
+    )
+)
+_quiet = False  # set by quiet_ray: what Ray prints while the process exits is dropped
+VERBOSE_HELP = "show Ray's own logs, warnings and notices (hidden by default)"  # every command's --verbose
 
 
 def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None) -> None:
@@ -29,8 +52,12 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     if os.environ.get("RAY_ADDRESS"):
         # Inside a Ray job the job's runtime env applies; a remote cluster has its own storage settings.
         ray.init(address=os.environ["RAY_ADDRESS"])
+        _exit_quietly()
         return
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # gloo on one machine: loopback only
+    # A Train worker's `print` (tqdm_ray's bar updates among them, jobs.progress) goes to its stdout, which
+    # Ray shows on the driver, not through Ray Train's logger, which wraps each update in a log record.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     options = dict(
         # "local": always a Ray of our own; without it Ray joins another local Ray it finds (two busnet
         # commands at once on one machine) and then refuses num_cpus.
@@ -47,6 +74,7 @@ def init_ray(num_cpus: int | None = None, object_store_memory: int | None = None
     for attempt in range(1, START_ATTEMPTS + 1):
         try:
             ray.init(**options)
+            _exit_quietly()
             return
         except Exception as exc:
             # Ray gives a node 30 s to start, which an overloaded machine can miss; and the dashboard's
@@ -68,11 +96,17 @@ def point_at_own_cluster() -> None:
 
 
 def quiet_ray(verbose: bool = False) -> None:
-    """Keep Ray's and MLflow's own INFO chatter (Ray Data's execution plans, deprecation warnings of
-    its actors) off the console unless `verbose`; set before `init_ray`, as Ray's processes inherit the environment.
-    Ray Train's own logs follow `RunConfig(logging_config=...)`; warnings and errors still show."""
+    """Keep Ray's and MLflow's own chatter (Ray Data's execution plans, deprecation warnings of its
+    actors, C++ log lines, the raylet's notices, Tune's timing hints) off the console unless `verbose`,
+    and busnet's own worker lines out of Ray's log deduplication (`OWN_LINES`) always. Call before
+    anything imports ray (its constants read the environment then) and before `init_ray` (Ray's
+    processes inherit the environment). Ray Train's own logs follow `RunConfig(logging_config=...)`."""
+    global _quiet
+    os.environ.setdefault("RAY_DEDUP_LOGS_ALLOW_REGEX", OWN_LINES)
     if verbose:
         return
+    _quiet = True
+    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", RAY_NOISE)
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")  # busnet prints its own progress
     os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
@@ -84,6 +118,27 @@ def quiet_ray(verbose: bool = False) -> None:
     # new local Ray uses token authentication (its default).
     for name in ("ray.data._internal.progress", "ray._private.authentication.authentication_token_setup"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # "The `process_trial_result` operation took 0.9 s, which may be a performance bottleneck": a hint to
+    # Tune's developers, four lines per reported epoch on a busy machine.
+    logging.getLogger("ray.tune.utils.util").setLevel(logging.ERROR)
+
+
+def _exit_quietly() -> None:
+    """Unless `verbose`, disconnect quietly at exit; registered after ray's own exit hook, so run before it."""
+    if _quiet:
+        atexit.register(_disconnect_quietly)
+
+
+def _disconnect_quietly() -> None:
+    """At exit: disconnect from Ray with its output dropped. The command has printed its summary; what
+    Ray prints while disconnecting (the log lines its deduplication held back, late notices) would come
+    after it."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        ray.shutdown()
 
 
 def free_port(preferred: int | None = None) -> int:

@@ -8,6 +8,7 @@ Serve and its other apps keep running); a local Serve is shut down with the proc
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -37,6 +38,7 @@ def start_app(
     if not os.environ.get("RAY_ADDRESS"):
         check_port(host, port)  # a joined cluster's proxy may already listen there: that is fine
     init_ray()
+    logging.getLogger("ray.serve").setLevel(log_level)  # Serve's lines on this side too ("Started Serve ...")
     logging_config = {"log_level": log_level}
     http_options = {"host": host, "port": port, "request_timeout_s": REQUEST_TIMEOUT_S}
     serve.start(http_options=http_options, logging_config=logging_config)

@@ -4,6 +4,7 @@ prints one object, --version, --config files, explicit --resume, promote/rollbac
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import csv
 import io
@@ -176,6 +177,34 @@ def test_one_meaning_per_flag_name():
         assert "--json" in options and "--verbose" in options, words
     models = cli.build_parser().parse_args(["models", "list", "--checkpoint", "c"])
     assert models.checkpoint == "c"
+
+
+# Library parameters that commands fill from their flags: a literal default there would be a second home.
+FLAG_FILLED = ("batch_size", "n_bootstrap", "n_resamples", "bootstrap")
+
+
+def test_library_functions_take_their_defaults_from_the_one_constant():
+    """evaluate/predict's batch size and bootstrap resamples: a module constant that the flags use too."""
+    retyped = []
+    for path in sorted(p for folder in ("jobs", "serve", "models") for p in (ROOT / folder).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            arguments = node.args.posonlyargs + node.args.args
+            pairs = [*zip(arguments[len(arguments) - len(node.args.defaults) :], node.args.defaults)]
+            pairs += [(a, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
+            retyped += [
+                f"{path.relative_to(ROOT)}: {node.name}({argument.arg}={default.value})"
+                for argument, default in pairs
+                if argument.arg in FLAG_FILLED and isinstance(default, ast.Constant) and type(default.value) is int
+            ]
+    assert not retyped, "defaults retyped instead of named once:\n" + "\n".join(retyped)
+    from jobs.evaluate.inference import INFERENCE_BATCH
+    from jobs.evaluate.intervals import BOOTSTRAP_RESAMPLES
+
+    for argv in (["evaluate", "--data", "d", "--checkpoint", "c", "--out", "o"], ["predict"]):
+        args = cli.parse(argv)
+        assert (args.batch_size, args.bootstrap) == (INFERENCE_BATCH, BOOTSTRAP_RESAMPLES)
 
 
 def test_version(capsys):

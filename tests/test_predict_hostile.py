@@ -1,5 +1,6 @@
 """`busnet predict --data`: what an earlier run recorded is reused only for the same dataset content,
-and an image that cannot be read is an error row, not the end of the run (each failed before)."""
+and an image that cannot be read (a hostile DICOM file too) is an error row, not the end of the run
+(each failed before)."""
 
 from __future__ import annotations
 
@@ -82,12 +83,18 @@ def test_a_dataset_reingested_at_the_same_uri_is_not_resumed(ray_local, syntheti
 
 
 def test_unreadable_images_of_a_folder_are_error_rows_and_the_run_goes_on(ray_local, checkpoint, tmp_path):
-    """Before: the first unreadable or over-limit image stopped the whole run, and every rerun."""
+    """Before: the first unreadable or over-limit image stopped the whole run, and every rerun; `.dcm`
+    files were not listed; `--format masks --overlay` stopped at the first image without a prediction.
+    A DICOM file is predicted as the PNG of its pixels is; a hostile one is refused by models.dicom."""
+    from jobs.commands.masks_out import write_masks
     from jobs.evaluate.batch import predict_archive
+    from tests.dicom_files import gray8, texts_of, unsupported
 
     folder = tmp_path / "scans"
-    folder.mkdir()
-    good = np.random.default_rng(0).integers(0, 256, (80, 100), dtype=np.uint8)
+    (folder / "exam").mkdir(parents=True)
+    dicom, good = gray8(0)
+    (folder / "exam" / "IM0001.dcm").write_bytes(dicom)
+    (folder / "video.dcm").write_bytes(unsupported(1))  # H.264: no decoder, refused before a pixel is read
     (folder / "a.png").write_bytes(_png(good))
     (folder / "b.png").write_bytes(_png(good[::-1]))
     (folder / "truncated.png").write_bytes(_png(good)[:200])
@@ -95,15 +102,25 @@ def test_unreadable_images_of_a_folder_are_error_rows_and_the_run_goes_on(ray_lo
     (folder / "thin.png").write_bytes(_png(np.zeros((4, 2000), np.uint8)))
     out = tmp_path / "out"
     result = predict_archive(checkpoint, str(folder), str(out), batch_size=2)
-    assert (result["images"], result["predicted"], result["errors"]) == (5, 5, 3)
+    assert (result["images"], result["predicted"], result["errors"]) == (7, 7, 4)
     rows = _rows(out)
     assert {i: r["error"] for i, r in rows.items() if r["error"]} == {
         "notes.png": "not a PNG, JPEG or BMP image",
         "thin.png": "too thin: 2000x4 is more elongated than 8:1",
         "truncated.png": rows["truncated.png"]["error"],
+        "video.dcm": rows["video.dcm"]["error"],
     }
     assert rows["truncated.png"]["error"].startswith("corrupt or truncated PNG image")
+    assert rows["video.dcm"]["error"].startswith("unsupported DICOM transfer syntax")
     assert all(rows[i]["malignant_probability"] is not None and rows[i]["error"] is None for i in ("a.png", "b.png"))
     assert rows["thin.png"]["malignant_probability"] is None and rows["thin.png"]["label"] is None
+    scan, same = rows["exam/IM0001.dcm"], rows["a.png"]
+    assert scan["malignant_probability"] == pytest.approx(same["malignant_probability"], abs=1e-5)
+    assert (scan["height"], scan["width"]) == good.shape and scan["mask_png"] == same["mask_png"]
+    assert not any(text in json.dumps(rows, default=str) for text in texts_of(dicom))  # no patient data out
+    files = write_masks(str(out), str(folder), overlay_dir=str(tmp_path / "overlays"))
+    assert (files["masks"], files["overlays"]) == (3, 3)
+    overlay = Image.open(tmp_path / "overlays" / "exam__IM0001.overlay.png")
+    assert overlay.size == Image.open(out / "masks" / "exam__IM0001_mask.png").size == (good.shape[1], good.shape[0])
     again = predict_archive(checkpoint, str(folder), str(out))
-    assert (again["predicted"], again["skipped"], again["errors"]) == (0, 5, 3)  # not retried, not fatal
+    assert (again["predicted"], again["skipped"], again["errors"]) == (0, 7, 4)  # not retried, not fatal

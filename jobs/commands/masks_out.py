@@ -68,10 +68,12 @@ def _cell(value) -> str:
 
 
 def _write_overlays(rows: list[dict], data: str, folder: Path) -> int:
-    """The image with its predicted contour, read from the folder of images or the dataset it came from."""
+    """The image with its predicted contour, read from the folder of images or the dataset it came from;
+    none for an image without a prediction (unreadable: its row says why)."""
     from serve.client import overlay
 
     folder.mkdir(parents=True, exist_ok=True)
+    rows = [row for row in rows if row["malignant_probability"] is not None]
     images = _images(data, [row["image_id"] for row in rows])
     for row in rows:
         answer = {

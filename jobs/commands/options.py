@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from jobs.data.dataset import SPLITS
 from jobs.data.ingest.cases import MIXED_POLICIES
 from jobs.data.synth.lesion import DEFAULT_DIFFICULTY
+from jobs.evaluate.inference import INFERENCE_BATCH
+from jobs.evaluate.intervals import BOOTSTRAP_RESAMPLES
 from serve.ingress import AUTO, DEFAULT_INGRESS, HAPROXY, INGRESSES, PROXY
 from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, PRECISIONS
 
 PORT = 8000  # the HTTP port of `busnet serve`, the demo and the client's default URL
-INFERENCE_BATCH = 16  # images per forward pass of evaluate and batch predict
-BOOTSTRAP = 1000  # bootstrap resamples of the 95% intervals
 PREDICT_FORMATS = ("parquet", "masks")
 EXPORT_FORMATS = ("onnx",)
 
@@ -106,7 +106,9 @@ class EvaluateOptions:
             "unset": "the checkpoint's",
         },
     )
-    bootstrap: int = field(default=BOOTSTRAP, metadata={"help": "bootstrap resamples for the 95% intervals; 0 = off"})
+    bootstrap: int = field(
+        default=BOOTSTRAP_RESAMPLES, metadata={"help": "bootstrap resamples for the 95% intervals; 0 = off"}
+    )
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
     batch_size: int = field(default=INFERENCE_BATCH, metadata={"help": "images per forward pass"})
 
@@ -132,7 +134,9 @@ class PredictOptions:
     checkpoint: str | None = field(default=None, metadata={"help": "batch mode: checkpoint folder URI"})
     data: str | None = field(
         default=None,
-        metadata={"help": "batch mode: busnet dataset URI, or a folder (path, file://, s3://) of PNG/JPEG/BMP files"},
+        metadata={
+            "help": "batch mode: busnet dataset URI, or a folder (path, file://, s3://) of PNG/JPEG/BMP/DICOM files"
+        },
     )
     out: str | None = field(
         default=None, metadata={"help": "batch mode: folder (path or storage URI) for the predictions; resumed"}
@@ -153,7 +157,9 @@ class PredictOptions:
         default=None,
         metadata={"help": "batch mode: model actors", "unset": "2 on CPUs, one per GPU with --gpu"},
     )
-    bootstrap: int = field(default=BOOTSTRAP, metadata={"help": "batch mode: bootstrap resamples of the metrics"})
+    bootstrap: int = field(
+        default=BOOTSTRAP_RESAMPLES, metadata={"help": "batch mode: bootstrap resamples of the metrics"}
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

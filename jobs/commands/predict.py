@@ -6,7 +6,7 @@ DIR/<name>.overlay.png: the image with the predicted lesion contour drawn in red
 Exits 1 if any image failed (its line says why).
 
 Batch mode (--checkpoint, --data, --out): Ray Data batch inference with model actors over every image
-of a busnet dataset (or one --split) or of a folder of PNG/JPEG/BMP files, streamed to Parquet in
+of a busnet dataset (or one --split) or of a folder of PNG/JPEG/BMP/DICOM (.dcm) files, streamed to Parquet in
 OUT/predictions/ (image_id, malignant_probability, label, mask_png, lesion area and box), plus
 OUT/metrics.json (evaluate's format) for a dataset. --format masks also writes OUT/masks/<image>_mask.png
 (0/255 at the image's own size) and OUT/predictions.csv (with --overlay DIR, the overlays too). A rerun

@@ -1,6 +1,6 @@
 """Batch inference over a whole archive: `busnet predict --checkpoint URI --data URI --out URI`.
 
-The images (every row of a busnet dataset, or of one split; or every PNG/JPEG/BMP file under a
+The images (every row of a busnet dataset, or of one split; or every PNG/JPEG/BMP/DICOM file under a
 folder) stream through Ray Data: decode + preprocess in CPU tasks (`jobs.data.pipeline.decoded`, the
 training code), then `map_batches` into a pool of actors that each load the checkpoint once
 (`ArchivePredictor`, built on evaluate's `BatchPredictor` and so on `models.inference.predict`).
@@ -30,7 +30,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -41,7 +40,9 @@ import pyarrow.parquet as pq
 
 from jobs import storage
 from jobs.errors import BusnetError
-from jobs.evaluate.inference import BatchPredictor
+from jobs.evaluate.inference import INFERENCE_BATCH, BatchPredictor
+from jobs.evaluate.intervals import BOOTSTRAP_RESAMPLES
+from jobs.progress import Meter
 
 if TYPE_CHECKING:
     from jobs.data.dataset import Dataset
@@ -51,8 +52,7 @@ JOB_FILE = "predict.json"
 PARTS_DIR = "predictions"
 METRICS_FILE = "metrics.json"
 ROWS_PER_PART = 256  # ~0.3 MB of Parquet with masks: few files, little lost to a kill
-PROGRESS_EVERY_S = 5.0
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".dcm", ".dicom")  # DICOM: models.dicom, its first frame
 FOLDER_SOURCE = "images"  # the `source` of images read from a folder
 SCHEMA = pa.schema(
     [
@@ -126,8 +126,8 @@ def predict_archive(
     split: str | None = None,
     gpu: bool = False,
     workers: int | None = None,
-    batch_size: int = 16,
-    n_bootstrap: int = 1000,
+    batch_size: int = INFERENCE_BATCH,
+    n_bootstrap: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     rows_per_part: int = ROWS_PER_PART,
     progress: Callable[[str], None] | None = None,
@@ -228,12 +228,15 @@ class _Source:
         import ray
         from ray.data.expressions import col
 
-        from jobs.data.pipeline import ROW_COLUMNS, read_parquet_files, read_rows
+        from jobs.data.pipeline import DECODE_BATCH_ROWS, ROW_COLUMNS, read_parquet_files, read_rows
 
         if self.dataset is None:
             ids = [i for i in self.image_ids if i not in skip]
             return ray.data.from_items([{"image_id": i} for i in ids]).map_batches(
-                _read_files, fn_kwargs={"root": self.uri, "errors_uri": errors_uri}, batch_size=16, batch_format="numpy"
+                _read_files,
+                fn_kwargs={"root": self.uri, "errors_uri": errors_uri},
+                batch_size=DECODE_BATCH_ROWS,
+                batch_format="numpy",
             )
         if self.split is None:
             rows = read_parquet_files(*self.dataset.shards(), ROW_COLUMNS)
@@ -320,23 +323,22 @@ def _stream(predicted, out_uri: str, total: int, rows_per_part: int, say: Callab
     """Write the predicted rows as they come, `rows_per_part` a file, and say how far it got."""
     run = uuid.uuid4().hex[:8]  # a rerun never reuses an earlier run's file names
     pending = SCHEMA.empty_table()
-    written, parts, started, last_report = 0, 0, time.monotonic(), 0.0
+    parts, meter = 0, Meter(total, "images predicted", say)
 
     def write(part: pa.Table) -> None:
-        nonlocal written, parts, last_report
+        nonlocal parts
         _write_part(storage.join(out_uri, PARTS_DIR, f"part-{run}-{parts:05d}.parquet"), part)
-        written, parts = written + part.num_rows, parts + 1
-        if time.monotonic() - last_report >= PROGRESS_EVERY_S or written == total:
-            say(f"  {written}/{total} images predicted ({written / (time.monotonic() - started):.1f} images/s)")
-            last_report = time.monotonic()
+        parts += 1
 
     for batch in predicted.iter_batches(batch_size=None, batch_format="pyarrow"):
+        meter.add(batch.num_rows)
         pending = pa.concat_tables([pending, batch.cast(SCHEMA)])
         while pending.num_rows >= rows_per_part:
             write(pending.slice(0, rows_per_part))
             pending = pending.slice(rows_per_part)
     if pending.num_rows:
         write(pending)
+    meter.close()
 
 
 def _write_part(uri: str, table: pa.Table) -> None:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+INFERENCE_BATCH = 16  # images per forward pass of evaluate and batch predict by default (`--batch-size`)
+
 if TYPE_CHECKING:
     from models.inference import Prediction
 

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+BOOTSTRAP_RESAMPLES = 1000  # the intervals' resamples by default (evaluate, predict; `--bootstrap`)
+
 
 def case_weights(case_ids: Sequence[str], n_resamples: int, seed: int) -> np.ndarray:
     """[n_resamples, n_images] weights: how often each image's case was drawn in each resample."""
@@ -118,7 +120,7 @@ def confidence_intervals(
     case_ids: Sequence[str],
     *,
     per_image: dict[str, np.ndarray] | None = None,
-    n_resamples: int = 1000,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     level: float = 0.95,
 ) -> dict[str, dict]:

@@ -32,9 +32,10 @@ import numpy as np
 
 from jobs import storage, tracking
 from jobs.errors import BusnetError
-from jobs.evaluate.inference import BatchPredictor
-from jobs.evaluate.intervals import confidence_intervals
+from jobs.evaluate.inference import INFERENCE_BATCH, BatchPredictor
+from jobs.evaluate.intervals import BOOTSTRAP_RESAMPLES, confidence_intervals
 from jobs.evaluate.results import OverlayPool, Predictions
+from jobs.progress import Meter
 from models.inference import MASK_THRESHOLD
 from models.metrics import METRICS, PAPER_THRESHOLD
 
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
     from jobs.data.dataset import Dataset
 
 FORMAT_VERSION = 2  # of metrics.json; 2 added auc_hard and the paper_protocol block
-PROGRESS_EVERY_S = 5.0
 CPU_ACTORS = 2
 KEPT_COLUMNS = {
     "image_id": str,
@@ -63,9 +63,9 @@ def evaluate(
     *,
     fold: int | None = None,
     threshold: float | None = None,
-    n_bootstrap: int = 1000,
+    n_bootstrap: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int = INFERENCE_BATCH,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Evaluate `checkpoint_uri` on `split` of `data_uri`; write metrics.json, predictions.csv,
@@ -264,18 +264,23 @@ def _predict(
     )
     parts: dict[str, list[np.ndarray]] = {}
     overlays = OverlayPool()
-    done, last_report = 0, time.monotonic()
+    meter = Meter(_count(dataset, split, fold), "images predicted", say)
     for batch in predicted.iter_batches(batch_size=None, batch_format="numpy"):
         for name in KEPT_COLUMNS:
             if name in batch:
                 parts.setdefault(name, []).append(np.asarray(batch[name]))
         if "dsc" in batch:
             overlays.offer(batch)
-        done += len(batch["image_id"])
-        if time.monotonic() - last_report >= PROGRESS_EVERY_S:
-            say(f"  {done} images predicted")
-            last_report = time.monotonic()
+        meter.add(len(batch["image_id"]))
+    meter.close()
     return {name: np.concatenate(arrays).astype(KEPT_COLUMNS[name]) for name, arrays in parts.items()}, overlays
+
+
+def _count(dataset: Dataset, split: str, fold: int | None) -> int:
+    """The images of the split (its filter columns only): the progress's total."""
+    from jobs.data.pipeline import FILTER_COLUMNS, split_filter
+
+    return dataset.read_table(columns=FILTER_COLUMNS, filters=split_filter(split, fold).to_pyarrow()).num_rows
 
 
 def _max_images_per_case(case_ids: np.ndarray) -> int:

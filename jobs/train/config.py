@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from jobs.runtime import VERBOSE_HELP
 from models.loss_weights import SEARCH_RANGES, LossWeights
 from models.presets import (
     AAA_GATES,
@@ -235,7 +236,7 @@ class TrainConfig:
         default=2, metadata={"help": "worker group restarts from the last checkpoint before giving up"}
     )
     seed: int = field(default=0, metadata={"help": "random seed"})
-    verbose: bool = field(default=False, metadata={"help": "show Ray's own INFO logs (hidden by default)"})
+    verbose: bool = field(default=False, metadata={"help": VERBOSE_HELP})
 
     def __post_init__(self):
         if self.recipe not in RECIPES:

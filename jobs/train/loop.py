@@ -30,6 +30,7 @@ import time
 import numpy as np
 import torch
 
+from jobs import progress
 from jobs.data import cache
 from jobs.train.config import LoopConfig
 from jobs.train.recipe import build_ema, build_optimizer, learning_rate, selection_score, set_learning_rate, should_stop
@@ -88,8 +89,11 @@ def train_loop_per_worker(config: LoopConfig) -> None:
     augmenter = Augmenter(device)
     for epoch in range(first_epoch, run.epochs + 1):
         epoch_batches = training_batches(config, epoch, rank, world, device)
+        # rank 0's steps stand for every worker's (each runs steps_per_epoch): one bar per run, on a terminal
+        name = f"{config.lineage['run_name']} epoch {epoch}/{run.epochs}"
+        bar = progress.bar(config.steps_per_epoch, name, "batch") if rank == 0 else None
         train_loss, images_per_s, data_wait = _train_one_epoch(
-            model, plain_model, optimizer, ema, augmenter, epoch_batches, config, epoch, world
+            model, plain_model, optimizer, ema, augmenter, epoch_batches, config, epoch, world, bar
         )
         metrics = {"epoch": epoch, "train_loss": train_loss, "images_per_s": images_per_s, "data_wait": data_wait}
         state = {**state, "epoch": epoch, "epochs_run": [*state["epochs_run"], epoch]}
@@ -188,10 +192,11 @@ def split_batches(config: LoopConfig, name: str, device: torch.device):
 
 
 def _train_one_epoch(
-    model, plain_model, optimizer, ema, augmenter, epoch_batches, config: LoopConfig, epoch: int, world: int
+    model, plain_model, optimizer, ema, augmenter, epoch_batches, config: LoopConfig, epoch: int, world: int, bar=None
 ) -> tuple[float, float, float]:
     """One pass over this worker's batches; returns (mean loss, images/s, share of the time spent
-    waiting for the next batch) over all workers. The learning rate follows the schedule step by step."""
+    waiting for the next batch) over all workers. The learning rate follows the schedule step by step;
+    `bar` (jobs.progress.bar), when given, counts the steps and is closed at the end."""
     run = config.train
     total_steps = run.epochs * config.steps_per_epoch
     step = (epoch - 1) * config.steps_per_epoch
@@ -207,7 +212,11 @@ def _train_one_epoch(
         losses.append(loss * len(batch["label"]))  # summed at the end: no GPU sync per step
         images += len(batch["label"])
         step += 1
+        if bar is not None:
+            bar.update(1)
         asked = time.perf_counter()
+    if bar is not None:
+        bar.close()
     loss_sum = float(torch.stack(losses).sum()) if losses else 0.0
     elapsed = time.perf_counter() - started
     device = next(plain_model.parameters()).device  # NCCL reduces only device tensors

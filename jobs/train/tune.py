@@ -145,7 +145,8 @@ def _search_and_publish(
             mode=mode(base.metric),
             search_alg=search_alg,
             num_samples=options.samples,
-            max_concurrent_trials=options.max_concurrent,
+            # random search's generator takes the limit itself (_search_algorithm); given here too, Tune warns
+            max_concurrent_trials=None if options.search == "random" else options.max_concurrent,
             scheduler=ASHAScheduler(
                 time_attr="training_iteration",
                 max_t=base.epochs,
