@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import csv
 import json
-from collections import Counter
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
