@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> dict:
             split=options.split,
             fold=options.fold,
             threshold=options.threshold,
+            specificity=options.specificity,
             n_bootstrap=options.bootstrap,
             seed=options.seed,
             batch_size=options.batch_size,

@@ -1,6 +1,7 @@
 """Batch inference for `busnet evaluate` and `busnet predict`: a Ray Data callable class that loads the
 checkpoint once per actor and turns batches of preprocessed images into probabilities, masks and
-per-image scores through `models.inference.predict`, the step validation and serving use too."""
+per-image scores through `models.inference.predict`, the step validation and serving use too, with the
+checkpoint's temperature (`models.calibration`): the probability compared with its threshold."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ class BatchPredictor:
         import torch
 
         from models import load_checkpoint
+        from models.calibration import temperature_of
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.config = load_checkpoint(checkpoint_uri, device=self.device, weights_sha256=weights_sha256)
+        self.temperature = temperature_of(self.config)  # the probability is calibrated as it is served
         pre = self.config["preprocessing"]
         self.mean = np.asarray(pre["mean"], dtype=np.float32)[:, None, None]
         self.std = np.asarray(pre["std"], dtype=np.float32)[:, None, None]
@@ -30,7 +33,7 @@ class BatchPredictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from models.inference import predict
 
-        result = self.scores(batch, predict(self.model, batch["image"], self.device))
+        result = self.scores(batch, predict(self.model, batch["image"], self.device, temperature=self.temperature))
         if "pred_mask" in result:
             result["display"] = self._display(np.asarray(batch["image"]))
         return result
