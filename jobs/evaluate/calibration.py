@@ -3,9 +3,10 @@ sensitivity at a stated specificity (screening users choose an operating point, 
 
 Both are computed on all images of the split, with the same case-level bootstrap resamples as the
 other metrics (`jobs.evaluate.intervals.case_weights` with the same seed). The probabilities handed in
-are those compared with the threshold: calibrated by the checkpoint's temperature when it has one;
-the network's own (uncalibrated) probability is recovered from them (`models.calibration.uncalibrated`)
-so that the report shows the calibration error before and after.
+are those compared with the threshold: calibrated by the checkpoint's temperature when it has one; the
+network's own (uncalibrated) one comes beside them (`Predictions.raw_prob`), or where only the served
+probability was stored (batch predict) is recovered from it (`models.calibration.uncalibrated`), so that
+the report shows the calibration error before and after.
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def calibration(predictions: Predictions, temperature: float | None, n_bootstrap
             "reliability": reliability(labels, values),
         }
 
-    raw = probs if temperature is None else uncalibrated(probs, temperature)
+    raw = predictions.raw_prob
+    if raw is None:
+        raw = probs if temperature is None else uncalibrated(probs, temperature)
     return {
         "temperature": temperature,
         "status": "uncalibrated" if temperature is None else "calibrated",

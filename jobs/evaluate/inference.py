@@ -39,8 +39,10 @@ class BatchPredictor:
         return result
 
     def scores(self, batch: dict[str, np.ndarray], prediction: Prediction) -> dict[str, np.ndarray]:
-        """Per image: the probability, and with a mask head the predicted and true masks at the
-        model's input size and their DSC and JI (NaN without a true mask)."""
+        """Per image: the probability (and the network's own, before the temperature), and with a mask
+        head the predicted and true masks at the model's input size and their DSC and JI (NaN without a
+        true mask)."""
+        from models.calibration import calibrated
         from models.inference import binarize
         from models.metrics import segmentation_metrics
 
@@ -49,6 +51,7 @@ class BatchPredictor:
             "source": batch["source"],
             "label": np.asarray(batch["label"]).astype(np.int8),
             "prob": prediction.probs.astype(np.float64),
+            "raw_prob": calibrated(prediction.outputs["logits"].cpu().numpy()),  # before the temperature
             "has_mask": np.asarray(batch["has_mask"], dtype=bool),
         }
         if prediction.mask_probs is None:

@@ -49,6 +49,7 @@ KEPT_COLUMNS = {
     "source": str,
     "label": np.int8,
     "prob": np.float64,
+    "raw_prob": np.float64,
     "has_mask": bool,
     "dsc": np.float64,
     "ji": np.float64,
