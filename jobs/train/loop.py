@@ -295,10 +295,13 @@ def validate(
 
 def robust_threshold(probs: np.ndarray, chosen: float) -> float:
     """Move Youden's threshold (which equals one image's probability) halfway down to the next lower
-    probability: the same decisions on this split, but not on a knife edge where 1e-7 of float noise
-    (another batch size, another machine) flips that image."""
+    probability (to 0 below the lowest): the same decisions on this split, but not on a knife edge where
+    1e-7 of float noise (another batch size, another machine, the temperature's float32 sigmoid) flips
+    that image. A threshold that is no image's probability (0.5 with one class) stays where it is."""
     lower = probs[probs < chosen]
-    return float((chosen + lower.max()) / 2) if lower.size else chosen
+    if not lower.size and not np.isin(chosen, probs):
+        return chosen
+    return float((chosen + (lower.max() if lower.size else 0.0)) / 2)
 
 
 def _write_checkpoint(
