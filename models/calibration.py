@@ -13,7 +13,7 @@ so the ranking (ROC-AUC) and every decision are unchanged as long as the thresho
 probability: `calibrate_threshold` maps a threshold chosen on the raw probabilities onto the
 calibrated ones. A checkpoint without a temperature is uncalibrated: T = 1.
 
-numpy only at import: the CLI's flag defaults read this module; torch is imported by the fit.
+numpy only at import (loading a checkpoint checks its temperature here); torch is imported by the fit.
 """
 
 from __future__ import annotations

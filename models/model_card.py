@@ -61,7 +61,7 @@ def model_card(model: dict, metrics: dict, lineage: dict, weights_sha256: str, t
         *_metrics(metrics),
         "",
         "## Calibration and operating point",
-        *_calibration(metrics, temperature),
+        *_calibration(metrics, temperature, hyper.get("calibrate")),
         "",
         "## Limits",
         "- Public BUS datasets are small and from few devices; performance on another scanner, population or "
@@ -78,31 +78,41 @@ def _pretrained(loaded: dict | None, spec: Any) -> list[str]:
     return [f"- {part}: {w.get('name')} sha256 `{w.get('sha256')}`" for part, w in loaded.items()]
 
 
-def _calibration(metrics: dict, temperature: float | None) -> list[str]:
+def _calibration(metrics: dict, temperature: float | None, asked: bool | None) -> list[str]:
     """What the probability means (temperature scaling or not) and the sensitivity at the operating
-    specificity, as validation measured them when the checkpoint was written."""
+    specificity, as validation measured them when the checkpoint was written (`asked`: the run's
+    --calibrate, None when its lineage does not say)."""
     from models.calibration import ECE_BINS
     from models.metrics import OPERATING_SPECIFICITY
 
     if temperature is None:
-        lines = ["- uncalibrated (no temperature: T = 1): the probability is the network's own sigmoid"]
+        why = (
+            ": no temperature could be fitted on validation (one class, or every image on its right side of 0.5)"
+            if asked
+            else ""
+        )
+        lines = [f"- uncalibrated (T = 1): the probability is the network's own sigmoid{why}"]
     else:
         lines = [
             f"- temperature T = {temperature:.3g}, fitted on the validation split (NLL of logit / T): the probability "
             "is sigmoid(logit / T), and the decision threshold is on that scale"
         ]
-    if metrics.get("val_ece") is not None:
+    if _finite(metrics.get("val_ece")):
         after = metrics.get("val_ece_calibrated")
         lines.append(
             f"- validation ECE ({ECE_BINS} bins): {metrics['val_ece']:.3g} uncalibrated"
             + (f", {after:.3g} calibrated" if after is not None else "")
         )
-    if metrics.get("val_sens_at_spec") is not None:
+    if _finite(metrics.get("val_sens_at_spec")):
         lines.append(
             f"- validation sensitivity at {OPERATING_SPECIFICITY:.0%} specificity: {metrics['val_sens_at_spec']:.3g}; "
             "`busnet evaluate` reports it on the test split with its interval and threshold"
         )
     return lines
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
 
 
 def _metrics(metrics: dict) -> list[str]:
