@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from jobs.evaluate.results import OverlayCase, OverlayPool, Predictions
+from models.calibration import TEMPERATURE_RANGE
 from models.metrics import METRICS, SEGMENTATION_METRICS
 
 # The two AUCs named for what they are; the other titles are the paper's: words title-cased, acronyms upper-cased.
@@ -145,9 +146,10 @@ def calibration_lines(metrics: dict) -> list[str]:
             "is the network's own sigmoid."
         ]
     else:
+        bound = " (a bound of the fit: validation could not pin it down)" if temperature in TEMPERATURE_RANGE else ""
         lines = [
-            f"- **Probability: calibrated**, temperature T = {temperature:.3g} (fitted on the validation split when "
-            "the checkpoint was trained): every probability and threshold in this report is sigmoid(logit / T)."
+            f"- **Probability: calibrated**, temperature T = {temperature:.3g}{bound} (fitted on the validation split "
+            "when the checkpoint was trained): every probability and threshold in this report is sigmoid(logit / T)."
         ]
     lines.append(
         f"- **Expected calibration error** ({block['bins']} equal-width bins, percent): "
@@ -357,7 +359,7 @@ def plot_reliability(path: Path, calibration: dict) -> None:
         bins = [b for b in calibration[name]["reliability"] if b["n"]]
         ece = calibration[name]["ece"]["value"]
         label = f"{name}" + (f", T = {calibration['temperature']:.3g}" if name == "calibrated" else "")
-        label += f": ECE {ece:.3f}" if ece is not None else ""
+        label += f": ECE {ece:.1%}" if ece is not None else ""
         ax.plot(
             [b["mean_probability"] for b in bins],
             [b["fraction_malignant"] for b in bins],
