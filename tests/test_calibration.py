@@ -164,3 +164,12 @@ def test_the_served_probability_is_calibrated_and_its_threshold_on_that_scale(tm
         assert reply["malignant_probability"] == pytest.approx(float(calibrated(logit, 3.0)), abs=1e-6)
         assert reply["label"] == ("malignant" if reply["malignant_probability"] >= 0.4 else "benign")
         assert reply["threshold"] == 0.4
+
+
+def test_a_threshold_squeezed_towards_one_half_is_not_shown_as_the_papers():
+    """A large temperature puts the calibrated threshold near 0.5: the tables must still tell it apart."""
+    from jobs.evaluate.report import threshold_label
+
+    assert threshold_label(0.5004339, "checkpoint") == "0.5004 (validation)"
+    assert threshold_label(0.5, "paper protocol") == "0.5 (paper protocol)"
+    assert threshold_label(0.437123, "checkpoint") == "0.437 (validation)"

@@ -18,7 +18,7 @@ import numpy as np
 
 from jobs.evaluate.results import OverlayCase, OverlayPool, Predictions
 from models.calibration import TEMPERATURE_RANGE
-from models.metrics import METRICS, SEGMENTATION_METRICS
+from models.metrics import METRICS, PAPER_THRESHOLD, SEGMENTATION_METRICS
 
 # The two AUCs named for what they are; the other titles are the paper's: words title-cased, acronyms upper-cased.
 TITLES = {"auc_hard": "AUC (hard, paper)", "auc": "ROC-AUC"}
@@ -182,7 +182,17 @@ def _training(lineage: dict) -> list[str]:
 def threshold_label(value: float, source: str) -> str:
     """How a table names a decision threshold: its value and where it came from."""
     origin = {"checkpoint": "validation"}.get(source, source)  # a checkpoint's threshold is chosen on validation
-    return f"{value:.3g} ({origin})"
+    return f"{_threshold_text(value)} ({origin})"
+
+
+def _threshold_text(value: float) -> str:
+    """3 significant digits, more where 3 would show the paper's 0.5 for another value: a large
+    temperature squeezes every calibrated probability, the threshold too, towards 0.5."""
+    for digits in (3, 4, 5, 6):
+        text = f"{value:.{digits}g}"
+        if value == PAPER_THRESHOLD or float(text) != PAPER_THRESHOLD:
+            return text
+    return repr(value)
 
 
 def table_lines(metrics: dict) -> list[str]:
