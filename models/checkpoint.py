@@ -2,7 +2,10 @@
 
     model.safetensors  weights only (never pickle)
     config.json        {"format_version": 1, "model": model.config, "preprocessing": {...},
-                        "class_names": ["benign", "malignant"], "threshold": t, "weights_sha256": ...}
+                        "class_names": ["benign", "malignant"], "threshold": t, "temperature": T or null,
+                        "weights_sha256": ...}
+                       T: temperature scaling fitted on validation (models.calibration); the
+                       probability is sigmoid(logit / T) and t is on that scale; null: uncalibrated (T = 1)
     metrics.json       what the trainer measured (NaN/inf written as null: strict JSON)
     lineage.json       the caller's lineage + "code_version" and "created_at" (UTC, ISO 8601)
     model_card.md      data, recipe, weights by sha256, metrics, intended use, limits (models.model_card),
@@ -43,6 +46,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from jobs import storage
+from models.calibration import check_temperature
 from models.model_card import CARD, model_card
 from models.network import build_model
 from models.preprocess import Preprocessing
@@ -72,13 +76,15 @@ def save_checkpoint(
     *,
     preprocessing: Preprocessing | None = None,
     threshold: float = 0.5,
+    temperature: float | None = None,
     metrics: dict | None = None,
     lineage: dict | None = None,
 ) -> Path:
     """Write the checkpoint files into a local directory (created if needed); returns its path.
 
     Publish it with jobs.storage.publish_dir (a new version each time). `preprocessing` defaults to
-    ImageNet mean/std at the model's input size; it must match that size.
+    ImageNet mean/std at the model's input size; it must match that size. `temperature`: the
+    calibration fitted on validation (None: uncalibrated); `threshold` is on the probability it gives.
     """
     model = unwrap_model(model)
     model_config = getattr(model, "config", None)
@@ -92,6 +98,7 @@ def save_checkpoint(
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability in [0, 1], got {threshold}")
+    temperature = check_temperature(temperature)
     if storage.is_remote(str(directory)):
         raise ValueError(
             f"save_checkpoint writes a local directory, got {directory!r}: "
@@ -108,6 +115,7 @@ def save_checkpoint(
         "preprocessing": preprocessing.to_dict(),
         "class_names": CLASS_NAMES,
         "threshold": threshold,
+        "temperature": temperature,
         "weights_sha256": _sha256(directory / WEIGHTS),
     }
     lineage = {
@@ -118,7 +126,7 @@ def save_checkpoint(
     _write_json(directory / METRICS, metrics or {})
     _write_json(directory / LINEAGE, lineage)
     _write_json(directory / CONFIG, config)
-    card = model_card(model_config, metrics or {}, lineage, config["weights_sha256"])
+    card = model_card(model_config, metrics or {}, lineage, config["weights_sha256"], temperature)
     (directory / CARD).write_text(card, encoding="utf-8")
     return directory
 
@@ -255,6 +263,10 @@ def _check_config(config: dict, where: str) -> None:
         Preprocessing.from_dict(config["preprocessing"])
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{where}: bad preprocessing: {exc}") from exc
+    try:  # absent in checkpoints from before calibration: uncalibrated
+        check_temperature(config.get("temperature"))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
 
 
 def _check_weights(model: nn.Module, state: dict[str, torch.Tensor], where: str, spec: dict) -> None:

@@ -5,7 +5,8 @@ network's logits: `logits` [B] (sigmoid -> malignant probability) and, with a ma
 `mask_logits` [B, 1, S, S] (sigmoid > 0.5 -> lesion, the rule of `models.inference`). Decoding,
 padding, resizing and normalising stay outside, as `models.preprocess` does them; so that a deployer
 need not guess them, the file's metadata carries the checkpoint's `busnet_config` (JSON: model,
-preprocessing size/mean/std, decision threshold, weights sha256).
+preprocessing size/mean/std, decision threshold, weights sha256, and the temperature: the probability
+the threshold is on is sigmoid(logits / temperature), or sigmoid(logits) when it is null).
 
 TorchScript-based exporter (`dynamo=False`): the dynamo exporter needs `onnxscript`, which busnet
 does not otherwise need. What exports, measured with the tiny preset: every Hybrid-MT-ESTAN variant

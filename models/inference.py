@@ -30,13 +30,16 @@ def predict(
     images: torch.Tensor | np.ndarray,
     device: torch.device | str,
     dtype: torch.dtype | None = None,
+    temperature: float = 1.0,
 ) -> Prediction:
     """One forward pass of `model` on normalised images [B, 3, S, S], on `device`.
 
     The model is put in eval mode (dropout off, BN running statistics): inference is never anything
     else, and a caller that forgot would get other numbers than the others. `dtype` bf16/fp16 runs
     the network under autocast (GPU validation and serving); None or float32 runs it in full
-    precision. Whatever it ran in, the outputs are float32.
+    precision. Whatever it ran in, the outputs are float32. `temperature`: the checkpoint's
+    (`models.calibration.temperature_of`): the probability is sigmoid(logit / T); `outputs` keep the
+    raw logits.
     """
     device = torch.device(device)
     if isinstance(images, np.ndarray):
@@ -47,7 +50,7 @@ def predict(
     with torch.autocast(device.type, dtype=dtype, enabled=half):
         raw = model(images)
     outputs = {name: None if value is None else value.float() for name, value in raw.items()}
-    probs = torch.sigmoid(outputs["logits"]).cpu().numpy()
+    probs = torch.sigmoid(outputs["logits"] / temperature).cpu().numpy()
     if outputs["mask_logits"] is None:
         return Prediction(probs, None, outputs)
     return Prediction(probs, torch.sigmoid(outputs["mask_logits"])[:, 0].cpu().numpy(), outputs)

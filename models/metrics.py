@@ -25,6 +25,9 @@ SEGMENTATION_METRICS = ("dsc", "ji")
 METRICS = CLASSIFICATION_METRICS + SEGMENTATION_METRICS
 ERROR_RATES = ("fnr", "fpr")  # 1 - sens and 1 - spec: lower is better, every other metric higher
 PAPER_THRESHOLD = 0.5  # the paper's decision threshold on the malignant probability (its "paper protocol")
+# The specificity at which the sensitivity is reported: screening users choose an operating point, not a threshold.
+OPERATING_SPECIFICITY = 0.90
+SPECIFICITY_TOLERANCE = 1e-9  # 9 of 10 benign is a specificity of 0.9, whatever 1 - 0.1 rounds to
 
 
 def _binary_inputs(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
@@ -74,6 +77,20 @@ def choose_threshold(y_true, prob) -> float:
     finite = np.isfinite(thresholds)  # roc_curve starts with +inf (nothing positive)
     best = np.argmax(np.where(finite, tpr - fpr, -np.inf))
     return float(thresholds[best])
+
+
+def sensitivity_at_specificity(y_true, prob, specificity: float = OPERATING_SPECIFICITY) -> dict[str, float]:
+    """{"sens", "spec", "threshold"}: the highest sensitivity of any threshold whose specificity is at
+    least `specificity` (the highest such threshold among equals), that threshold (a probability;
+    malignant when prob >= it; inf when only calling nothing malignant reaches the specificity) and
+    the specificity it gives. NaN everywhere with one class only."""
+    y_true, prob = _binary_inputs(y_true, prob)
+    if np.unique(y_true).size < 2:
+        return {"sens": float("nan"), "spec": float("nan"), "threshold": float("nan")}
+    fpr, tpr, thresholds = roc_curve(y_true, prob, drop_intermediate=False)
+    allowed = 1.0 - fpr >= specificity - SPECIFICITY_TOLERANCE  # a prefix: fpr only grows along the curve
+    best = int(np.argmax(np.where(allowed, tpr, -1.0)))  # the first of equals: the highest threshold
+    return {"sens": float(tpr[best]), "spec": float(1.0 - fpr[best]), "threshold": float(thresholds[best])}
 
 
 def _binary_masks(masks, name: str) -> list[np.ndarray]:

@@ -15,6 +15,7 @@ CARD = "model_card.md"
 SYNTHETIC = "synthetic"
 RECIPE_KEYS = ("preset", "variant", "backbone", "recipe", "epochs", "batch_size", "lr", "optimizer", "schedule")
 RECIPE_KEYS += ("select", "fold", "input_size", "aaa_init", "w1", "alpha", "gamma", "seed")
+CALIBRATION_KEYS = ("val_ece", "val_ece_calibrated", "val_sens_at_spec")  # shown under their own heading
 
 
 def data_summary(lineage: dict) -> dict:
@@ -29,8 +30,8 @@ def data_summary(lineage: dict) -> dict:
     }
 
 
-def model_card(model: dict, metrics: dict, lineage: dict, weights_sha256: str) -> str:
-    """Markdown of the card (see the module doc)."""
+def model_card(model: dict, metrics: dict, lineage: dict, weights_sha256: str, temperature: float | None = None) -> str:
+    """Markdown of the card (see the module doc); `temperature`: config.json's (None: uncalibrated)."""
     name = model.get("variant", "?") + (f" ({model['backbone']})" if model.get("backbone") else "")
     data = data_summary(lineage)
     hyper = lineage.get("hyperparameters") or {}
@@ -59,6 +60,9 @@ def model_card(model: dict, metrics: dict, lineage: dict, weights_sha256: str) -
         "## Metrics",
         *_metrics(metrics),
         "",
+        "## Calibration and operating point",
+        *_calibration(metrics, temperature, hyper.get("calibrate")),
+        "",
         "## Limits",
         "- Public BUS datasets are small and from few devices; performance on another scanner, population or "
         "protocol is unknown until measured there.",
@@ -74,9 +78,50 @@ def _pretrained(loaded: dict | None, spec: Any) -> list[str]:
     return [f"- {part}: {w.get('name')} sha256 `{w.get('sha256')}`" for part, w in loaded.items()]
 
 
+def _calibration(metrics: dict, temperature: float | None, asked: bool | None) -> list[str]:
+    """What the probability means (temperature scaling or not) and the sensitivity at the operating
+    specificity, as validation measured them when the checkpoint was written (`asked`: the run's
+    --calibrate, None when its lineage does not say)."""
+    from models.calibration import ECE_BINS
+    from models.metrics import OPERATING_SPECIFICITY
+
+    if temperature is None:
+        why = (
+            ": no temperature could be fitted on validation (one class, or every image on its right side of 0.5)"
+            if asked
+            else ""
+        )
+        lines = [f"- uncalibrated (T = 1): the probability is the network's own sigmoid{why}"]
+    else:
+        lines = [
+            f"- temperature T = {temperature:.3g}, fitted on the validation split (NLL of logit / T): the probability "
+            "is sigmoid(logit / T), and the decision threshold is on that scale"
+        ]
+    if _finite(metrics.get("val_ece")):
+        after = metrics.get("val_ece_calibrated")
+        lines.append(
+            f"- validation ECE ({ECE_BINS} bins): {metrics['val_ece']:.3g} uncalibrated"
+            + (f", {after:.3g} calibrated" if after is not None else "")
+        )
+    if _finite(metrics.get("val_sens_at_spec")):
+        lines.append(
+            f"- validation sensitivity at {OPERATING_SPECIFICITY:.0%} specificity: {metrics['val_sens_at_spec']:.3g}; "
+            "`busnet evaluate` reports it on the test split with its interval and threshold"
+        )
+    return lines
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and value == value and abs(value) != float("inf")
+
+
 def _metrics(metrics: dict) -> list[str]:
     test = {k: v for k, v in metrics.items() if k.startswith("test_")}
-    val = {k: v for k, v in metrics.items() if k.startswith("val_") and isinstance(v, (int, float))}
+    val = {
+        k: v
+        for k, v in metrics.items()
+        if k.startswith("val_") and k not in CALIBRATION_KEYS and isinstance(v, (int, float))
+    }
     lines = [f"- chosen at epoch {metrics.get('epoch')} on validation: " + _values(val)] if val else []
     if test:
         lines.append("- test: " + _values(test))

@@ -3,7 +3,8 @@
 No Ray here: loading, preprocessing, the batched forward pass and postprocessing are plain
 functions, so they run the same in a replica, in `busnet bench serve` and in a notebook. The
 preprocessing is `models.preprocess`, the one training used; the forward pass is
-`models.inference.predict`, the one validation and evaluation use; and the mask goes back to the
+`models.inference.predict`, the one validation and evaluation use, with the checkpoint's temperature
+(the served probability is the calibrated one its threshold is on); and the mask goes back to the
 input's own size through the preprocessing's inverse, `restore_mask`.
 
 Errors stay with their request: `forward_batch` gives each item its outputs or its own exception,
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from models.calibration import temperature_of
 from models.inference import predict
 from models.preprocess import (
     MAX_PIXELS,
@@ -51,7 +53,8 @@ class LoadedModel:
     config: dict
     uri: str
     preprocessing: Preprocessing
-    threshold: float
+    threshold: float  # on the calibrated probability, as config.json stores it
+    temperature: float  # the checkpoint's calibration (models.calibration); 1.0: uncalibrated
     device: torch.device
     dtype: torch.dtype
 
@@ -114,6 +117,7 @@ def load_model(uri: str, loader: Loader, device: torch.device, precision: str = 
         uri=uri,
         preprocessing=Preprocessing.from_dict(config["preprocessing"]),
         threshold=float(config.get("threshold", 0.5)),
+        temperature=temperature_of(config),
         device=device,
         dtype=dtype,
     )
@@ -152,7 +156,7 @@ def forward(loaded: LoadedModel, images: np.ndarray) -> tuple[np.ndarray, np.nda
     """One batched forward pass at the replica's precision: malignant probabilities [B] and lesion
     probability maps [B,S,S] (None for a network without a segmentation head)."""
     with _TORCH_TURNS:
-        prediction = predict(loaded.model, images, loaded.device, loaded.dtype)
+        prediction = predict(loaded.model, images, loaded.device, loaded.dtype, loaded.temperature)
     return prediction.probs, prediction.mask_probs
 
 

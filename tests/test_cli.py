@@ -225,6 +225,11 @@ def test_config_file_values_are_defaults_that_flags_override(tmp_path):
     config = _write(tmp_path / "run.yaml", {"data": "d", "out": "o", "epochs": 5, "lr": 0.002, "input-size": 64})
     args = cli.parse(["train", "--config", config, "--epochs", "3"])
     assert (args.data, args.out, args.epochs, args.lr, args.input_size) == ("d", "o", 3, 0.002, 64)
+    assert args.calibrate is True  # on by default; a file or --no-calibrate turns it off, the flag wins
+    uncalibrated = _write(tmp_path / "off.yaml", {"data": "d", "out": "o", "calibrate": False})
+    assert cli.parse(["train", "--config", uncalibrated]).calibrate is False
+    assert cli.parse(["train", "--config", uncalibrated, "--calibrate"]).calibrate is True
+    assert cli.parse(["train", "--data", "d", "--out", "o", "--no-calibrate"]).calibrate is False
     serve = cli.parse(["serve", "--config", _write(tmp_path / "serve.yaml", {"checkpoint": "c", "port": 9000})])
     assert (serve.checkpoint, serve.port) == ("c", 9000)
 
@@ -237,6 +242,7 @@ def test_config_file_values_are_defaults_that_flags_override(tmp_path):
         ({"epochs": True}, "epochs: True is not allowed; expected an integer"),
         ({"preset": "huge"}, "preset: 'huge' is not allowed; expected one of "),
         ({"gpu": "yes"}, "gpu: 'yes' is not allowed; expected true or false"),
+        ({"calibrate": 1}, "calibrate: 1 is not allowed; expected true or false"),
     ],
 )
 def test_a_bad_config_file_is_one_line_naming_file_key_and_what_is_allowed(tmp_path, capsys, values, said):

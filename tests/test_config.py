@@ -152,7 +152,7 @@ def test_evaluate_flags_match_the_evaluate_function():
     args = _subparser("evaluate").parse_args(["--data", "d", "--checkpoint", "c", "--out", "o"])
     defaults = {k: p.default for k, p in inspect.signature(evaluate).parameters.items()}
     flag_of = {"split": "split", "fold": "fold", "threshold": "threshold", "n_bootstrap": "bootstrap"}
-    flag_of |= {"seed": "seed", "batch_size": "batch_size"}
+    flag_of |= {"seed": "seed", "batch_size": "batch_size", "specificity": "specificity"}
     assert {k: getattr(args, flag) for k, flag in flag_of.items()} == {k: defaults[k] for k in flag_of}
 
 

@@ -65,7 +65,8 @@ def test_demo_runs_end_to_end(ray_local, tmp_path, capsys):
         image = decode_image(Path(answer["file"]).read_bytes())
         with torch.no_grad():
             logit = model(torch.from_numpy(preprocess_image(image, pre))[None])["logits"][0]
-        assert answer["malignant_probability"] == pytest.approx(torch.sigmoid(logit).item(), abs=1e-4)
+        calibrated = torch.sigmoid(logit / (config["temperature"] or 1.0)).item()  # the checkpoint's temperature
+        assert answer["malignant_probability"] == pytest.approx(calibrated, abs=1e-4)
         assert answer["threshold"] == pytest.approx(config["threshold"])
         assert (workdir / "overlays" / f"{answer['file'].rsplit('/', 1)[-1].rsplit('.', 1)[0]}.overlay.png").is_file()
         assert np.isfinite(answer["malignant_probability"])

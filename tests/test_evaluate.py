@@ -18,7 +18,8 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score, roc_auc_scor
 from jobs import storage
 from jobs.cli import main
 from jobs.evaluate.intervals import case_weights, classification_replicates, confidence_intervals, weighted_auc
-from models.metrics import CLASSIFICATION_METRICS, METRICS
+from models.calibration import expected_calibration_error
+from models.metrics import CLASSIFICATION_METRICS, METRICS, sensitivity_at_specificity
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -93,7 +94,9 @@ def test_the_papers_auc_is_its_hard_auc():
 # ---------------------------------------------------------------- end to end (Ray Data, CLI)
 
 
-def _tiny_checkpoint(directory: Path, variant: str = "hybrid", threshold: float = 0.5) -> Path:
+def _tiny_checkpoint(
+    directory: Path, variant: str = "hybrid", threshold: float = 0.5, temperature: float | None = None
+) -> Path:
     import torch
 
     from models import build_model, save_checkpoint
@@ -106,6 +109,7 @@ def _tiny_checkpoint(directory: Path, variant: str = "hybrid", threshold: float 
         directory,
         preprocessing=Preprocessing(size=model.input_size),
         threshold=threshold,
+        temperature=temperature,
         metrics={"val_auc": 0.5},
         lineage={"note": "test_evaluate"},
     )
@@ -119,8 +123,9 @@ def _test_rows(data_uri: str) -> list[dict]:
     return [row for row in table.to_pylist() if row["split"] == "test"]
 
 
-def _independent_metrics(checkpoint: Path, rows: list[dict], threshold: float) -> dict:
-    """Table 2's metrics of the checkpoint on these rows, without Ray or jobs.evaluate."""
+def _independent_metrics(checkpoint: Path, rows: list[dict], threshold: float, temperature: float = 1.0) -> dict:
+    """Table 2's metrics of the checkpoint on these rows, without Ray or jobs.evaluate; the probability
+    is sigmoid(logit / temperature), and "raw_probs" sigmoid(logit)."""
     import torch
 
     from models import load_checkpoint
@@ -132,7 +137,7 @@ def _independent_metrics(checkpoint: Path, rows: list[dict], threshold: float) -
     images = np.stack([preprocess_image(decode_image(r["image"]), pre) for r in rows])
     with torch.no_grad():
         out = model(torch.from_numpy(images))
-    probs = torch.sigmoid(out["logits"]).numpy()
+    probs = torch.sigmoid(out["logits"] / temperature).numpy()
     labels = np.array([r["label"] for r in rows])
     expected = classification_metrics(labels, probs, threshold=threshold)
     with_mask = [i for i, r in enumerate(rows) if r["mask"] is not None]
@@ -140,7 +145,13 @@ def _independent_metrics(checkpoint: Path, rows: list[dict], threshold: float) -
         truth = np.stack([preprocess_mask(decode_mask(rows[i]["mask"]), pre.size)[0] > 0.5 for i in with_mask])
         predicted = (torch.sigmoid(out["mask_logits"]) > 0.5).numpy()[with_mask, 0]
         expected.update(segmentation_metrics(truth, predicted))
-    return {**expected, "probs": dict(zip((r["image_id"] for r in rows), probs.tolist()))}
+    return {
+        **expected,
+        "probs": dict(zip((r["image_id"] for r in rows), probs.tolist())),
+        "labels": labels,
+        "prob_array": probs.astype(np.float64),
+        "raw_probs": torch.sigmoid(out["logits"]).numpy().astype(np.float64),
+    }
 
 
 def _assert_png(path: Path) -> None:
@@ -153,7 +164,7 @@ def _assert_png(path: Path) -> None:
 
 
 def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_dataset, tmp_path, capsys):
-    checkpoint = _tiny_checkpoint(tmp_path / "ckpt", threshold=0.45)
+    checkpoint = _tiny_checkpoint(tmp_path / "ckpt", threshold=0.45, temperature=2.0)
     out = tmp_path / "eval"
     code = main(
         [
@@ -168,6 +179,8 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
             "300",
             "--batch-size",
             "4",
+            "--specificity",
+            "0.8",
             "--no-track",
         ]
     )
@@ -181,14 +194,14 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
         parse_constant=lambda name: pytest.fail(f"metrics.json holds {name}: not JSON"),
     )
     rows = _test_rows(synthetic_dataset)
-    expected = _independent_metrics(checkpoint, rows, threshold=0.45)
+    expected = _independent_metrics(checkpoint, rows, threshold=0.45, temperature=2.0)
     assert metrics["threshold"] == 0.45 and metrics["threshold_source"] == "checkpoint"
     overall = metrics["overall"]
     assert overall["n"] == len(rows)
     assert overall["n_malignant"] == sum(r["label"] == 1 for r in rows)
     paper = metrics["paper_protocol"]
     assert paper["threshold"] == 0.5 and paper["overall"]["n"] == len(rows)
-    at_paper = _independent_metrics(checkpoint, rows, threshold=0.5)
+    at_paper = _independent_metrics(checkpoint, rows, threshold=0.5, temperature=2.0)
     for key in METRICS:
         for group, independent in ((overall, expected), (paper["overall"], at_paper)):
             entry = group["metrics"][key]
@@ -215,8 +228,30 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
         fields = dict(zip(header, line.split(",")))
         assert float(fields["malignant_probability"]) == pytest.approx(expected["probs"][fields["image_id"]], abs=1e-4)
 
+    # The checkpoint's temperature: every probability above is sigmoid(logit / 2), the ECE is shown before and after.
+    labels = expected["labels"]
+    calibration = metrics["calibration"]
+    assert calibration["temperature"] == 2.0 and calibration["status"] == "calibrated" and calibration["bins"] == 15
+    for view, probs in (("uncalibrated", expected["raw_probs"]), ("calibrated", expected["prob_array"])):
+        ece = calibration[view]["ece"]
+        assert ece["value"] == pytest.approx(expected_calibration_error(labels, probs), abs=1e-5), view
+        assert 0 <= ece["low"] <= ece["high"] <= 1 and ece["valid"] == 300, (view, ece)
+        assert sum(b["n"] for b in calibration[view]["reliability"]) == len(rows)
+    point = metrics["operating_point"]
+    want = sensitivity_at_specificity(labels, expected["prob_array"], 0.8)
+    assert point["specificity"] == 0.8 and point["spec"] >= 0.8
+    assert point["sens"]["value"] == pytest.approx(want["sens"]) and point["threshold"] == pytest.approx(
+        want["threshold"]
+    )
+    assert point["sens"]["low"] <= point["sens"]["value"] <= point["sens"]["high"]
+    assert "Sensitivity at 80% specificity" in printed
+
     report = (out / "report.md").read_text()
     for needle in (
+        "Probability: calibrated**, temperature T = 2",
+        "Expected calibration error",
+        "Sensitivity at 80% specificity",
+        "reliability.png",
         "| **all** | 0.45 (validation) |",
         "| **all** | 0.5 (paper protocol) |",
         "AUC (hard, paper) | ROC-AUC",
@@ -229,7 +264,7 @@ def test_evaluate_cli_reports_the_models_own_metrics(ray_local, synthetic_datase
         *sources,
     ):
         assert needle in report, needle
-    for name in ("roc.png", "confusion.png", "overlays.png"):
+    for name in ("roc.png", "confusion.png", "overlays.png", "reliability.png"):
         _assert_png(out / name)
 
 
@@ -283,7 +318,10 @@ def test_no_segmentation_is_said_not_zeroed(synthetic_dataset, tmp_path, variant
     assert metrics["overall"]["metrics"]["dsc"] is None and metrics["overall"]["metrics"]["ji"] is None
     assert metrics["overall"]["metrics"]["acc"]["value"] is not None
     assert metrics["segmentation"]["evaluated"] is False
+    assert metrics["calibration"]["temperature"] is None and metrics["calibration"]["calibrated"] is None
+    assert metrics["operating_point"]["specificity"] == 0.9  # the default
     report = render_markdown(metrics, ["roc.png", "confusion.png"])
+    assert "Probability: uncalibrated**" in report and "Sensitivity at 90% specificity" in report
     header = next(line for line in report.splitlines() if line.startswith("| | threshold | n |"))
     all_row = next(line for line in report.splitlines() if line.startswith("| **all**"))
     if variant == "swin":

@@ -46,7 +46,15 @@ def test_two_runs_into_one_folder_record_only_what_each_wrote(ray_local, synthet
     for _ in range(2):
         assert main([*command, "--split", "val", "--bootstrap", "0"]) == 0
     client, runs = tracked_runs(out, "evaluate")
-    written = {"metrics.json", "predictions.csv", "report.md", "roc.png", "confusion.png", "overlays.png"}
+    written = {
+        "metrics.json",
+        "predictions.csv",
+        "report.md",
+        "roc.png",
+        "confusion.png",
+        "overlays.png",
+        "reliability.png",
+    }
     assert len(runs) == 2 and all(artifact_names(client, run) <= written for run in runs)
     assert "metrics.json" in artifact_names(client, runs[1])
     assert {p.name for p in out.iterdir()} <= written | {tracking.STORE_FOLDER}

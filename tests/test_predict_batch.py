@@ -20,6 +20,9 @@ from PIL import Image
 
 from jobs import cli
 from jobs.errors import BusnetError
+from models.calibration import expected_calibration_error
+
+TEMPERATURE = 2.0  # the rows carry the calibrated probability, sigmoid(logit / T), the threshold's scale
 
 
 def _checkpoint(directory: Path, seed: int = 0) -> str:
@@ -30,7 +33,9 @@ def _checkpoint(directory: Path, seed: int = 0) -> str:
 
     torch.manual_seed(seed)
     model = build_model("tiny", "hybrid").eval()
-    save_checkpoint(model, directory, preprocessing=Preprocessing(size=model.input_size), threshold=0.45)
+    save_checkpoint(
+        model, directory, preprocessing=Preprocessing(size=model.input_size), threshold=0.45, temperature=TEMPERATURE
+    )
     return str(directory)
 
 
@@ -48,6 +53,8 @@ def _output(out: Path) -> dict[str, dict]:
 
 def _expected(checkpoint: str, images: dict[str, bytes]) -> dict[str, dict]:
     """What the model itself says about each image: decode, preprocess, one forward pass, the mask rule."""
+    import torch
+
     from models import load_checkpoint
     from models.inference import predict
     from models.preprocess import Preprocessing, decode_image, lesion_of, preprocess_image, restore_mask
@@ -59,7 +66,8 @@ def _expected(checkpoint: str, images: dict[str, bytes]) -> dict[str, dict]:
         image = decode_image(data)
         prediction = predict(model, preprocess_image(image, preprocessing)[None], "cpu")
         mask = restore_mask(prediction.mask_probs[0], *image.shape[:2])
-        expected[image_id] = {"prob": float(prediction.probs[0]), "mask": mask, **lesion_of(mask)}
+        prob = float(torch.sigmoid(prediction.outputs["logits"][0] / TEMPERATURE))
+        expected[image_id] = {"prob": prob, "mask": mask, **lesion_of(mask)}
     return expected
 
 
@@ -113,6 +121,9 @@ def test_dataset_predictions_equal_the_models_forward_and_survive_a_failure(
     probs = np.array([rows[i]["malignant_probability"] for i in labels])
     truth = np.array(list(labels.values()))
     assert metrics["overall"]["confusion"]["tp"] == int(((probs >= 0.45) & (truth == 1)).sum())
+    assert metrics["calibration"]["temperature"] == TEMPERATURE and metrics["calibration"]["calibrated"]
+    ece = metrics["calibration"]["calibrated"]["ece"]["value"]
+    assert ece == pytest.approx(expected_calibration_error(truth, probs))
     assert (out / "_COMPLETE").exists()
 
     again = batch.predict_archive(checkpoint, synthetic_dataset, str(out), n_bootstrap=0)

@@ -61,7 +61,8 @@ def _recompute(checkpoint_dir: Path, data_uri: str) -> tuple[dict, float]:
     images = np.stack([preprocess_image(decode_image(rows["image"][i]), pre) for i in picked])
     with torch.no_grad():
         out = model(torch.from_numpy(images))
-    probs = torch.sigmoid(out["logits"]).numpy()
+    temperature = config["temperature"] or 1.0  # the checkpoint's calibration, fitted on this split
+    probs = torch.sigmoid(out["logits"] / temperature).numpy()
     labels = np.array([rows["label"][i] for i in picked])
     threshold = config["threshold"]
     metrics = {f"val_{k}": v for k, v in classification_metrics(labels, probs, threshold).items()}
@@ -112,6 +113,9 @@ def test_two_workers_survive_a_worker_death_publish_true_metrics_and_resume(ray_
     stored = json.loads((best / "metrics.json").read_text())
     recomputed, threshold = _recompute(best, synthetic_dataset)
     assert config["threshold"] <= threshold  # Youden's, moved down into the gap below it (same decisions)
+    # Calibrated (the default): the temperature fitted on validation for these weights, recorded twice.
+    assert config["temperature"] == stored.get("temperature") and (config["temperature"] or 1.0) > 0
+    assert config["threshold"] == stored["threshold"]
     _assert_close(stored, recomputed)
     _assert_close(outcome.best_metrics, recomputed)  # what Ray Train reported is the same
     assert stored["epoch"] == outcome.best_metrics["epoch"]
@@ -241,8 +245,14 @@ def test_validation_reports_the_models_own_metrics_and_loss():
 
     from jobs.train.loop import robust_threshold, validate
     from models import build_model
+    from models.calibration import calibrate_threshold, calibrated, expected_calibration_error, fit_temperature
     from models.losses import multitask_loss
-    from models.metrics import choose_threshold, classification_metrics, segmentation_metrics
+    from models.metrics import (
+        choose_threshold,
+        classification_metrics,
+        segmentation_metrics,
+        sensitivity_at_specificity,
+    )
 
     rng = np.random.default_rng(0)
     images = rng.standard_normal((12, 3, 64, 64)).astype(np.float32)
@@ -270,8 +280,18 @@ def test_validation_reports_the_models_own_metrics_and_loss():
         has_mask=torch.from_numpy(has_mask),
     )
     probs = torch.sigmoid(out["logits"]).numpy()
-    assert threshold == robust_threshold(probs, float(choose_threshold(labels, probs)))
-    expected = {f"val_{k}": v for k, v in classification_metrics(labels, probs, threshold).items()}
+    raw_threshold = robust_threshold(probs, float(choose_threshold(labels, probs)))
+    logits = out["logits"].numpy().astype(np.float64)
+    temperature, _ = fit_temperature(logits, labels)
+    assert temperature is not None and got["temperature"] == temperature  # calibrate is on by default
+    # The threshold returned is on the calibrated probability, and calls the same images there.
+    assert threshold == pytest.approx(calibrate_threshold(raw_threshold, temperature))
+    assert np.array_equal(calibrated(logits, temperature) >= threshold, probs >= raw_threshold)
+    expected = {f"val_{k}": v for k, v in classification_metrics(labels, probs, raw_threshold).items()}
+    expected["val_sens_at_spec"] = sensitivity_at_specificity(labels, probs)["sens"]
+    expected["val_ece"] = expected_calibration_error(labels, probs)
+    expected["val_ece_calibrated"] = expected_calibration_error(labels, calibrated(logits, temperature))
+    expected["temperature"] = temperature
     predicted = (out["mask_logits"] > 0).numpy()[has_mask, 0]
     expected.update({f"val_{k}": v for k, v in segmentation_metrics(masks[has_mask, 0] > 0.5, predicted).items()})
     expected["val_loss"] = float(loss.total)

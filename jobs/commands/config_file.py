@@ -91,7 +91,7 @@ def _check(path: str, key: Any, value: Any, action: argparse.Action) -> Any:
     def refuse(allowed: str) -> BusnetError:
         return BusnetError(f"--config {path}: {key}: {value!r} is not allowed; expected {allowed}")
 
-    if isinstance(action, argparse._StoreTrueAction):
+    if isinstance(action, (argparse._StoreTrueAction, argparse.BooleanOptionalAction)):
         if not isinstance(value, bool):
             raise refuse("true or false")
         return value

@@ -4,7 +4,9 @@ Runs the split through the model as Ray Data batch inference (one model per acto
 --out: metrics.json (overall and per source dataset, with intervals, at the decision threshold and
 at the paper's 0.5, "paper protocol"), predictions.csv (one row per image), report.md (the table in
 the paper's units beside the paper's row; the paper's AUC is "AUC (hard, paper)" = (Sens + Spec) / 2,
-ROC-AUC beside it) and roc.png, confusion.png, overlays.png (best and worst segmentations).
+ROC-AUC beside it; the calibration error before and after the checkpoint's temperature, and the
+sensitivity at --specificity with the threshold that gives it) and roc.png, confusion.png,
+reliability.png, overlays.png (best and worst segmentations).
 
 example:
   busnet evaluate --data runs/data --checkpoint runs/train/demo/best --out runs/eval
@@ -38,6 +40,7 @@ def run(args: argparse.Namespace) -> dict:
             split=options.split,
             fold=options.fold,
             threshold=options.threshold,
+            specificity=options.specificity,
             n_bootstrap=options.bootstrap,
             seed=options.seed,
             batch_size=options.batch_size,

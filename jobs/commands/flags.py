@@ -74,7 +74,9 @@ def show(value: Any) -> str:
 
 def _argument(field: dataclasses.Field, kind: type) -> dict[str, Any]:
     help_text = field.metadata["help"]
-    if kind is bool:
+    if kind is bool:  # on by default: --name and --no-name
+        if field.default is True:
+            return {"action": argparse.BooleanOptionalAction, "default": True, "help": f"{help_text} (default on)"}
         return {"action": "store_true", "help": help_text}
     required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
     argument: dict[str, Any] = {"type": kind} if kind is not str else {}

@@ -16,6 +16,7 @@ from jobs.data.ingest.cases import MIXED_POLICIES
 from jobs.data.synth.lesion import DEFAULT_DIFFICULTY
 from jobs.evaluate.inference import INFERENCE_BATCH
 from jobs.evaluate.intervals import BOOTSTRAP_RESAMPLES
+from models.metrics import OPERATING_SPECIFICITY
 from serve.ingress import AUTO, DEFAULT_INGRESS, HAPROXY, INGRESSES, PROXY
 from serve.settings import DEFAULT_BATCH_WAIT_S, DEFAULT_MAX_BATCH_SIZE, PRECISIONS
 
@@ -105,6 +106,10 @@ class EvaluateOptions:
             "help": "decision threshold on the malignant probability; the paper's 0.5 is always reported too",
             "unset": "the checkpoint's",
         },
+    )
+    specificity: float = field(
+        default=OPERATING_SPECIFICITY,
+        metadata={"help": "report the sensitivity (with its interval) and the threshold at this specificity"},
     )
     bootstrap: int = field(
         default=BOOTSTRAP_RESAMPLES, metadata={"help": "bootstrap resamples for the 95% intervals; 0 = off"}

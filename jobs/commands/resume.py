@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from jobs.data.dataset import Dataset
 
 DATASET_FILE = "dataset.json"
-MAY_CHANGE = ("epochs", "resume", "verbose", "no_track", "max_failures", "compile", "keep")
+# calibrate: each checkpoint's temperature is fitted on its own validation pass; training does not read it.
+MAY_CHANGE = ("epochs", "resume", "verbose", "no_track", "max_failures", "compile", "keep", "calibrate")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,6 +12,8 @@ weights, lowest val loss); a given flag wins. --pretrained imagenet loads timm's
 through the Hugging Face cache (HF_HOME; HF_HUB_OFFLINE=1 reads only the cache); --pretrained URI a
 folder made by `busnet weights fetch`. --select score publishes the epoch with the best mean(val
 ROC-AUC, val Dice) over the last --smooth epochs, val_loss the lowest val loss (the authors').
+Each checkpoint carries a temperature fitted on validation (--no-calibrate: none), which evaluate,
+predict and serve apply to the probability.
 One line per epoch (on a terminal, a bar with an ETA within each epoch first); --verbose shows Ray's own
 logs too.
 

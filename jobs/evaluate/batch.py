@@ -80,7 +80,7 @@ class ArchivePredictor(BatchPredictor):
         from models.inference import predict
         from models.preprocess import lesion_of, mask_png, restore_mask
 
-        prediction = predict(self.model, batch["image"], self.device)
+        prediction = predict(self.model, batch["image"], self.device, temperature=self.temperature)
         scores = self.scores(batch, prediction)
         threshold = float(self.config["threshold"])
         labels = np.asarray(batch["label"])
@@ -383,6 +383,7 @@ def _metrics(
         has_segmentation=has_segmentation,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        temperature=config.get("temperature"),
     )
     metrics["predictions_file"] = f"{PARTS_DIR}/*.parquet"
     return metrics

@@ -1,6 +1,7 @@
 """Batch inference for `busnet evaluate` and `busnet predict`: a Ray Data callable class that loads the
 checkpoint once per actor and turns batches of preprocessed images into probabilities, masks and
-per-image scores through `models.inference.predict`, the step validation and serving use too."""
+per-image scores through `models.inference.predict`, the step validation and serving use too, with the
+checkpoint's temperature (`models.calibration`): the probability compared with its threshold."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ class BatchPredictor:
         import torch
 
         from models import load_checkpoint
+        from models.calibration import temperature_of
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model, self.config = load_checkpoint(checkpoint_uri, device=self.device, weights_sha256=weights_sha256)
+        self.temperature = temperature_of(self.config)  # the probability is calibrated as it is served
         pre = self.config["preprocessing"]
         self.mean = np.asarray(pre["mean"], dtype=np.float32)[:, None, None]
         self.std = np.asarray(pre["std"], dtype=np.float32)[:, None, None]
@@ -32,14 +35,16 @@ class BatchPredictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from models.inference import predict
 
-        result = self.scores(batch, predict(self.model, batch["image"], self.device))
+        result = self.scores(batch, predict(self.model, batch["image"], self.device, temperature=self.temperature))
         if "pred_mask" in result:
             result["display"] = self._display(np.asarray(batch["image"]))
         return result
 
     def scores(self, batch: dict[str, np.ndarray], prediction: Prediction) -> dict[str, np.ndarray]:
-        """Per image: the probability, and with a mask head the predicted and true masks at the
-        model's input size and their DSC and JI (NaN without a true mask)."""
+        """Per image: the probability (and the network's own, before the temperature), and with a mask
+        head the predicted and true masks at the model's input size and their DSC and JI (NaN without a
+        true mask)."""
+        from models.calibration import calibrated
         from models.inference import binarize
         from models.metrics import segmentation_metrics
 
@@ -48,6 +53,7 @@ class BatchPredictor:
             "source": batch["source"],
             "label": np.asarray(batch["label"]).astype(np.int8),
             "prob": prediction.probs.astype(np.float64),
+            "raw_prob": calibrated(prediction.outputs["logits"].cpu().numpy()),  # before the temperature
             "has_mask": np.asarray(batch["has_mask"], dtype=bool),
         }
         if prediction.mask_probs is None:

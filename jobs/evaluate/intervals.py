@@ -95,6 +95,38 @@ def classification_replicates(
     }
 
 
+def sensitivity_at_specificity_replicates(
+    labels: np.ndarray, probs: np.ndarray, weights: np.ndarray, specificity: float
+) -> np.ndarray:
+    """Per row of `weights` [B, n]: the highest sensitivity of a threshold whose specificity is at least
+    `specificity` (`models.metrics.sensitivity_at_specificity`, weighted); NaN without both classes.
+    Thresholds are cut between distinct probabilities, from the highest down (ties go together)."""
+    from models.metrics import SPECIFICITY_TOLERANCE
+
+    order = np.argsort(-np.asarray(probs, dtype=np.float64), kind="stable")
+    sorted_probs = np.asarray(probs, dtype=np.float64)[order]
+    positive = np.asarray(labels)[order].astype(bool)
+    w = weights[:, order]
+    cum_pos = np.cumsum(np.where(positive, w, 0.0), axis=1)
+    cum_neg = np.cumsum(np.where(positive, 0.0, w), axis=1)
+    cuts = np.flatnonzero(np.r_[sorted_probs[1:] != sorted_probs[:-1], True])  # the last image of each tie group
+    positives, negatives = cum_pos[:, -1:], cum_neg[:, -1:]
+    spec = 1.0 - _ratio(cum_neg[:, cuts], np.broadcast_to(negatives, (len(w), len(cuts))))
+    sens = _ratio(cum_pos[:, cuts], np.broadcast_to(positives, (len(w), len(cuts))))
+    best = np.where(spec >= specificity - SPECIFICITY_TOLERANCE, sens, 0.0).max(axis=1)  # calling none: sens 0
+    return np.where((positives[:, 0] > 0) & (negatives[:, 0] > 0), best, np.nan)
+
+
+def ece_replicates(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray, n_bins: int) -> np.ndarray:
+    """`models.calibration.expected_calibration_error` per row of `weights` [B, n] (the same bins)."""
+    from models.calibration import bin_index
+
+    gaps = np.asarray(labels, dtype=np.float64) - np.asarray(probs, dtype=np.float64)
+    members = bin_index(probs, n_bins)[None, :] == np.arange(n_bins)[:, None]  # [bins, n]
+    per_bin = weights @ (members * gaps).T  # [B, bins]: weighted sum of label - probability
+    return _ratio(np.abs(per_bin).sum(axis=1), weights.sum(axis=1))
+
+
 def mean_replicates(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """Weighted mean of per-image `values` per resample; NaN values (no mask) are left out."""
     values = np.asarray(values, dtype=np.float64)

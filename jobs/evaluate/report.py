@@ -2,7 +2,9 @@
 
 Numbers come from `jobs.evaluate.run`'s metrics dict; this module only lays them out: percent with one
 decimal and F1 as a fraction (the paper's units), each with its bootstrap 95% interval, the paper's
-own rows beside ours, and three figures: roc.png, confusion.png, overlays.png. Every group has two
+own rows beside ours, the calibration (ECE before and after the checkpoint's temperature) and the
+sensitivity at a stated specificity, and four figures: roc.png, confusion.png, reliability.png,
+overlays.png. Every group has two
 rows, one at the checkpoint's (validation-chosen) threshold and one at the paper's 0.5 ("paper
 protocol"); the paper's AUC column is `auc_hard` ((Sens + Spec) / 2), labelled as such, with the
 ROC-AUC of the probabilities beside it.
@@ -15,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from jobs.evaluate.results import OverlayCase, OverlayPool, Predictions
-from models.metrics import METRICS, SEGMENTATION_METRICS
+from models.calibration import TEMPERATURE_RANGE
+from models.metrics import METRICS, PAPER_THRESHOLD, SEGMENTATION_METRICS
 
 # The two AUCs named for what they are; the other titles are the paper's: words title-cased, acronyms upper-cased.
 TITLES = {"auc_hard": "AUC (hard, paper)", "auc": "ROC-AUC"}
@@ -59,9 +62,10 @@ def write_report(out_dir: Path, metrics: dict, predictions: Predictions, overlay
     import matplotlib
 
     matplotlib.use("Agg")
-    figures = ["roc.png", "confusion.png"]
+    figures = ["roc.png", "confusion.png", "reliability.png"]
     plot_roc(out_dir / "roc.png", predictions, metrics)
     plot_confusion(out_dir / "confusion.png", metrics["overall"]["confusion"], metrics["threshold"])
+    plot_reliability(out_dir / "reliability.png", metrics["calibration"])
     if metrics["segmentation"]["evaluated"] and (overlays.best or overlays.worst):
         plot_overlays(out_dir / "overlays.png", overlays)
         figures.append("overlays.png")
@@ -113,12 +117,16 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
         "",
     ]
     lines += table_lines(metrics)
+    lines += ["", "## Calibration and operating point", "", *calibration_lines(metrics)]
     lines += ["", "## Notes", ""] + [f"- {note}" for note in _notes(metrics, has_branch)]
     lines += ["", "## Figures", ""]
     captions = {
         "roc.png": f"ROC curve; the dot is the operating point at threshold {chosen}, the square the "
         "one at the paper's.",
         "confusion.png": f"Confusion matrix at threshold {chosen}: counts and percent of each true class.",
+        "reliability.png": "Reliability diagram: per probability bin, the fraction of malignant images against "
+        "the mean malignant probability (on the diagonal: calibrated), before and after temperature scaling; "
+        "below, the images per bin.",
         "overlays.png": "Best and worst segmentations by Dice, at the model's input resolution: ground "
         "truth solid green, prediction dashed pink and shaded.",
     }
@@ -126,6 +134,40 @@ def render_markdown(metrics: dict, figures: list[str]) -> str:
         lines += [f"![{figure[:-4]}]({figure})", "", captions[figure], ""]
     lines += ["Machine-readable: `metrics.json`; one row per image: `predictions.csv`.", ""]
     return "\n".join(lines)
+
+
+def calibration_lines(metrics: dict) -> list[str]:
+    """Markdown: the temperature (or "uncalibrated"), the ECE before/after, the operating point."""
+    block, point = metrics["calibration"], metrics["operating_point"]
+    temperature = block["temperature"]
+    if temperature is None:
+        lines = [
+            "- **Probability: uncalibrated**: the checkpoint has no temperature (T = 1); the malignant probability "
+            "is the network's own sigmoid."
+        ]
+    else:
+        bound = " (a bound of the fit: validation could not pin it down)" if temperature in TEMPERATURE_RANGE else ""
+        lines = [
+            f"- **Probability: calibrated**, temperature T = {temperature:.3g}{bound} (fitted on the validation split "
+            "when the checkpoint was trained): every probability and threshold in this report is sigmoid(logit / T)."
+        ]
+    lines.append(
+        f"- **Expected calibration error** ({block['bins']} equal-width bins, percent): "
+        f"{_cell('ece', block['uncalibrated']['ece'])} uncalibrated"
+        + (f", {_cell('ece', block['calibrated']['ece'])} calibrated" if block["calibrated"] else "")
+        + "; 0 is perfect (see reliability.png)."
+    )
+    target = f"{point['specificity']:.0%}"
+    if point["sens"]["value"] is None:
+        lines.append(f"- **Sensitivity at {target} specificity**: n/a (this split lacks a class).")
+    else:
+        where = (
+            f"at threshold {point['threshold']:.3g} on this split (specificity there {point['spec']:.1%})"
+            if point["threshold"] is not None
+            else "only by calling no image malignant"
+        )
+        lines.append(f"- **Sensitivity at {target} specificity**: {_cell('sens', point['sens'])} percent, {where}.")
+    return lines
 
 
 def _training(lineage: dict) -> list[str]:
@@ -140,7 +182,17 @@ def _training(lineage: dict) -> list[str]:
 def threshold_label(value: float, source: str) -> str:
     """How a table names a decision threshold: its value and where it came from."""
     origin = {"checkpoint": "validation"}.get(source, source)  # a checkpoint's threshold is chosen on validation
-    return f"{value:.3g} ({origin})"
+    return f"{_threshold_text(value)} ({origin})"
+
+
+def _threshold_text(value: float) -> str:
+    """3 significant digits, more where 3 would show the paper's 0.5 for another value: a large
+    temperature squeezes every calibrated probability, the threshold too, towards 0.5."""
+    for digits in (3, 4, 5, 6):
+        text = f"{value:.{digits}g}"
+        if value == PAPER_THRESHOLD or float(text) != PAPER_THRESHOLD:
+            return text
+    return repr(value)
 
 
 def table_lines(metrics: dict) -> list[str]:
@@ -181,7 +233,7 @@ def render_summary(metrics: dict) -> str:
     boot = metrics["bootstrap"]
     interval = f"[95% CI, {boot['resamples']} case resamples]" if boot["resamples"] else "(no intervals)"
     title = f"Table 2 metrics, percent (F1 as fraction) {interval}; {AUC_NOTE}:"
-    return "\n".join([title, *table_lines(metrics)])
+    return "\n".join([title, *table_lines(metrics), *calibration_lines(metrics)])
 
 
 def _notes(metrics: dict, has_branch: bool) -> list[str]:
@@ -295,6 +347,55 @@ def plot_roc(path: Path, predictions: Predictions, metrics: dict) -> None:
     )
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=7.5, framealpha=0.9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_reliability(path: Path, calibration: dict) -> None:
+    """Fraction malignant vs mean probability per bin (uncalibrated, and calibrated when the checkpoint
+    has a temperature) with the diagonal; below, the images per bin."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax, counts) = plt.subplots(
+        2, 1, figsize=(5.5, 6.5), dpi=120, sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax.plot([0, 1], [0, 1], linestyle=":", color="grey", linewidth=1, label="perfectly calibrated")
+    views = [("uncalibrated", "#6a3d9a", "s")]
+    if calibration["calibrated"]:
+        views.append(("calibrated", "#d62728", "o"))
+    width = 1.0 / calibration["bins"]
+    for offset, (name, colour, marker) in enumerate(views):
+        bins = [b for b in calibration[name]["reliability"] if b["n"]]
+        ece = calibration[name]["ece"]["value"]
+        label = f"{name}" + (f", T = {calibration['temperature']:.3g}" if name == "calibrated" else "")
+        label += f": ECE {ece:.1%}" if ece is not None else ""
+        ax.plot(
+            [b["mean_probability"] for b in bins],
+            [b["fraction_malignant"] for b in bins],
+            marker=marker,
+            color=colour,
+            label=label,
+        )
+        share = width / len(views)
+        counts.bar(
+            [b["low"] + share * (offset + 0.5) for b in calibration[name]["reliability"]],
+            [b["n"] for b in calibration[name]["reliability"]],
+            width=share,
+            color=colour,
+            alpha=0.7,
+            label=name,
+        )
+    ax.set(
+        xlim=(0, 1),
+        ylim=(-0.02, 1.02),
+        ylabel="fraction malignant",
+        title=f"Reliability, {calibration['bins']} equal-width bins",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    counts.set(xlabel="mean malignant probability in the bin", ylabel="images")
+    counts.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

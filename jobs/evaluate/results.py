@@ -63,3 +63,6 @@ class Predictions:
     has_mask: np.ndarray
     dsc: np.ndarray | None
     ji: np.ndarray | None
+    # The network's own probability, before the checkpoint's temperature (`prob` is after it); None:
+    # recovered from `prob` (batch predict stores only the served one), exact but where float32 saturates.
+    raw_prob: np.ndarray | None = None

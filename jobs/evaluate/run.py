@@ -37,18 +37,19 @@ from jobs.evaluate.intervals import BOOTSTRAP_RESAMPLES, confidence_intervals
 from jobs.evaluate.results import OverlayPool, Predictions
 from jobs.progress import Meter
 from models.inference import MASK_THRESHOLD
-from models.metrics import METRICS, PAPER_THRESHOLD
+from models.metrics import METRICS, OPERATING_SPECIFICITY, PAPER_THRESHOLD
 
 if TYPE_CHECKING:
     from jobs.data.dataset import Dataset
 
-FORMAT_VERSION = 2  # of metrics.json; 2 added auc_hard and the paper_protocol block
+FORMAT_VERSION = 3  # of metrics.json; 2 added auc_hard and the paper_protocol block, 3 calibration and operating_point
 CPU_ACTORS = 2
 KEPT_COLUMNS = {
     "image_id": str,
     "source": str,
     "label": np.int8,
     "prob": np.float64,
+    "raw_prob": np.float64,
     "has_mask": bool,
     "dsc": np.float64,
     "ji": np.float64,
@@ -63,6 +64,7 @@ def evaluate(
     *,
     fold: int | None = None,
     threshold: float | None = None,
+    specificity: float = OPERATING_SPECIFICITY,
     n_bootstrap: int = BOOTSTRAP_RESAMPLES,
     seed: int = 0,
     batch_size: int = INFERENCE_BATCH,
@@ -80,6 +82,8 @@ def evaluate(
         raise BusnetError(f"--batch-size must be >= 1, got {batch_size}")
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise BusnetError(f"--threshold must be between 0 and 1, got {threshold}")
+    if not 0.0 < specificity <= 1.0:
+        raise BusnetError(f"--specificity must be in (0, 1], got {specificity}")
     _refuse_foreign_out(out_dir)
     from jobs.data.dataset import open_dataset
 
@@ -115,6 +119,8 @@ def evaluate(
         has_segmentation=has_segmentation,
         n_bootstrap=n_bootstrap,
         seed=seed,
+        temperature=config.get("temperature"),
+        specificity=specificity,
     )
     metrics["inference_seconds"] = round(elapsed, 2)
     with tempfile.TemporaryDirectory(prefix="busnet-evaluate-") as scratch:
@@ -133,7 +139,16 @@ def evaluate(
 # What evaluate writes into its --out (report.write_report's plots included), and the MLflow store
 # that tracking keeps beside them; a folder holding anything else is not evaluate's to write into.
 OUTPUT_NAMES = frozenset(
-    {"metrics.json", "predictions.csv", "report.md", "roc.png", "confusion.png", "overlays.png", tracking.STORE_FOLDER}
+    {
+        "metrics.json",
+        "predictions.csv",
+        "report.md",
+        "roc.png",
+        "confusion.png",
+        "overlays.png",
+        "reliability.png",
+        tracking.STORE_FOLDER,
+    }
 )
 
 
@@ -182,11 +197,16 @@ def build_metrics(
     has_segmentation: bool,
     n_bootstrap: int,
     seed: int,
+    temperature: float | None = None,
+    specificity: float = OPERATING_SPECIFICITY,
 ) -> dict:
     """The metrics.json content: point estimates and intervals, overall and per source, twice: at
     `threshold` (the checkpoint's validation-chosen one, or --threshold) in `overall`/`per_source`,
     and at the paper's 0.5 in `paper_protocol`, so that a comparison with the paper's tables is like
-    for like. Both use the same bootstrap resamples."""
+    for like; then, over all images, `calibration` (the ECE before and after the checkpoint's
+    `temperature`, None: uncalibrated) and `operating_point` (the sensitivity at `specificity`). All
+    use the same bootstrap resamples. `predictions.prob` is the probability compared with `threshold`."""
+    from jobs.evaluate.calibration import calibration, operating_point
 
     def at(cut: float) -> dict:
         sources = sorted(set(predictions.source.tolist()))
@@ -214,6 +234,8 @@ def build_metrics(
         },
         **at(threshold),
         "paper_protocol": {"threshold": PAPER_THRESHOLD, **at(PAPER_THRESHOLD)},
+        "calibration": calibration(predictions, temperature, n_bootstrap, seed),
+        "operating_point": operating_point(predictions, specificity, n_bootstrap, seed),
         "predictions_file": "predictions.csv",
     }
 

@@ -219,6 +219,13 @@ class TrainConfig:
             "unset": "linear",
         },
     )
+    calibrate: bool = field(
+        default=True,
+        metadata={
+            "help": "fit a temperature on the validation split for each checkpoint (the probability becomes "
+            "sigmoid(logit / T), the threshold moves with it); --no-calibrate keeps the network's own sigmoid"
+        },
+    )
     keep: int = field(default=3, metadata={"help": "checkpoints kept per run, best by --select"})
     select: str | None = field(
         default=None,

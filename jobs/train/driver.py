@@ -73,6 +73,7 @@ HYPERPARAMETERS = (
     "backbone",
     "baseline_head",
     "pretrained",
+    "calibrate",
 )
 
 

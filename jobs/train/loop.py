@@ -6,7 +6,9 @@ when they do not fit there (`jobs.data.cache`). Every epoch:
 training split (augment on the worker's device, forward under bf16 autocast on GPU, the multitask
 loss, a DDP step with Adam). Then rank 0 validates on the whole val split (not sharded, so the
 numbers are those of the model on that split, not of a lucky shard), chooses the decision threshold
-there, and writes a checkpoint in our format plus the optimizer state (pickle-free) into a temp dir.
+there, fits the temperature that calibrates the probability there (`models.calibration`; each epoch's
+checkpoint carries its own, so the published best carries the one fitted for its weights, without a
+pass more), and writes a checkpoint in our format plus the optimizer state (pickle-free) into a temp dir.
 
 On a GPU the model runs channels-last (the layout cuDNN's bf16 convolutions want; on 2 CPU cores
 it saved 8-13% of a tiny step, but its other float rounding moved the demo's seed-0 test ROC-AUC from
@@ -239,17 +241,26 @@ def validate(
     device: torch.device,
     use_bf16: bool = False,
 ) -> tuple[dict[str, float], float]:
-    """Every metric of `models.metrics` (+ val_loss) on the whole val split (`val_batches`: every row
-    once, `split_batches`), at the threshold chosen there.
+    """Every metric of `models.metrics` (+ val_loss, the sensitivity at `OPERATING_SPECIFICITY` and the
+    calibration error) on the whole val split (`val_batches`: every row once, `split_batches`), at the
+    threshold chosen there; and with `calibrate` the temperature fitted there ("temperature" and
+    "val_ece_calibrated" in the metrics when one could be fitted), the threshold then moved onto the
+    calibrated probability. Returns (metrics, threshold on the probability the checkpoint gives).
 
     The forward pass is `models.inference.predict`, the step evaluation and serving use; the loss
     comes from the same pass's logits."""
+    from models.calibration import calibrate_threshold, calibrated, expected_calibration_error, fit_temperature
     from models.inference import binarize, predict
     from models.losses import multitask_loss
-    from models.metrics import choose_threshold, classification_metrics, segmentation_metrics
+    from models.metrics import (
+        choose_threshold,
+        classification_metrics,
+        segmentation_metrics,
+        sensitivity_at_specificity,
+    )
 
     dtype = torch.bfloat16 if use_bf16 else None
-    probs, labels = [], []
+    probs, labels, logits = [], [], []
     loss_sum, seg_sums, seg_images = 0.0, {"dsc": 0.0, "ji": 0.0}, 0
     for batch in val_batches:
         prediction = predict(model, batch["image"], device, dtype)
@@ -263,6 +274,7 @@ def validate(
         ).total
         loss_sum += float(loss) * len(batch["label"])
         probs.append(prediction.probs)
+        logits.append(prediction.outputs["logits"].cpu().numpy().astype(np.float64))
         labels.append(batch["label"].cpu().numpy())
         has_mask = batch["has_mask"].cpu().numpy().astype(bool)
         if prediction.mask_probs is not None and has_mask.any():
@@ -276,17 +288,29 @@ def validate(
     threshold = robust_threshold(y_prob, float(choose_threshold(y_true, y_prob)))
     metrics = {f"val_{k}": float(v) for k, v in classification_metrics(y_true, y_prob, threshold).items()}
     metrics["val_loss"] = loss_sum / len(y_true)
+    metrics["val_sens_at_spec"] = sensitivity_at_specificity(y_true, y_prob)["sens"]
+    metrics["val_ece"] = expected_calibration_error(y_true, y_prob)
     if seg_images:
         metrics.update({f"val_{k}": v / seg_images for k, v in seg_sums.items()})
+    if config.train.calibrate:
+        temperature, _ = fit_temperature(np.concatenate(logits), y_true)
+        if temperature is not None:
+            # The threshold moves with the probability: the same validation images either side of it.
+            threshold = calibrate_threshold(threshold, temperature)
+            y_calibrated = calibrated(np.concatenate(logits), temperature)
+            metrics.update(temperature=temperature, val_ece_calibrated=expected_calibration_error(y_true, y_calibrated))
     return metrics, threshold
 
 
 def robust_threshold(probs: np.ndarray, chosen: float) -> float:
     """Move Youden's threshold (which equals one image's probability) halfway down to the next lower
-    probability: the same decisions on this split, but not on a knife edge where 1e-7 of float noise
-    (another batch size, another machine) flips that image."""
+    probability (to 0 below the lowest): the same decisions on this split, but not on a knife edge where
+    1e-7 of float noise (another batch size, another machine, the temperature's float32 sigmoid) flips
+    that image. A threshold that is no image's probability (0.5 with one class) stays where it is."""
     lower = probs[probs < chosen]
-    return float((chosen + lower.max()) / 2) if lower.size else chosen
+    if not lower.size and not np.isin(chosen, probs):
+        return chosen
+    return float((chosen + (lower.max() if lower.size else 0.0)) / 2)
 
 
 def _write_checkpoint(
@@ -296,7 +320,13 @@ def _write_checkpoint(
 
     lineage = {**config.lineage, "epoch": metrics["epoch"]}
     save_checkpoint(
-        model, directory, preprocessing=preprocessing, threshold=threshold, metrics=metrics, lineage=lineage
+        model,
+        directory,
+        preprocessing=preprocessing,
+        threshold=threshold,
+        temperature=metrics.get("temperature"),
+        metrics=metrics,
+        lineage=lineage,
     )
     save_train_state(directory, optimizer, state)
 
