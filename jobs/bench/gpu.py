@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> dict:
     unknown = [name for name in chosen if name not in SECTIONS]
     if unknown or not chosen:
         raise BusnetError(f"--sections {args.sections!r}: choose from {', '.join(SECTIONS)}")
-    if args.deadline is not None and args.deadline <= 0:
-        raise BusnetError(f"--deadline {args.deadline:g}: must be positive seconds")
+    if args.deadline is not None and not args.deadline >= 0:
+        raise BusnetError(f"--deadline {args.deadline:g}: must be seconds, 0 or more (0 skips every section)")
     out = _report_path(args.out)
     cuda = torch.cuda.is_available()
     plan = sections.REDUCED if args.reduced or not cuda else sections.FULL
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> dict:
         "input_size": plan.input_size or PRESETS[plan.preset].input_size,
         "peak_flops": peak,
         "mfu_missing_reason": _mfu_missing(device_name, peak),
-        "deadline_s": args.deadline or plan.deadline_s,
+        "deadline_s": plan.deadline_s if args.deadline is None else args.deadline,
         "sections": {},
         "failed": [],
         "skipped": [],
@@ -136,8 +136,9 @@ def _run_section(name: str, bench: sections.Bench) -> dict:
     if bench.plan.form == "reduced" and name in NOT_REDUCED:
         return {"seconds": 0.0, "error": None, "skipped": NOT_REDUCED[name]}
     needs, left = bench.plan.needs_s.get(name, 0.0), bench.seconds_left()
-    if left <= needs or left <= 0:
-        why = f"{max(left, 0):.0f} s left before the deadline, the section needs about {needs:g} s"
+    if left <= needs:
+        why = f"{left:.0f} s left before the deadline, the section needs about {needs:g} s" if left > 0 else ""
+        why = why or "the deadline has passed"
         return {"seconds": 0.0, "error": None, "skipped": why}
     print(f"bench gpu: {SECTIONS[name][0]}...", file=sys.stderr, flush=True)
     started = time.monotonic()
