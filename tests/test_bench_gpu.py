@@ -41,7 +41,8 @@ def test_the_reduced_form_runs_every_section_into_one_json(ray_local, synthetic_
     assert sections["predict"]["images"] == 40 and sections["predict"]["images_per_s"] > 0
     trained = sections["train_and_serve"]
     assert trained["epochs"] == 2 and "model.safetensors" in trained["checkpoint_files"]
-    assert trained["answer"]["label"] in ("benign", "malignant") and 0 <= trained["answer"]["malignant_probability"] <= 1
+    answer = trained["answer"]
+    assert answer["label"] in ("benign", "malignant") and 0 <= answer["malignant_probability"] <= 1
 
 
 def test_a_failing_section_records_its_error_and_the_next_still_runs(ray_local, tmp_path, capsys):

@@ -146,7 +146,10 @@ class Bench:
 
     def release_model(self) -> None:
         """Give the trained model's device memory back before other processes (Ray workers) need it."""
+        import torch
+
         self._made.pop("trainable", None)
+        torch.compiler.reset()  # compiled code holds on to the model it was compiled for
         release_memory(self.device)
 
     def flops_per_image(self) -> float:
