@@ -16,50 +16,61 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from jobs.bench import gpu_sections as sections
+from jobs.bench import gpu_sections
+from jobs.commands.flags import add_flags, from_flags
 
 REPORT_FILE = "bench-gpu.json"
-SECTIONS: dict[str, tuple[str, Callable[[sections.Bench], dict]]] = {
-    "train": ("training, eager", sections.train_throughput),
-    "train_compiled": ("training, torch.compile", lambda bench: sections.train_throughput(bench, compiled=True)),
-    "largest_batch": ("largest training batch", sections.largest_batch),
-    "serving": ("serving predictor", sections.serving),
-    "predict": ("busnet predict --data", sections.batch_predict),
-    "train_and_serve": ("2-epoch train, then serve", sections.train_and_serve),
+SECTIONS: dict[str, tuple[str, Callable[[gpu_sections.Bench], dict]]] = {
+    "train": ("training, eager", gpu_sections.train_throughput),
+    "train_compiled": ("training, torch.compile", lambda bench: gpu_sections.train_throughput(bench, compiled=True)),
+    "largest_batch": ("largest training batch", gpu_sections.largest_batch),
+    "serving": ("serving predictor", gpu_sections.serving),
+    "predict": ("busnet predict --data", gpu_sections.batch_predict),
+    "train_and_serve": ("2-epoch train, then serve", gpu_sections.train_and_serve),
 }
 # On 2 CPU cores torch.compile took 50 s to trace the tiny model's step (backend "eager", no code
 # generation) and inductor did not finish in 10 minutes: the reduced form leaves it out.
 NOT_REDUCED = {"train_compiled": "torch.compile is left out of the reduced form (minutes on a CPU)"}
 
 
+@dataclass(frozen=True, kw_only=True)
+class GpuCheckOptions:
+    """`busnet bench gpu`'s options (its flags are generated from these fields)."""
+
+    reduced: bool = field(
+        default=False,
+        metadata={"help": "the reduced form: tiny preset, 64 px, fp32 on the CPU, a few steps (default without CUDA)"},
+    )
+    data: str | None = field(
+        default=None, metadata={"help": "dataset URI", "unset": "a synthetic dataset made in a temp folder"}
+    )
+    out: str | None = field(
+        default=None, metadata={"help": f"folder to write {REPORT_FILE} into, after every section", "unset": "none"}
+    )
+    sections: str = field(
+        default=",".join(SECTIONS), metadata={"help": "comma-separated sections to run, in this order"}
+    )
+    deadline: float | None = field(
+        default=None,
+        metadata={
+            "help": "seconds; a section that cannot finish before them is skipped (0 skips all)",
+            "unset": f"full form {gpu_sections.FULL.deadline_s:g}, reduced {gpu_sections.REDUCED.deadline_s:g}",
+        },
+    )
+    peak_tflops: float | None = field(
+        default=None,
+        metadata={
+            "help": "the device's dense bf16 peak TFLOP/s for the MFU",
+            "unset": "models.flops's table of known GPUs",
+        },
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--reduced",
-        action="store_true",
-        help="the reduced form: tiny preset, 64 px, fp32 on the CPU, a few steps (default without CUDA)",
-    )
-    parser.add_argument("--data", default=None, help="dataset URI (default: a synthetic dataset made in a temp folder)")
-    parser.add_argument("--out", default=None, help=f"folder to write {REPORT_FILE} into (after every section)")
-    parser.add_argument(
-        "--sections",
-        default=",".join(SECTIONS),
-        help=f"comma-separated sections to run, in this order (default: all): {', '.join(SECTIONS)}",
-    )
-    parser.add_argument(
-        "--deadline",
-        type=float,
-        default=None,
-        help=f"seconds; later sections are skipped (default: full {sections.FULL.deadline_s:g}, "
-        f"reduced {sections.REDUCED.deadline_s:g})",
-    )
-    parser.add_argument(
-        "--peak-tflops",
-        type=float,
-        default=None,
-        help="the device's dense bf16 peak TFLOP/s for the MFU (default: models.flops's table of known GPUs)",
-    )
+    add_flags(parser, GpuCheckOptions)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -70,19 +81,20 @@ def run(args: argparse.Namespace) -> dict:
     from models.presets import PRESETS
 
     started = time.monotonic()
-    chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
+    options = from_flags(GpuCheckOptions, args)
+    chosen = [name.strip() for name in options.sections.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in SECTIONS]
     if unknown or not chosen:
-        raise BusnetError(f"--sections {args.sections!r}: choose from {', '.join(SECTIONS)}")
-    if args.deadline is not None and not args.deadline >= 0:
-        raise BusnetError(f"--deadline {args.deadline:g}: must be seconds, 0 or more (0 skips every section)")
-    out = _report_path(args.out)
+        raise BusnetError(f"--sections {options.sections!r}: choose from {', '.join(SECTIONS)}")
+    if options.deadline is not None and not options.deadline >= 0:
+        raise BusnetError(f"--deadline {options.deadline:g}: must be seconds, 0 or more (0 skips every section)")
+    out = _report_path(options.out)
     cuda = torch.cuda.is_available()
-    plan = sections.REDUCED if args.reduced or not cuda else sections.FULL
-    why = "--reduced" if args.reduced else ("no CUDA device" if not cuda else "a CUDA device")
-    device = torch.device("cuda" if plan is sections.FULL else "cpu")
+    plan = gpu_sections.REDUCED if options.reduced or not cuda else gpu_sections.FULL
+    why = "--reduced" if options.reduced else ("no CUDA device" if not cuda else "a CUDA device")
+    device = torch.device("cuda" if plan is gpu_sections.FULL else "cpu")
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    peak = peak_flops(device_name, args.peak_tflops) if device.type == "cuda" else None
+    peak = peak_flops(device_name, options.peak_tflops) if device.type == "cuda" else None
     report = {
         "form": plan.form,
         "form_reason": why,
@@ -93,7 +105,7 @@ def run(args: argparse.Namespace) -> dict:
         "input_size": plan.input_size or PRESETS[plan.preset].input_size,
         "peak_flops": peak,
         "mfu_missing_reason": _mfu_missing(device_name, peak),
-        "deadline_s": plan.deadline_s if args.deadline is None else args.deadline,
+        "deadline_s": plan.deadline_s if options.deadline is None else options.deadline,
         "sections": {},
         "failed": [],
         "skipped": [],
@@ -105,12 +117,12 @@ def run(args: argparse.Namespace) -> dict:
     )
     print(f"{'section':<30}{'seconds':>9}  result", flush=True)
     with tempfile.TemporaryDirectory(prefix="busnet-bench-gpu-") as scratch:
-        bench = sections.Bench(
+        bench = gpu_sections.Bench(
             plan=plan,
             device=device,
             deadline=started + report["deadline_s"],
             scratch=Path(scratch),
-            data=args.data,
+            data=options.data,
             peak_flops=peak,
         )
         for name in chosen:
@@ -131,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
     return report
 
 
-def _run_section(name: str, bench: sections.Bench) -> dict:
+def _run_section(name: str, bench: gpu_sections.Bench) -> dict:
     """The section's result with its seconds and error (None, or one line); skipped ones say why."""
     if bench.plan.form == "reduced" and name in NOT_REDUCED:
         return {"seconds": 0.0, "error": None, "skipped": NOT_REDUCED[name]}
