@@ -31,8 +31,9 @@ SECTIONS: dict[str, tuple[str, Callable[[gpu_sections.Bench], dict]]] = {
     "predict": ("busnet predict --data", gpu_sections.batch_predict),
     "train_and_serve": ("2-epoch train, then serve", gpu_sections.train_and_serve),
 }
-# On 2 CPU cores torch.compile took 50 s to trace the tiny model's step (backend "eager", no code
-# generation) and inductor did not finish in 10 minutes: the reduced form leaves it out.
+# On the 2-core development machine (shared, loaded) torch.compile took 50 s just to trace the tiny
+# model's forward and backward (backend "eager": no code generated), and inductor had not finished
+# after several minutes: the reduced form leaves it out.
 NOT_REDUCED = {"train_compiled": "torch.compile is left out of the reduced form (minutes on a CPU)"}
 
 
