@@ -63,3 +63,38 @@ def test_the_deadline_skips_what_cannot_run_and_bad_options_are_one_line(capsys)
     assert all("deadline" in report["sections"][name]["skipped"] for name in ("train", "serving"))
     assert main(["bench", "gpu", "--sections", "train,bogus"]) == 1
     assert "--sections 'train,bogus': choose from train, train_compiled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("memory", "largest", "failing", "why", "first"),
+    [
+        (200, 200, 204, "out of memory", [32, 64, 128, 256, 192]),  # doubles, then bisects to within 1/32
+        (10, 10, 11, "out of memory", [32, 16, 8, 12, 10, 11]),  # the first batch already too big
+        (0, None, 1, "out of memory", [32, 16, 8, 4, 2, 1]),  # nothing fits
+        (10**6, 4096, None, "max_batch", [32, 64, 128, 256, 512, 1024, 2048, 4096]),
+    ],
+)
+def test_the_largest_batch_search_doubles_then_bisects(memory, largest, failing, why, first):
+    """The search that the GPU's out-of-memory errors drive (the CPU has none): here a batch fits when it is
+    at most `memory` images."""
+    import time
+
+    from jobs.bench.gpu_sections import search_largest
+
+    found = search_largest(lambda size: {"fits": size <= memory}, 32, 4096, time.monotonic() + 60)
+    assert (found["largest_batch_size"], found["smallest_failing_batch_size"], found["limited_by"]) == (
+        largest,
+        failing,
+        why,
+    )
+    assert [t["batch_size"] for t in found["tries"]][: len(first)] == first
+    assert all(t["fits"] == (t["batch_size"] <= memory) for t in found["tries"])
+
+
+def test_the_largest_batch_search_stops_at_its_time_after_one_try():
+    import time
+
+    from jobs.bench.gpu_sections import search_largest
+
+    found = search_largest(lambda size: {"fits": True}, 32, 4096, time.monotonic() - 1)
+    assert (found["largest_batch_size"], found["limited_by"], len(found["tries"])) == (32, "time", 1)

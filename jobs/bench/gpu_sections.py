@@ -285,47 +285,58 @@ def train_throughput(bench: Bench, compiled: bool = False) -> dict:
 
 
 def largest_batch(bench: Bench) -> dict:
-    """The largest training batch whose step runs (eager, as `train_throughput`): doubling from the plan's
-    batch until a step runs out of device memory (`torch.OutOfMemoryError`), then bisecting to within
-    1/32, for at most `batch_search_s` seconds and up to `max_batch`."""
+    """The largest training batch whose step runs (eager, as `train_throughput`): `search_largest` with a
+    step that runs out of device memory (`torch.OutOfMemoryError`) as the test, for at most
+    `batch_search_s` seconds and up to `max_batch`."""
     import torch
 
     plan = bench.plan
     model, optimizer = bench.trainable()
     release_memory(bench.device)
-    ends = min(bench.deadline, time.monotonic() + plan.batch_search_s)
-    fitting, failing, tries, limited_by = 0, None, [], "time"
-    size = plan.batch_size
-    while time.monotonic() < ends:
-        started = time.perf_counter()
+
+    def fits(size: int) -> dict:
         _reset_peak(bench.device)
-        fits = False
+        ran = False
         try:
             float(_stepper(bench, model, size)())
-            fits = True
+            ran = True
         except torch.OutOfMemoryError:
             pass  # out of the except block first: its traceback holds the step's tensors
-        peak = _peak(bench.device) if fits else None
-        if not fits:
+        peak = _peak(bench.device) if ran else None
+        if not ran:
             optimizer.zero_grad(set_to_none=True)
         release_memory(bench.device)
-        tries.append(
-            {"batch_size": size, "fits": fits, "seconds": time.perf_counter() - started, "peak_memory_bytes": peak}
-        )
-        fitting, failing = (size, failing) if fits else (fitting, size)
-        if failing is None and size >= plan.max_batch:
+        return {"fits": ran, "peak_memory_bytes": peak}
+
+    ends = min(bench.deadline, time.monotonic() + plan.batch_search_s)
+    found = search_largest(fits, plan.batch_size, plan.max_batch, ends)
+    fitting = found["largest_batch_size"]
+    peak = next((t["peak_memory_bytes"] for t in found["tries"] if t["batch_size"] == fitting), None)
+    return {"compiled": False, **found, "peak_memory_bytes": peak}
+
+
+def search_largest(fits: Callable[[int], dict], start: int, cap: int, ends: float) -> dict:
+    """The largest size that `fits` ({"fits": bool, ...}): doubling from `start` until one does not fit, then
+    bisecting to within 1/32, up to `cap`, while time.monotonic() < `ends` (one try at least). Every try is
+    listed with its seconds and what `fits` said."""
+    fitting, failing, tries, limited_by = 0, None, [], "time"
+    size = start
+    while not tries or time.monotonic() < ends:
+        started = time.perf_counter()
+        said = fits(size)
+        tries.append({"batch_size": size, **said, "seconds": time.perf_counter() - started})
+        fitting, failing = (size, failing) if said["fits"] else (fitting, size)
+        if failing is None and size >= cap:
             limited_by = "max_batch"
             break
         if failing is not None and failing - fitting <= max(1, fitting // 32):
             limited_by = "out of memory"
             break
-        size = min(2 * size, plan.max_batch) if failing is None else (fitting + failing) // 2
+        size = min(2 * size, cap) if failing is None else (fitting + failing) // 2
     return {
-        "compiled": False,
         "largest_batch_size": fitting or None,
         "smallest_failing_batch_size": failing,
         "limited_by": limited_by,
-        "peak_memory_bytes": next((t["peak_memory_bytes"] for t in tries if t["batch_size"] == fitting), None),
         "tries": tries,
     }
 
