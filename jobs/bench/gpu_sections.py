@@ -34,7 +34,7 @@ class Plan:
     input_size: int | None  # None: the preset's
     batch_size: int  # the throughput sections' batch, and where the largest-batch search starts
     steps: int  # timed training steps
-    warmup: int  # untimed steps first (with --compile: the compilation)
+    warmup: int  # untimed steps first (under torch.compile: the compilation)
     max_batch: int  # the largest-batch search stops here
     batch_search_s: float  # and after this long
     serve_batches: tuple[int, ...]  # the first is the latency batch (1), the others are timed for images/s
