@@ -420,6 +420,7 @@ def batch_predict(bench: Bench) -> dict:
 def train_and_serve(bench: Bench) -> dict:
     """`busnet train` for 2 epochs (Ray Train, one worker, a GPU on CUDA) on the dataset, then its published
     checkpoint behind `busnet serve`'s application answers one request over HTTP on 127.0.0.1."""
+    from jobs import storage
     from jobs.train.driver import train
 
     config = dataclasses.replace(
@@ -436,7 +437,7 @@ def train_and_serve(bench: Bench) -> dict:
         "train_seconds": train_seconds,
         "train_images_per_s": outcome.best_metrics.get("images_per_s"),
         "checkpoint_epoch": outcome.best_metrics.get("epoch"),
-        "checkpoint_files": sorted(p.name for p in Path(outcome.best_uri).rglob("*") if p.is_file()),
+        "checkpoint_files": [Path(path).name for path in storage.list_files(storage.resolve(outcome.best_uri))],
         "serve_seconds": time.perf_counter() - started,
         "answer": {key: answer[key] for key in ("label", "malignant_probability", "threshold")},
     }
