@@ -1,4 +1,4 @@
-"""Measure the platform: `busnet bench data|train|serve|predict|scale` prints a table (and, with --json, one JSON
+"""Measure the platform: `busnet bench data|train|serve|predict|scale|gpu` prints a table (and, with --json, one JSON
 object).
 
 data:  images/s through the Ray Data pipeline vs. a plain single-process loop over the same Parquet (start cost apart).
@@ -6,6 +6,7 @@ train: training images/s of a bare PyTorch loop vs. `busnet train`'s path (Ray T
 serve: closed-loop HTTP load vs. the bare request pipeline: requests/s, p50/p99 latency, mean batch size.
 predict: images/s of batch inference (busnet predict) vs. the bare batched pipeline in one process.
 scale: training images/s, driver memory and per-node cache bytes as data grows, on a simulated multi-node cluster.
+gpu: the ready GPU check: training MFU and memory, serving and predict speed, a 2-epoch run that serves (one JSON).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ BENCHMARKS = {
     "serve": "jobs.bench.serve",
     "predict": "jobs.bench.predict",
     "scale": "jobs.bench.scale",
+    "gpu": "jobs.bench.gpu",
 }
 
 
