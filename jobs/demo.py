@@ -11,7 +11,7 @@ test split (`TARGETS`; README "Measured" has the numbers): easy synthetic data (
 `DEMO_DIFFICULTY`: every BI-RADS trait follows the class closely and lesions stand out), small
 images, the tiny preset at 64 px, the default training recipe (`jobs.train.config.RECIPES["busnet"]`:
 lr 1e-3, at 3e-3 the decoder's ReLUs died in 2 of 3 runs) with the Dice loss per image (`DEMO_DICE`),
-two trials side by side (one CPU each) over `DEMO_SEARCH_SPACE`, 16 epochs each; Serve starts while
+two trials side by side (one CPU each) over `DEMO_SEARCH_SPACE`, 20 epochs each; Serve starts while
 evaluate runs.
 The numbers it prints say nothing about real ultrasound, and it says so.
 """
@@ -58,7 +58,7 @@ class DemoConfig:
     workdir: Path = field(default=Path("busnet-work"), metadata={"help": "where everything goes"})
     images: int = field(default=400, metadata={"help": "synthetic images"})
     trials: int = field(default=2, metadata={"help": "Ray Tune trials"})
-    epochs: int = field(default=16, metadata={"help": "epochs per trial"})
+    epochs: int = field(default=20, metadata={"help": "epochs per trial"})
     input_size: int = field(default=64, metadata={"help": "network input side in px"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     difficulty: float = field(
