@@ -1,8 +1,8 @@
 """The tree is the data flow: imports go down it, never back up, and no module imports itself back.
 
 Layers, lowest first (jobs/README.md draws the same flow):
-  shared plumbing (jobs.errors, jobs.storage, jobs.runtime, jobs.tracking) <- models <- jobs.data <- jobs.train
-  <- jobs.evaluate <- serve <- the CLI, its commands, the benchmarks and the demo.
+  shared plumbing (jobs.errors, jobs.storage, jobs.runtime, jobs.tracking, jobs.progress) <- models
+  <- jobs.data <- jobs.train <- jobs.evaluate <- serve <- the CLI, its commands, the benchmarks and the demo.
 serve sits above the batch stages only so that nothing below may import it; it may itself use nothing
 but models and the shared plumbing. The graph is grimp's (import-linter's engine): every import
 statement counts, the lazy ones inside functions too.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import grimp
 import pytest
 
-PLUMBING = ("jobs.errors", "jobs.storage", "jobs.runtime", "jobs.tracking")
+PLUMBING = ("jobs.errors", "jobs.storage", "jobs.runtime", "jobs.tracking", "jobs.progress")
 LAYERS = (
     PLUMBING,
     ("models",),
