@@ -26,12 +26,16 @@ from models.calibration import ECE_BINS, expected_calibration_error, reliability
 from models.metrics import sensitivity_at_specificity
 
 
-def calibration(predictions: Predictions, temperature: float | None, n_bootstrap: int, seed: int) -> dict:
+def resamples(predictions: Predictions, n_bootstrap: int, seed: int) -> np.ndarray | None:
+    """The case-level bootstrap weights both blocks share (None without resamples): drawn once."""
+    return case_weights(predictions.case_id, n_bootstrap, seed) if n_bootstrap else None
+
+
+def calibration(predictions: Predictions, temperature: float | None, weights: np.ndarray | None) -> dict:
     """{"temperature", "status", "bins", "uncalibrated": {"ece", "reliability"}, "calibrated": same or None}:
     the ECE ({"value", "low", "high", "valid"}) and the reliability diagram's bins of the network's own
     probability and, with a temperature, of the calibrated one."""
     labels, probs = predictions.label, predictions.prob
-    weights = case_weights(predictions.case_id, n_bootstrap, seed) if n_bootstrap else None
 
     def measured(values: np.ndarray) -> dict:
         interval = (
@@ -56,15 +60,14 @@ def calibration(predictions: Predictions, temperature: float | None, n_bootstrap
     }
 
 
-def operating_point(predictions: Predictions, specificity: float, n_bootstrap: int, seed: int) -> dict:
+def operating_point(predictions: Predictions, specificity: float, weights: np.ndarray | None) -> dict:
     """{"specificity", "sens": {"value", "low", "high", "valid"}, "threshold", "spec"}: the highest
     sensitivity at a specificity of at least `specificity` on this split, the threshold (on the
     probability compared with the checkpoint's) that gives it here and the specificity it gives."""
     labels, probs = predictions.label, predictions.prob
     point = sensitivity_at_specificity(labels, probs, specificity)
     interval = {"low": None, "high": None, "valid": 0}
-    if n_bootstrap:
-        weights = case_weights(predictions.case_id, n_bootstrap, seed)
+    if weights is not None:
         interval = percentile_interval(sensitivity_at_specificity_replicates(labels, probs, weights, specificity))
     return {
         "specificity": specificity,

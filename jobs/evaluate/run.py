@@ -206,7 +206,7 @@ def build_metrics(
     for like; then, over all images, `calibration` (the ECE before and after the checkpoint's
     `temperature`, None: uncalibrated) and `operating_point` (the sensitivity at `specificity`). All
     use the same bootstrap resamples. `predictions.prob` is the probability compared with `threshold`."""
-    from jobs.evaluate.calibration import calibration, operating_point
+    from jobs.evaluate.calibration import calibration, operating_point, resamples
 
     def at(cut: float) -> dict:
         sources = sorted(set(predictions.source.tolist()))
@@ -216,6 +216,7 @@ def build_metrics(
         }
 
     settings = (has_segmentation, n_bootstrap, seed)
+    weights = resamples(predictions, n_bootstrap, seed)
     return {
         "format_version": FORMAT_VERSION,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -234,8 +235,8 @@ def build_metrics(
         },
         **at(threshold),
         "paper_protocol": {"threshold": PAPER_THRESHOLD, **at(PAPER_THRESHOLD)},
-        "calibration": calibration(predictions, temperature, n_bootstrap, seed),
-        "operating_point": operating_point(predictions, specificity, n_bootstrap, seed),
+        "calibration": calibration(predictions, temperature, weights),
+        "operating_point": operating_point(predictions, specificity, weights),
         "predictions_file": "predictions.csv",
     }
 
